@@ -1,0 +1,281 @@
+//! The JSON encoding of client protocol v1. Field names are the protobuf field names.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{DecodeError, check_command};
+use crate::codes::ErrorCode;
+use crate::pb::{self, command::Command as C, reply::Reply as R};
+
+/// Whether `data` is one valid JSON value (what the JSON encoding can embed as is).
+pub fn is_json(data: &[u8]) -> bool {
+    serde_json::from_slice::<&RawValue>(data).is_ok()
+}
+
+// === commands ===
+
+#[derive(Deserialize, Serialize, Default)]
+struct JsonConnect {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    token: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    version: String,
+}
+
+#[derive(Deserialize, Serialize)]
+struct JsonChannel {
+    #[serde(default)]
+    channel: String,
+}
+
+#[derive(Deserialize, Serialize)]
+struct JsonPublish<'a> {
+    #[serde(default)]
+    channel: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct Empty {}
+
+#[derive(Deserialize, Serialize, Default)]
+struct JsonCommand<'a> {
+    #[serde(default)]
+    id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<JsonConnect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribe: Option<JsonChannel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsubscribe: Option<JsonChannel>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    publish: Option<JsonPublish<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ping: Option<Empty>,
+}
+
+#[derive(Deserialize)]
+struct JustId {
+    #[serde(default)]
+    id: u32,
+}
+
+pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError> {
+    let parsed: JsonCommand<'_> = match serde_json::from_slice(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            // Keep the session when the frame is a JSON object with an id: the error goes
+            // back as a reply. Anything else is not a command at all.
+            let id = serde_json::from_slice::<JustId>(payload).ok().map(|j| j.id).filter(|&id| id != 0);
+            return Err(DecodeError { id, code: ErrorCode::BAD_REQUEST, message: format!("invalid command: {e}") });
+        }
+    };
+    let id = parsed.id;
+    let bad = |message: &str| DecodeError { id: Some(id), code: ErrorCode::BAD_REQUEST, message: message.into() };
+    let mut commands = Vec::with_capacity(1);
+    if let Some(c) = parsed.connect {
+        commands.push(C::Connect(pb::ConnectRequest { token: c.token, name: c.name, version: c.version }));
+    }
+    if let Some(c) = parsed.subscribe {
+        commands.push(C::Subscribe(pb::SubscribeRequest { channel: c.channel }));
+    }
+    if let Some(c) = parsed.unsubscribe {
+        commands.push(C::Unsubscribe(pb::UnsubscribeRequest { channel: c.channel }));
+    }
+    if let Some(p) = parsed.publish {
+        let data = p.data.ok_or_else(|| bad("publish.data is required"))?;
+        commands.push(C::Publish(pb::PublishRequest {
+            channel: p.channel,
+            data: Bytes::copy_from_slice(data.get().as_bytes()),
+        }));
+    }
+    if parsed.ping.is_some() {
+        commands.push(C::Ping(pb::PingRequest {}));
+    }
+    if commands.len() > 1 && id != 0 {
+        return Err(bad("a command object carries exactly one command"));
+    }
+    check_command(pb::Command { id, command: commands.pop() })
+}
+
+pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let mut json = JsonCommand { id: cmd.id, ..Default::default() };
+    let raw;
+    match &cmd.command {
+        None => {}
+        Some(C::Connect(c)) => {
+            json.connect = Some(JsonConnect { token: c.token.clone(), name: c.name.clone(), version: c.version.clone() })
+        }
+        Some(C::Subscribe(s)) => json.subscribe = Some(JsonChannel { channel: s.channel.clone() }),
+        Some(C::Unsubscribe(s)) => json.unsubscribe = Some(JsonChannel { channel: s.channel.clone() }),
+        Some(C::Publish(p)) => {
+            raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(|e| DecodeError {
+                id: Some(cmd.id),
+                code: ErrorCode::BAD_REQUEST,
+                message: format!("publish data is not JSON: {e}"),
+            })?;
+            json.publish = Some(JsonPublish { channel: p.channel.clone(), data: Some(raw) });
+        }
+        Some(C::Ping(_)) => json.ping = Some(Empty {}),
+    }
+    serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
+    Ok(())
+}
+
+// === replies ===
+
+#[derive(Serialize, Deserialize)]
+struct JsonError {
+    code: u32,
+    message: String,
+    #[serde(default)]
+    temporary: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonConnectResult {
+    session: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    ping_interval: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonOffset {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    epoch: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonPublication<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64data: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonReply<'a> {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JsonError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<JsonConnectResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribe: Option<JsonOffset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsubscribe: Option<Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish: Option<JsonOffset>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ping: Option<Empty>,
+    #[serde(borrow, rename = "pub", skip_serializing_if = "Option::is_none")]
+    publication: Option<JsonPublication<'a>>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl JsonReply<'_> {
+    fn new(id: u32) -> Self {
+        JsonReply {
+            id,
+            error: None,
+            connect: None,
+            subscribe: None,
+            unsubscribe: None,
+            publish: None,
+            ping: None,
+            publication: None,
+        }
+    }
+}
+
+pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
+    let mut json = JsonReply::new(reply.id);
+    match &reply.reply {
+        None => {}
+        Some(R::Error(e)) => {
+            json.error = Some(JsonError { code: e.code, message: e.message.clone(), temporary: e.temporary })
+        }
+        Some(R::Connect(c)) => {
+            json.connect = Some(JsonConnectResult {
+                session: c.session.clone(),
+                user: c.user.clone(),
+                version: c.version.clone(),
+                ping_interval: c.ping_interval,
+            })
+        }
+        Some(R::Subscribe(s)) => json.subscribe = Some(JsonOffset { offset: s.offset, epoch: s.epoch.clone() }),
+        Some(R::Unsubscribe(_)) => json.unsubscribe = Some(Empty {}),
+        Some(R::Publish(p)) => json.publish = Some(JsonOffset { offset: p.offset, epoch: p.epoch.clone() }),
+        Some(R::Ping(_)) => json.ping = Some(Empty {}),
+        Some(R::Pub(p)) => {
+            let raw = serde_json::from_slice::<&RawValue>(&p.data).ok();
+            json.publication = Some(JsonPublication {
+                channel: &p.channel,
+                offset: p.offset,
+                epoch: &p.epoch,
+                data: raw,
+                b64data: if raw.is_none() { Some(BASE64.encode(&p.data)) } else { None },
+            });
+        }
+    }
+    serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
+}
+
+pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
+    let json: JsonReply<'_> = serde_json::from_slice(payload).map_err(|e| DecodeError {
+        id: None,
+        code: ErrorCode::BAD_REQUEST,
+        message: format!("invalid reply: {e}"),
+    })?;
+    let reply = if let Some(e) = json.error {
+        Some(R::Error(pb::Error { code: e.code, message: e.message, temporary: e.temporary }))
+    } else if let Some(c) = json.connect {
+        Some(R::Connect(pb::ConnectResult {
+            session: c.session,
+            user: c.user,
+            version: c.version,
+            ping_interval: c.ping_interval,
+        }))
+    } else if let Some(s) = json.subscribe {
+        Some(R::Subscribe(pb::SubscribeResult { offset: s.offset, epoch: s.epoch }))
+    } else if json.unsubscribe.is_some() {
+        Some(R::Unsubscribe(pb::UnsubscribeResult {}))
+    } else if let Some(p) = json.publish {
+        Some(R::Publish(pb::PublishResult { offset: p.offset, epoch: p.epoch }))
+    } else if json.ping.is_some() {
+        Some(R::Ping(pb::PingResult {}))
+    } else if let Some(p) = json.publication {
+        let data = match (p.data, p.b64data) {
+            (Some(raw), _) => Bytes::copy_from_slice(raw.get().as_bytes()),
+            (None, Some(b64)) => BASE64.decode(b64).map(Bytes::from).map_err(|e| DecodeError {
+                id: None,
+                code: ErrorCode::BAD_REQUEST,
+                message: format!("invalid b64data: {e}"),
+            })?,
+            (None, None) => Bytes::new(),
+        };
+        Some(R::Pub(pb::Publication { channel: p.channel.to_owned(), offset: p.offset, epoch: p.epoch.to_owned(), data }))
+    } else {
+        None
+    };
+    Ok(pb::Reply { id: json.id, reply })
+}

@@ -1,0 +1,127 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::pb::{command::Command as C, reply::Reply as R};
+
+fn json(s: &str) -> Result<pb::Command, DecodeError> {
+    Encoding::Json.decode_command(s.as_bytes())
+}
+
+#[test]
+fn json_commands_decode_to_the_protobuf_model() {
+    let cases: &[(&str, C)] = &[
+        (r#"{"id":1,"connect":{"token":"t","name":"n","version":"v"}}"#, C::Connect(pb::ConnectRequest {
+            token: "t".into(),
+            name: "n".into(),
+            version: "v".into(),
+        })),
+        (r#"{"id":1,"connect":{}}"#, C::Connect(pb::ConnectRequest::default())),
+        (r#"{"id":1,"subscribe":{"channel":"a:b"}}"#, C::Subscribe(pb::SubscribeRequest { channel: "a:b".into() })),
+        (r#"{"id":1,"unsubscribe":{"channel":"a:b"}}"#, C::Unsubscribe(pb::UnsubscribeRequest {
+            channel: "a:b".into(),
+        })),
+        (r#"{"id":1,"publish":{"channel":"a","data":{"x":[1, 2]}}}"#, C::Publish(pb::PublishRequest {
+            channel: "a".into(),
+            data: Bytes::from_static(br#"{"x":[1, 2]}"#),
+        })),
+        (r#"{"id":1,"ping":{},"future_field":true}"#, C::Ping(pb::PingRequest {})),
+    ];
+    for (text, want) in cases {
+        let cmd = json(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        assert_eq!(cmd.id, 1);
+        assert_eq!(cmd.command.as_ref(), Some(want), "{text}");
+    }
+}
+
+#[test]
+fn json_errors_keep_the_id_when_there_is_one() {
+    let cases: &[(&str, Option<u32>, ErrorCode)] = &[
+        ("not json", None, ErrorCode::BAD_REQUEST),
+        ("[1,2]", None, ErrorCode::BAD_REQUEST),
+        (r#"{"subscribe":{"channel":"a"}}"#, None, ErrorCode::BAD_REQUEST),
+        (r#"{"id":7}"#, Some(7), ErrorCode::UNKNOWN_COMMAND),
+        (r#"{"id":7,"frobnicate":{}}"#, Some(7), ErrorCode::UNKNOWN_COMMAND),
+        (r#"{"id":7,"subscribe":{"channel":5}}"#, Some(7), ErrorCode::BAD_REQUEST),
+        (r#"{"id":7,"publish":{"channel":"a"}}"#, Some(7), ErrorCode::BAD_REQUEST),
+        (r#"{"id":7,"ping":{},"subscribe":{"channel":"a"}}"#, Some(7), ErrorCode::BAD_REQUEST),
+    ];
+    for (text, id, code) in cases {
+        let err = json(text).unwrap_err();
+        assert_eq!((err.id, err.code), (*id, *code), "{text}: {}", err.message);
+    }
+}
+
+#[test]
+fn replies_round_trip_in_both_encodings() {
+    let replies = [
+        error_reply(3, ErrorCode::INVALID_CHANNEL, "bad"),
+        pb::Reply {
+            id: 1,
+            reply: Some(R::Connect(pb::ConnectResult {
+                session: "s".into(),
+                user: "u".into(),
+                version: "0.1".into(),
+                ping_interval: 25,
+            })),
+        },
+        pb::Reply { id: 2, reply: Some(R::Subscribe(pb::SubscribeResult { epoch: "e".into(), offset: 4 })) },
+        pb::Reply { id: 2, reply: Some(R::Unsubscribe(pb::UnsubscribeResult {})) },
+        pb::Reply { id: 2, reply: Some(R::Publish(pb::PublishResult { epoch: "e".into(), offset: 5 })) },
+        pb::Reply { id: 2, reply: Some(R::Ping(pb::PingResult {})) },
+        publication_push("a:b", 9, "e", Bytes::from_static(br#"{"k":"v"}"#)),
+        publication_push("a:b", 9, "e", Bytes::from_static(b"\x00\xffnot json")),
+    ];
+    for enc in [Encoding::Json, Encoding::Protobuf] {
+        for reply in &replies {
+            let mut buf = Vec::new();
+            enc.encode_reply(reply, &mut buf);
+            assert_eq!(&enc.decode_reply(&buf).unwrap(), reply, "{enc:?}");
+        }
+    }
+}
+
+#[test]
+fn json_publication_embeds_json_data_and_base64s_the_rest() {
+    let mut buf = Vec::new();
+    Encoding::Json.encode_reply(&publication_push("c", 1, "e", Bytes::from_static(b"[1,2]")), &mut buf);
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"pub":{"channel":"c","offset":1,"epoch":"e","data":[1,2]}}"#);
+    buf.clear();
+    Encoding::Json.encode_reply(&publication_push("c", 1, "e", Bytes::from_static(b"\x01\x02")), &mut buf);
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"pub":{"channel":"c","offset":1,"epoch":"e","b64data":"AQI="}}"#);
+}
+
+#[test]
+fn commands_round_trip_in_both_encodings() {
+    let cmds = [
+        pb::Command { id: 1, command: Some(C::Connect(pb::ConnectRequest { token: "t".into(), ..Default::default() })) },
+        pb::Command { id: 2, command: Some(C::Subscribe(pb::SubscribeRequest { channel: "x".into() })) },
+        pb::Command { id: 3, command: Some(C::Unsubscribe(pb::UnsubscribeRequest { channel: "x".into() })) },
+        pb::Command {
+            id: 4,
+            command: Some(C::Publish(pb::PublishRequest { channel: "x".into(), data: Bytes::from_static(b"{}") })),
+        },
+        pb::Command { id: 5, command: Some(C::Ping(pb::PingRequest {})) },
+    ];
+    for enc in [Encoding::Json, Encoding::Protobuf] {
+        for cmd in &cmds {
+            let mut buf = Vec::new();
+            enc.encode_command(cmd, &mut buf).unwrap();
+            assert_eq!(&enc.decode_command(&buf).unwrap(), cmd, "{enc:?}");
+        }
+    }
+}
+
+#[test]
+fn protobuf_garbage_is_not_a_command() {
+    let err = Encoding::Protobuf.decode_command(b"\xff\xff\xff").unwrap_err();
+    assert_eq!((err.id, err.code), (None, ErrorCode::BAD_REQUEST));
+}
+
+#[test]
+fn subprotocol_negotiation_takes_the_first_known() {
+    assert_eq!(Encoding::negotiate(["x", "switchboard.v1.proto", "switchboard.v1.json"]), (
+        Encoding::Protobuf,
+        Some(SUBPROTOCOL_PROTOBUF)
+    ));
+    assert_eq!(Encoding::negotiate([]), (Encoding::Json, None));
+}
