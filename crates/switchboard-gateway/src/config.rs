@@ -1,0 +1,62 @@
+//! Gateway settings. The binary maps its flags onto this struct; tests build it directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a gateway behaves. Every limit has a default here, a flag in the binary, a metric
+/// (`switchboard_gateway_limit_hits_total{limit=…}`) and a test.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where to listen for HTTP and WebSocket. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// This node's id, the prefix of its session ids. Default: random.
+    pub node_id: String,
+    /// Largest client message, bytes (close 1009 beyond). Default 65536.
+    pub max_message_size: usize,
+    /// Most bytes queued to one connection before it is closed as a slow consumer (4002).
+    /// Default 1 MiB.
+    pub max_queue_bytes: usize,
+    /// Most channels one session may subscribe to (error 109 beyond). Default 512.
+    pub max_subscriptions: usize,
+    /// Most concurrent WebSocket connections on this node (HTTP 503 beyond). Default 100000.
+    pub max_connections: usize,
+    /// Time allowed for the HTTP upgrade request and then for the connect command (4003).
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Interval between server pings. Default 25 s.
+    pub ping_interval: Duration,
+    /// Silence beyond one ping interval after which a session is closed (4004). Default 10 s.
+    pub pong_timeout: Duration,
+    /// Window over which sessions are asked to reconnect when the node drains. Default 5 s.
+    pub drain_window: Duration,
+    /// Whether clients may publish (the per-namespace permissions replace this once
+    /// authentication exists). Default true.
+    pub client_publish: bool,
+    /// Whether to serve the demo page at `/`. Default false (on in `switchboard dev`).
+    pub serve_page: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            node_id: random_node_id(),
+            max_message_size: 64 * 1024,
+            max_queue_bytes: 1024 * 1024,
+            max_subscriptions: 512,
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            drain_window: Duration::from_secs(5),
+            client_publish: true,
+            serve_page: false,
+        }
+    }
+}
+
+/// A random node id: `g` and 7 characters of [a-z0-9].
+pub fn random_node_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    std::iter::once('g').chain((0..7).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)).collect()
+}

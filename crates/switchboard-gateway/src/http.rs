@@ -1,0 +1,170 @@
+//! The HTTP side of the gateway: the accept loop, the routes, and the WebSocket upgrade.
+//!
+//! Routes: `GET /ws` (WebSocket, client protocol v1), `GET /healthz` (the process is up),
+//! `GET /readyz` (the bus is reachable and the node is not draining), `GET /metrics`
+//! (Prometheus text format), and `GET /` (the demo page, when enabled).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use switchboard_wire::Encoding;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Shared;
+use crate::session;
+
+type Body = Full<Bytes>;
+
+const PAGE: &str = include_str!("page.html");
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let mut draining = shared.draining.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = async { draining.wait_for(|d| *d).await.map(|_| ()) } => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req| route(shared.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.config.handshake_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    // Keep the drain going until the sessions have left.
+    drop(listener);
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(shared, req),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if *shared.draining.borrow() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !shared.bus.is_ready() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => metrics(&shared),
+        (&Method::GET, "/") if shared.config.serve_page => {
+            let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            r
+        }
+        (_, "/ws" | "/healthz" | "/readyz" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(resp)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn metrics(shared: &Shared) -> Response<Body> {
+    let Some(handle) = &shared.prometheus else {
+        return text(StatusCode::NOT_FOUND, "metrics are not enabled\n");
+    };
+    // Gauges that are cheaper to read at scrape time than to maintain per operation.
+    shared.metrics.connections.set(shared.connections.load(Ordering::Relaxed) as f64);
+    shared.metrics.channels.set(shared.hub.channels() as f64);
+    shared.metrics.bus_subscriptions.set(shared.bus.subscriptions() as f64);
+    let mut r = Response::new(Full::new(Bytes::from(handle.render())));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        shared.metrics.limit_handshake.increment(1);
+        let mut r = text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket\n");
+        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    }
+    if *shared.draining.borrow() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    // Reserve the connection slot now, so a burst cannot overshoot the limit.
+    let open = shared.connections.fetch_add(1, Ordering::AcqRel);
+    if open >= shared.config.max_connections {
+        shared.connections.fetch_sub(1, Ordering::AcqRel);
+        shared.metrics.limit_connections.increment(1);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    }
+    let offered = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let (encoding, subprotocol) = Encoding::negotiate(offered);
+    // Take hyper's upgrade handle ourselves: the session reads and writes the raw socket.
+    // fastwebsockets checks the key and version and builds the 101 response; its own
+    // upgrade future (which would allocate a WebSocket we do not use) is dropped unused.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let response = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok((response, _unused)) => response,
+        Err(e) => {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            shared.metrics.limit_handshake.increment(1);
+            let mut r = Response::new(Full::new(Bytes::from(format!("bad websocket handshake: {e}\n"))));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
+    let (mut parts, _) = response.into_parts();
+    if let Some(p) = subprotocol {
+        parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    tokio::spawn(async move {
+        let stream = match on_upgrade.await {
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+                Err(_) => None,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                None
+            }
+        };
+        match stream {
+            Some((stream, initial)) => session::run(shared, stream, initial, encoding).await,
+            None => {
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    });
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}

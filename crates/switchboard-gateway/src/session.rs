@@ -1,0 +1,387 @@
+//! One WebSocket session: a single task that reads client frames, runs their commands,
+//! writes queued frames, pings, and enforces the session's timeouts.
+//!
+//! Writes come first in the loop: everything queued in the session's outbox is taken at
+//! once and written with one vectored system call, so a burst of publications costs one
+//! write per connection rather than one per frame.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use switchboard_hub::frame;
+use switchboard_hub::outbox::Taken;
+use switchboard_hub::{Outbox, Subscriber};
+use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
+use switchboard_wire::{Channel, ChannelError, CloseCode, DecodeError, Encoding, ErrorCode};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until};
+
+use crate::Shared;
+
+use crate::ws::{FrameReader, Message, ReadError};
+
+/// Most frames written in one vectored write.
+const MAX_IOV: usize = 64;
+/// Time allowed to flush a close frame and hear the client's close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+type CommandResult = Result<R, (ErrorCode, String)>;
+
+/// How a session ends.
+enum End {
+    /// The server closes with this code.
+    Close(CloseCode),
+    /// The client sent a close frame (with this code, if any).
+    ClientClosed(Option<u16>),
+    /// The connection broke; nothing more can be sent.
+    Gone,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    reader: FrameReader,
+    sub: Arc<Subscriber>,
+    /// Set by the connect command.
+    session_id: Option<Box<str>>,
+    channels: Vec<Channel>,
+    /// Frames taken from the outbox and not yet fully written; `pending[..head]` are done.
+    pending: Vec<Bytes>,
+    head: usize,
+    last_seen: Instant,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, encoding: Encoding) {
+    shared.metrics.connections_total.increment(1);
+    let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let config = &shared.config;
+    let mut session = Session {
+        reader: FrameReader::with_initial(config.max_message_size, &initial),
+        sub: Arc::new(Subscriber { id, encoding, outbox: Outbox::new(config.max_queue_bytes) }),
+        shared: shared.clone(),
+        stream,
+        session_id: None,
+        channels: Vec::new(),
+        pending: Vec::new(),
+        head: 0,
+        last_seen: Instant::now(),
+    };
+    let end = session.serve().await;
+    let label = match &end {
+        End::Close(code) => code.code.to_string(),
+        End::ClientClosed(_) => "client".to_owned(),
+        End::Gone => "gone".to_owned(),
+    };
+    session.finish(end).await;
+    for channel in std::mem::take(&mut session.channels) {
+        shared.hub.unsubscribe(&channel, id);
+    }
+    shared.connections.fetch_sub(1, Ordering::AcqRel);
+    metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
+}
+
+// === impl Session ===
+
+impl Session {
+    async fn serve(&mut self) -> End {
+        let config = self.shared.config.clone();
+        let mut draining = self.shared.draining.subscribe();
+        let connect_deadline = Instant::now() + config.handshake_timeout;
+        let mut next_ping = Instant::now() + config.ping_interval;
+        let mut drain_at: Option<Instant> = None;
+        let timer = sleep_until(connect_deadline);
+        tokio::pin!(timer);
+        loop {
+            let wake = [
+                Some(next_ping),
+                self.session_id.is_none().then_some(connect_deadline),
+                drain_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("next_ping is always set");
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+            tokio::select! {
+                biased;
+                _ = self.sub.outbox.ready(), if self.pending.is_empty() => {
+                    if self.sub.outbox.take(&mut self.pending) == Taken::Overflowed {
+                        self.shared.metrics.limit_outbound_queue.increment(1);
+                        return End::Close(CloseCode::SLOW_CONSUMER);
+                    }
+                    if self.flush().is_err() {
+                        return End::Gone;
+                    }
+                }
+                r = self.stream.writable(), if !self.pending.is_empty() => {
+                    if r.is_err() || self.flush().is_err() {
+                        return End::Gone;
+                    }
+                }
+                r = self.stream.readable() => {
+                    if r.is_err() {
+                        return End::Gone;
+                    }
+                    if let Some(end) = self.read().await {
+                        return end;
+                    }
+                }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if self.session_id.is_none() && now >= connect_deadline {
+                        self.shared.metrics.limit_connect_timeout.increment(1);
+                        return End::Close(CloseCode::CONNECT_TIMEOUT);
+                    }
+                    if drain_at.is_some_and(|t| now >= t) {
+                        return End::Close(CloseCode::SHUTDOWN);
+                    }
+                    if now >= next_ping {
+                        if now.duration_since(self.last_seen) > config.ping_interval + config.pong_timeout {
+                            return End::Close(CloseCode::NO_PONG);
+                        }
+                        self.sub.outbox.push(frame::control(frame::OPCODE_PING, b""));
+                        next_ping = now + config.ping_interval;
+                    }
+                }
+                _ = async { draining.wait_for(|d| *d).await.map(|_| ()) }, if drain_at.is_none() => {
+                    let spread = config.drain_window.as_millis() as u64;
+                    drain_at = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=spread)));
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has and handles every complete message in it.
+    async fn read(&mut self) -> Option<End> {
+        match self.reader.fill(&self.stream) {
+            Ok(true) => self.last_seen = Instant::now(),
+            Ok(false) => return None,
+            Err(e) => return Some(self.read_failed(e)),
+        }
+        loop {
+            match self.reader.next_message() {
+                Ok(Some(message)) => {
+                    if let Some(end) = self.on_message(message).await {
+                        return Some(end);
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(self.read_failed(e)),
+            }
+        }
+    }
+
+    fn read_failed(&self, e: ReadError) -> End {
+        match e {
+            ReadError::Io(_) | ReadError::Eof => End::Gone,
+            ReadError::Protocol(why) => {
+                tracing::debug!(why, "websocket protocol error");
+                End::Close(CloseCode::PROTOCOL_ERROR)
+            }
+            ReadError::InvalidUtf8 => End::Close(CloseCode::INVALID_PAYLOAD),
+            ReadError::TooBig(_) => {
+                self.shared.metrics.limit_message_size.increment(1);
+                End::Close(CloseCode::MESSAGE_TOO_BIG)
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Option<End> {
+        let encoding = self.sub.encoding;
+        match message {
+            Message::Text(payload) if encoding == Encoding::Json => self.on_command(&payload).await,
+            Message::Binary(payload) if encoding == Encoding::Protobuf => self.on_command(&payload).await,
+            Message::Text(_) | Message::Binary(_) => Some(End::Close(CloseCode::UNSUPPORTED_DATA)),
+            Message::Ping(payload) => {
+                self.sub.outbox.push(frame::control(frame::OPCODE_PONG, &payload));
+                None
+            }
+            Message::Pong => None,
+            Message::Close(code, _) => Some(End::ClientClosed(code)),
+        }
+    }
+
+    async fn on_command(&mut self, payload: &[u8]) -> Option<End> {
+        self.shared.metrics.messages_received.increment(1);
+        let cmd = match self.sub.encoding.decode_command(payload) {
+            Ok(cmd) => cmd,
+            Err(DecodeError { id: Some(id), code, message }) => {
+                self.reply(id, Err((code, message)));
+                return None;
+            }
+            Err(DecodeError { id: None, message, .. }) => {
+                tracing::debug!(%message, "frame is not a command");
+                return Some(End::Close(CloseCode::BAD_REQUEST));
+            }
+        };
+        let result = match cmd.command.expect("decode_command checks the command is known") {
+            C::Connect(c) => self.connect(c),
+            _ if self.session_id.is_none() => Err((ErrorCode::NOT_CONNECTED, "send connect first".into())),
+            C::Subscribe(s) => self.subscribe(&s.channel).await,
+            C::Unsubscribe(u) => self.unsubscribe(&u.channel),
+            C::Publish(p) => self.publish(&p.channel, p.data).await,
+            C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
+        };
+        self.reply(cmd.id, result);
+        None
+    }
+
+    fn reply(&self, id: u32, result: CommandResult) {
+        let reply = match result {
+            Ok(r) => pb::Reply { id, reply: Some(r) },
+            Err((code, message)) => switchboard_wire::protocol::error_reply(id, code, message),
+        };
+        let encoding = self.sub.encoding;
+        self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf)));
+    }
+
+    fn connect(&mut self, _req: pb::ConnectRequest) -> CommandResult {
+        if self.session_id.is_some() {
+            return Err((ErrorCode::ALREADY_CONNECTED, "this session is connected".into()));
+        }
+        // Authentication is not configured in this version: every connection is anonymous.
+        let session = format!("{}-{:x}", self.shared.config.node_id, self.sub.id);
+        self.session_id = Some(session.clone().into());
+        Ok(R::Connect(pb::ConnectResult {
+            session,
+            user: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ping_interval: self.shared.config.ping_interval.as_secs() as u32,
+        }))
+    }
+
+    async fn subscribe(&mut self, name: &str) -> CommandResult {
+        let channel = parse_channel(name)?;
+        if self.channels.contains(&channel) {
+            return Err((ErrorCode::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
+        }
+        if self.channels.len() >= self.shared.config.max_subscriptions {
+            self.shared.metrics.limit_subscriptions.increment(1);
+            return Err((
+                ErrorCode::LIMIT_EXCEEDED,
+                format!("at most {} subscriptions per session", self.shared.config.max_subscriptions),
+            ));
+        }
+        self.shared.hub.subscribe(&channel, &self.sub);
+        self.channels.push(channel.clone());
+        match self.shared.bus.position(&channel).await {
+            Ok(p) => Ok(R::Subscribe(pb::SubscribeResult { epoch: p.epoch.to_string(), offset: p.offset })),
+            Err(e) => {
+                self.channels.retain(|c| c != &channel);
+                self.shared.hub.unsubscribe(&channel, self.sub.id);
+                Err((ErrorCode::UNAVAILABLE, e.to_string()))
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, name: &str) -> CommandResult {
+        let channel = parse_channel(name)?;
+        let Some(i) = self.channels.iter().position(|c| c == &channel) else {
+            return Err((ErrorCode::NOT_SUBSCRIBED, format!("not subscribed to {channel}")));
+        };
+        self.channels.swap_remove(i);
+        self.shared.hub.unsubscribe(&channel, self.sub.id);
+        Ok(R::Unsubscribe(pb::UnsubscribeResult {}))
+    }
+
+    async fn publish(&mut self, name: &str, data: Bytes) -> CommandResult {
+        let channel = parse_channel(name)?;
+        if !self.shared.config.client_publish {
+            return Err((ErrorCode::PERMISSION_DENIED, "clients may not publish on this gateway".into()));
+        }
+        match self.shared.bus.publish(&channel, data).await {
+            Ok(p) => Ok(R::Publish(pb::PublishResult { offset: p.offset, epoch: p.epoch.to_string() })),
+            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+        }
+    }
+
+    /// Writes as much of `pending` as the socket takes now.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.head < self.pending.len() {
+            let end = (self.head + MAX_IOV).min(self.pending.len());
+            let slices: Vec<IoSlice<'_>> = self.pending[self.head..end].iter().map(|b| IoSlice::new(b)).collect();
+            let mut written = match self.stream.try_write_vectored(&slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            while written > 0 {
+                let first = &mut self.pending[self.head];
+                if written >= first.len() {
+                    written -= first.len();
+                    self.head += 1;
+                } else {
+                    first.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        self.pending.clear();
+        self.head = 0;
+        if self.pending.capacity() > 16 {
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Ends the session on the wire: writes what is queued and a close frame, then waits
+    /// briefly for the client's close (or the connection's end).
+    async fn finish(&mut self, end: End) {
+        self.sub.outbox.close();
+        let (code, reason) = match end {
+            End::Gone => return,
+            End::Close(code) => (code.code, code.reason),
+            // Echo the client's code, as RFC 6455 §5.5.1 asks.
+            End::ClientClosed(code) => (code.unwrap_or(1000), ""),
+        };
+        let client_closed = matches!(end, End::ClientClosed(_));
+        if code == CloseCode::SLOW_CONSUMER.code {
+            // What is queued is what the client could not take; do not wait on it.
+            self.pending.clear();
+            self.head = 0;
+        }
+        self.pending.push(frame::close(code, reason));
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while self.head < self.pending.len() {
+            if self.flush().is_err() {
+                return;
+            }
+            if self.head < self.pending.len()
+                && tokio::time::timeout_at(deadline, self.stream.writable()).await.is_err()
+            {
+                return;
+            }
+        }
+        if client_closed {
+            return;
+        }
+        // Wait for the client's close frame; discard anything else it still sends.
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            match self.reader.fill(&self.stream) {
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            loop {
+                match self.reader.next_message() {
+                    Ok(Some(Message::Close(..))) | Err(_) => return,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                }
+            }
+        }
+    }
+}
+
+fn parse_channel(name: &str) -> Result<Channel, (ErrorCode, String)> {
+    Channel::parse(name).map_err(|e| match e {
+        ChannelError::Empty => (ErrorCode::BAD_REQUEST, "channel is required".into()),
+        e => (ErrorCode::INVALID_CHANNEL, format!("{e}: {name:?}")),
+    })
+}
+
