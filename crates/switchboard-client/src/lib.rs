@@ -1,1 +1,243 @@
-//! placeholder
+//! Rust client library for Switchboard's client protocol v1: connect, subscribe, publish,
+//! receive publications, and reconnect after a drop with exponential backoff and jitter
+//! (re-subscribing what the client held).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchboard_client::ClientError> {
+//! use switchboard_client::{Client, ClientConfig, Event};
+//! let mut client = Client::connect(ClientConfig::new("ws://127.0.0.1:8080/ws")).await?;
+//! client.subscribe("chat:lobby").await?;
+//! client.publish("chat:lobby", br#"{"text":"hi"}"#.to_vec().into()).await?;
+//! while let Some(event) = client.next_event().await {
+//!     if let Event::Publication(p) = event { println!("{} #{}", p.channel, p.offset) }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod conn;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_wire::Encoding;
+use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
+use tokio::sync::{mpsc, oneshot};
+
+pub use switchboard_wire::pb::Publication;
+
+/// How to reach a gateway and how to behave.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws://host:port/ws`.
+    pub url: String,
+    pub encoding: Encoding,
+    /// Sent with the connect command.
+    pub token: String,
+    /// Client name sent with the connect command.
+    pub name: String,
+    /// Reconnect after a drop (when the close code allows it). Default true.
+    pub reconnect: bool,
+    /// First reconnect delay; doubles per failed attempt up to `max_backoff`, with full
+    /// jitter. Defaults 100 ms and 10 s.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Time allowed for a command's reply. Default 10 s.
+    pub request_timeout: Duration,
+    /// Events buffered before the connection stops reading (back-pressure). Default 1024.
+    pub event_buffer: usize,
+}
+
+impl ClientConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientConfig {
+            url: url.into(),
+            encoding: Encoding::Json,
+            token: String::new(),
+            name: "switchboard-client-rs".into(),
+            reconnect: true,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            event_buffer: 1024,
+        }
+    }
+
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    pub fn reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+}
+
+/// Something that happened on the connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Publication(Publication),
+    /// (Re)connected as this session; subscriptions have been restored.
+    Connected { session: String },
+    /// The connection ended with this close code (None when it broke without one).
+    Disconnected { code: Option<u16>, reason: String, reconnecting: bool },
+}
+
+/// A failed client operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid url: {0}")]
+    Url(String),
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("server error {code}: {message}")]
+    Server { code: u32, message: String, temporary: bool },
+    #[error("not connected")]
+    Disconnected,
+    #[error("no reply in time")]
+    Timeout,
+    #[error("{0}")]
+    Encode(String),
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused the command.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<pb::Reply>>>>;
+
+/// A connection to a gateway. Commands may be sent from several tasks through `&self`;
+/// events are read with [`Client::next_event`].
+pub struct Client {
+    shared: Arc<conn::Shared>,
+    events: mpsc::Receiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Connects and sends the connect command. Fails if the first attempt fails; later
+    /// drops are retried in the background when `config.reconnect` is set.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let (tx, events) = mpsc::channel(config.event_buffer.max(1));
+        let shared = Arc::new(conn::Shared {
+            config,
+            next_id: AtomicU32::new(1),
+            pending: Pending::default(),
+            writer: tokio::sync::Mutex::new(None),
+            channels: Mutex::new(BTreeSet::new()),
+            session: Mutex::new(String::new()),
+        });
+        let first = conn::open(&shared).await?;
+        let task = tokio::spawn(conn::run(shared.clone(), first, tx));
+        Ok(Client { shared, events, task })
+    }
+
+    /// The current session id.
+    pub fn session(&self) -> String {
+        self.shared.session.lock().unwrap().clone()
+    }
+
+    /// The next event; `None` once the connection is gone for good.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next publication, skipping other events; `None` once the connection is gone.
+    pub async fn next_publication(&mut self) -> Option<Publication> {
+        loop {
+            match self.events.recv().await? {
+                Event::Publication(p) => return Some(p),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn subscribe(&self, channel: &str) -> Result<pb::SubscribeResult, ClientError> {
+        let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.into() });
+        match self.shared.request(cmd).await? {
+            R::Subscribe(r) => {
+                self.shared.channels.lock().unwrap().insert(channel.to_owned());
+                Ok(r)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), ClientError> {
+        self.shared.channels.lock().unwrap().remove(channel);
+        match self.shared.request(C::Unsubscribe(pb::UnsubscribeRequest { channel: channel.into() })).await? {
+            R::Unsubscribe(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes `data` (JSON text when the encoding is JSON).
+    pub async fn publish(&self, channel: &str, data: Bytes) -> Result<pb::PublishResult, ClientError> {
+        match self.shared.request(C::Publish(pb::PublishRequest { channel: channel.into(), data })).await? {
+            R::Publish(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An application-level ping (a round trip through the gateway).
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        match self.shared.request(C::Ping(pb::PingRequest {})).await? {
+            R::Ping(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes the connection (code 1000) and stops reconnecting.
+    pub async fn close(self) {
+        self.shared.close().await;
+        self.task.abort();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn unexpected(reply: R) -> ClientError {
+    ClientError::Encode(format!("unexpected reply: {reply:?}"))
+}
+
+/// The reconnect delay before attempt `attempt` (0-based): full jitter over an exponential
+/// ceiling, `rand(0, min(max, min * 2^attempt))`, never below `min / 2`.
+pub fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
+    let ceiling = config.min_backoff.saturating_mul(1u32 << attempt.min(20)).min(config.max_backoff);
+    let floor = config.min_backoff / 2;
+    let span = ceiling.saturating_sub(floor);
+    floor + span.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_ceiling_with_jitter() {
+        let config = ClientConfig::new("ws://x");
+        for attempt in 0..30 {
+            let d = backoff(&config, attempt);
+            let ceiling = (config.min_backoff * 2u32.pow(attempt.min(20))).min(config.max_backoff);
+            assert!(d >= config.min_backoff / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
+        }
+        let late: Vec<_> = (0..50).map(|_| backoff(&config, 10)).collect();
+        assert!(late.iter().any(|d| *d > Duration::from_secs(2)), "the ceiling is reached");
+        assert!(late.windows(2).any(|w| w[0] != w[1]), "delays are jittered");
+    }
+}

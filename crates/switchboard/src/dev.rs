@@ -1,0 +1,88 @@
+//! `switchboard dev`: gateway + control API + the in-process bus in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchboard_bus::{Bus, Deliver, MemoryBroker, Publication};
+use switchboard_gateway::{Gateway, GatewayConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// What a dev node needs.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    pub gateway: GatewayConfig,
+    pub grpc_listen: SocketAddr,
+}
+
+/// A running dev node.
+pub struct Dev {
+    /// Where HTTP and WebSocket are served.
+    pub http: SocketAddr,
+    /// Where the gRPC API is served.
+    pub grpc: SocketAddr,
+    pub gateway: Gateway,
+    stop_grpc: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The control API's bus node publishes only.
+struct PublishOnly;
+
+impl Deliver for PublishOnly {
+    fn deliver(&self, _: Publication) {}
+}
+
+impl Dev {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: DevConfig, prometheus: Option<PrometheusHandle>) -> anyhow::Result<Dev> {
+        let broker = MemoryBroker::new();
+        let gateway_broker = broker.clone();
+        let gateway = Gateway::new(config.gateway.clone(), prometheus, |deliver| async move {
+            Ok::<_, anyhow::Error>(Arc::new(gateway_broker.connect(deliver)) as Arc<dyn Bus>)
+        })
+        .await?;
+        let listener = gateway.bind().await.with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+        let grpc_listener =
+            TcpListener::bind(config.grpc_listen).await.with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
+        let (http, grpc) = (listener.local_addr()?, grpc_listener.local_addr()?);
+        let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(PublishOnly)));
+        let (stop_grpc, stopped) = oneshot::channel::<()>();
+        let serving = gateway.clone();
+        let tasks = vec![
+            tokio::spawn(async move { serving.serve(listener).await }),
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = switchboard_control::serve(grpc_listener, control_bus, shutdown).await {
+                    tracing::error!(error = %e, "grpc server failed");
+                }
+            }),
+        ];
+        Ok(Dev { http, grpc, gateway, stop_grpc: Some(stop_grpc), tasks })
+    }
+
+    /// Drains the gateway (sessions are asked to reconnect over the drain window), then
+    /// stops the gRPC API.
+    pub async fn shutdown(mut self) {
+        self.gateway.drain().await;
+        if let Some(stop) = self.stop_grpc.take() {
+            let _ = stop.send(());
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
