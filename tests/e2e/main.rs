@@ -1,1 +1,9 @@
+//! End-to-end tests over real TCP: a real node (`switchboard dev`'s code path), real
+//! WebSocket clients, real gRPC. One binary, one module per concern.
 
+mod bad_input;
+mod cli;
+mod delivery;
+mod grpc_api;
+mod interest;
+mod page;

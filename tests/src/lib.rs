@@ -1,1 +1,183 @@
-//! placeholder
+//! Helpers for the end-to-end tests: start a real node on free loopback ports, speak raw
+//! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
+use http_body_util::Empty;
+use hyper::Request;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use switchboard::dev::{Dev, DevConfig};
+use switchboard_client::{Client, ClientConfig};
+use switchboard_gateway::GatewayConfig;
+use switchboard_wire::Encoding;
+use switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient;
+use tokio::net::TcpStream;
+
+/// How long any single expectation may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A gateway config on a free loopback port with test-friendly defaults.
+pub fn gateway_config() -> GatewayConfig {
+    GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), serve_page: true, ..GatewayConfig::default() }
+}
+
+/// Starts a dev node (gateway + gRPC API + in-process bus) on free ports.
+pub async fn start_dev(gateway: GatewayConfig) -> Dev {
+    Dev::start(DevConfig { gateway, grpc_listen: "127.0.0.1:0".parse().unwrap() }, None).await.expect("dev node starts")
+}
+
+pub fn ws_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+/// A connected client library session.
+pub async fn client(addr: SocketAddr, encoding: Encoding) -> Client {
+    Client::connect(ClientConfig::new(ws_url(addr)).encoding(encoding).reconnect(false)).await.expect("client connects")
+}
+
+/// A gRPC API client.
+pub async fn grpc(addr: SocketAddr) -> SwitchboardApiClient<tonic::transport::Channel> {
+    SwitchboardApiClient::connect(format!("http://{addr}")).await.expect("grpc connects")
+}
+
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+/// A raw WebSocket client for sending arbitrary frames.
+pub struct RawWs {
+    pub ws: WebSocket<TokioIo<Upgraded>>,
+}
+
+/// What a raw client read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    Close(u16, String),
+    /// The connection ended without a close frame.
+    Eof,
+}
+
+impl RawWs {
+    /// Opens `/ws`, offering `subprotocol` if given.
+    pub async fn connect(addr: SocketAddr, subprotocol: Option<&str>) -> RawWs {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut req = Request::builder()
+            .method("GET")
+            .uri("/ws")
+            .header("Host", addr.to_string())
+            .header("Upgrade", "websocket")
+            .header("Connection", "upgrade")
+            .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+            .header("Sec-WebSocket-Version", "13");
+        if let Some(p) = subprotocol {
+            req = req.header("Sec-WebSocket-Protocol", p);
+        }
+        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req.body(Empty::<Bytes>::new()).unwrap(), stream)
+            .await
+            .expect("websocket handshake");
+        ws.set_auto_close(false);
+        ws.set_auto_pong(true);
+        RawWs { ws }
+    }
+
+    /// Opens `/ws` (JSON) and sends connect.
+    pub async fn connected(addr: SocketAddr) -> RawWs {
+        let mut ws = RawWs::connect(addr, None).await;
+        ws.text(r#"{"id":1,"connect":{}}"#).await;
+        let reply = ws.json().await;
+        assert!(reply["connect"]["session"].is_string(), "connect reply: {reply}");
+        ws
+    }
+
+    pub async fn text(&mut self, s: &str) {
+        self.ws.write_frame(Frame::text(Payload::Owned(s.as_bytes().to_vec()))).await.unwrap();
+    }
+
+    pub async fn binary(&mut self, b: &[u8]) {
+        self.ws.write_frame(Frame::binary(Payload::Owned(b.to_vec()))).await.unwrap();
+    }
+
+    /// The next data or close frame.
+    pub async fn recv(&mut self) -> Received {
+        loop {
+            let frame = match tokio::time::timeout(DEADLINE, self.ws.read_frame()).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(_)) => return Received::Eof,
+                Err(_) => panic!("no frame within {DEADLINE:?}"),
+            };
+            match frame.opcode {
+                OpCode::Text => return Received::Text(String::from_utf8(frame.payload.to_vec()).unwrap()),
+                OpCode::Binary => return Received::Binary(frame.payload.to_vec()),
+                OpCode::Close => {
+                    let p = frame.payload.to_vec();
+                    let code = if p.len() >= 2 { u16::from_be_bytes([p[0], p[1]]) } else { 1005 };
+                    return Received::Close(code, String::from_utf8_lossy(p.get(2..).unwrap_or(&[])).into_owned());
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next text frame, parsed as JSON.
+    pub async fn json(&mut self) -> serde_json::Value {
+        match self.recv().await {
+            Received::Text(t) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close with `code`.
+    pub async fn expect_close(&mut self, code: u16) {
+        match self.recv().await {
+            Received::Close(c, reason) => assert_eq!(c, code, "closed with {c} {reason:?}, expected {code}"),
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+}
+
+/// Waits until `check` holds, polling, or panics with `what` after [`DEADLINE`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `switchboard` binary built by `cargo build` (the Makefile builds it before tests).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/switchboard
+    let path = exe.parent().and_then(|d| d.parent()).unwrap().join("switchboard");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "switchboard", "--bin", "switchboard"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the switchboard binary failed");
+    }
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

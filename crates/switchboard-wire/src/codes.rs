@@ -125,4 +125,22 @@ mod tests {
         assert!(CloseCode::should_reconnect(4321));
         assert!(!CloseCode::should_reconnect(4999));
     }
+
+    #[test]
+    fn docs_protocol_lists_every_code() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for c in CloseCode::ALL {
+            let yes_no = if c.reconnect { "yes" } else { "no" };
+            let row = format!("| {} | {} | {} |", c.code, c.reason, yes_no);
+            assert!(doc.lines().any(|l| l.starts_with(&row)), "docs/protocol.md has no close code row `{row}`");
+        }
+        for e in ErrorCode::ALL {
+            let start = format!("| {} |", e.code);
+            assert!(
+                doc.lines().any(|l| l.starts_with(&start) && l.contains(e.message)),
+                "docs/protocol.md has no error code row `{start}` containing {:?}",
+                e.message
+            );
+        }
+    }
 }
