@@ -77,7 +77,13 @@ async fn frames_that_are_not_commands_close_with_the_documented_code() {
     }
     let cases = [
         Case { name: "malformed json", protocol: None, text: Some("{not json".into()), binary: None, close: 4500 },
-        Case { name: "json without an id", protocol: None, text: Some(r#"{"ping":{}}"#.into()), binary: None, close: 4500 },
+        Case {
+            name: "json without an id",
+            protocol: None,
+            text: Some(r#"{"ping":{}}"#.into()),
+            binary: None,
+            close: 4500,
+        },
         Case { name: "json array", protocol: None, text: Some("[1,2]".into()), binary: None, close: 4500 },
         Case { name: "oversized message", protocol: None, text: Some(big), binary: None, close: 1009 },
         Case { name: "binary frame on json", protocol: None, text: None, binary: Some(vec![1, 2, 3]), close: 1003 },
@@ -125,6 +131,26 @@ async fn a_session_that_never_connects_is_closed_after_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed_after_the_pong_timeout() {
+    let config = GatewayConfig {
+        ping_interval: Duration::from_millis(200),
+        pong_timeout: Duration::from_millis(200),
+        ..gateway_config()
+    };
+    let node = start_dev(config).await;
+    let mut deaf = RawWs::connect(node.http, None).await;
+    deaf.ws.set_auto_pong(false);
+    let mut deaf = RawWs::connected_with(deaf).await;
+    // A client that answers pings (the client library does) outlives many intervals.
+    let alive = client(node.http, Encoding::Json).await;
+    let started = std::time::Instant::now();
+    deaf.expect_close(4004).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "closed {:?} after going silent", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    alive.ping().await.expect("the responsive client is still connected");
+}
+
+#[tokio::test]
 async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
     let node = start_dev(GatewayConfig { max_queue_bytes: 64 * 1024, ..gateway_config() }).await;
     let mut fast = client(node.http, Encoding::Json).await;
@@ -165,10 +191,12 @@ async fn connections_over_the_node_limit_get_503() {
     let node = start_dev(GatewayConfig { max_connections: 2, ..gateway_config() }).await;
     let _a = client(node.http, Encoding::Json).await;
     let _b = client(node.http, Encoding::Json).await;
-    let err = switchboard_client::Client::connect(switchboard_client::ClientConfig::new(switchboard_tests::ws_url(node.http)))
-        .await
-        .err()
-        .expect("the third connection is refused");
+    let err = switchboard_client::Client::connect(switchboard_client::ClientConfig::new(switchboard_tests::ws_url(
+        node.http,
+    )))
+    .await
+    .err()
+    .expect("the third connection is refused");
     assert!(err.to_string().contains("503"), "{err}");
 }
 

@@ -53,7 +53,10 @@ fn sub_prints_what_pub_sends_through_a_dev_node() {
     // poll by publishing until the first line arrives.
     let mut lines = BufReader::new(sub.0.stdout.take().unwrap()).lines();
     let publish = |channel: &str, data: &str| {
-        let out = Command::new(&bin).args(["pub", "--grpc", &format!("http://127.0.0.1:{grpc}"), channel, data]).output().unwrap();
+        let out = Command::new(&bin)
+            .args(["pub", "--grpc", &format!("http://127.0.0.1:{grpc}"), channel, data])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "pub failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
@@ -86,7 +89,8 @@ fn bad_flags_exit_64_and_help_lists_every_command() {
     for cmd in ["dev", "sub", "pub"] {
         assert!(help.contains(cmd), "--help lacks {cmd}");
     }
-    let dev_help = String::from_utf8_lossy(&Command::new(&bin).args(["dev", "--help"]).output().unwrap().stdout).into_owned();
+    let dev_help =
+        String::from_utf8_lossy(&Command::new(&bin).args(["dev", "--help"]).output().unwrap().stdout).into_owned();
     for flag in ["--listen", "--grpc-listen", "--max-message-size", "--max-queue-bytes", "SWITCHBOARD_LISTEN"] {
         assert!(dev_help.contains(flag), "dev --help lacks {flag}");
     }

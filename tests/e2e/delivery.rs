@@ -2,11 +2,15 @@
 
 use bytes::Bytes;
 use switchboard_client::Client;
-use switchboard_tests::{client, grpc, start_dev, gateway_config};
+use switchboard_tests::{client, gateway_config, grpc, start_dev};
 use switchboard_wire::Encoding;
 use switchboard_wire::pb;
 
-async fn publish(api: &mut switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient<tonic::transport::Channel>, channel: &str, data: &str) -> pb::PublishApiResponse {
+async fn publish(
+    api: &mut switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient<tonic::transport::Channel>,
+    channel: &str,
+    data: &str,
+) -> pb::PublishApiResponse {
     api.publish(pb::PublishApiRequest { channel: channel.into(), data: Bytes::from(data.to_owned()) })
         .await
         .expect("publish succeeds")
@@ -86,7 +90,11 @@ async fn unsubscribe_stops_delivery() {
     publish(&mut api, "news:marker", "3").await;
     assert_eq!(collect(&mut b, 2).await.iter().map(|p| p.data.clone()).collect::<Vec<_>>(), ["2", "3"]);
     let next = collect(&mut a, 1).await;
-    assert_eq!((next[0].channel.as_str(), &next[0].data[..]), ("news:marker", &b"3"[..]), "delivered after unsubscribe");
+    assert_eq!(
+        (next[0].channel.as_str(), &next[0].data[..]),
+        ("news:marker", &b"3"[..]),
+        "delivered after unsubscribe"
+    );
     let err = a.unsubscribe("news:x").await.unwrap_err();
     assert_eq!(err.code(), Some(108));
 }

@@ -1,7 +1,7 @@
 //! The backend gRPC API: Broadcast, status codes, health and reflection.
 
 use bytes::Bytes;
-use switchboard_tests::{client, grpc, start_dev, gateway_config};
+use switchboard_tests::{client, gateway_config, grpc, start_dev};
 use switchboard_wire::Encoding;
 use switchboard_wire::pb;
 use tonic::Code;
@@ -15,7 +15,10 @@ async fn broadcast_reaches_the_subscribers_of_every_listed_channel() {
     b.subscribe("b:two").await.unwrap();
     let mut api = grpc(node.grpc).await;
     let resp = api
-        .broadcast(pb::BroadcastRequest { channels: vec!["b:one".into(), "b:two".into()], data: Bytes::from_static(b"42") })
+        .broadcast(pb::BroadcastRequest {
+            channels: vec!["b:one".into(), "b:two".into()],
+            data: Bytes::from_static(b"42"),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -52,7 +55,8 @@ async fn health_reports_serving_and_reflection_lists_the_api() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let node = start_dev(gateway_config()).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.grpc)).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", node.grpc)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "switchboard.v1.SwitchboardApi"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
@@ -60,12 +64,15 @@ async fn health_reports_serving_and_reflection_lists_the_api() {
     }
 
     use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut reflection = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = reflection.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };

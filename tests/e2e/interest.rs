@@ -1,6 +1,6 @@
 //! Interest counting: one bus subscription per channel per gateway.
 
-use switchboard_tests::{client, eventually, start_dev, gateway_config};
+use switchboard_tests::{client, eventually, gateway_config, start_dev};
 use switchboard_wire::Encoding;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! The demo page at `/` and the plain HTTP endpoints.
 
-use switchboard_tests::{start_dev, gateway_config};
+use switchboard_tests::{gateway_config, start_dev};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     use http_body_util::{BodyExt, Empty};
@@ -21,7 +21,15 @@ async fn the_page_is_served_self_contained_and_speaks_protocol_v1() {
     let (status, ctype, body) = get(node.http, "/").await;
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/html"), "{ctype}");
-    for needle in ["<form id=\"sub-form\"", "<form id=\"pub-form\"", "\"/ws\"", "switchboard.v1.json", "subscribe:", "publish:", "connect:"] {
+    for needle in [
+        "<form id=\"sub-form\"",
+        "<form id=\"pub-form\"",
+        "\"/ws\"",
+        "switchboard.v1.json",
+        "subscribe:",
+        "publish:",
+        "connect:",
+    ] {
         assert!(body.contains(needle), "page lacks {needle:?}");
     }
     // Self-contained: no external scripts or styles.

@@ -87,9 +87,10 @@ impl RawWs {
         if let Some(p) = subprotocol {
             req = req.header("Sec-WebSocket-Protocol", p);
         }
-        let (mut ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req.body(Empty::<Bytes>::new()).unwrap(), stream)
-            .await
-            .expect("websocket handshake");
+        let (mut ws, _) =
+            fastwebsockets::handshake::client(&SpawnExecutor, req.body(Empty::<Bytes>::new()).unwrap(), stream)
+                .await
+                .expect("websocket handshake");
         ws.set_auto_close(false);
         ws.set_auto_pong(true);
         RawWs { ws }
@@ -97,7 +98,11 @@ impl RawWs {
 
     /// Opens `/ws` (JSON) and sends connect.
     pub async fn connected(addr: SocketAddr) -> RawWs {
-        let mut ws = RawWs::connect(addr, None).await;
+        RawWs::connected_with(RawWs::connect(addr, None).await).await
+    }
+
+    /// Sends connect on an open raw session.
+    pub async fn connected_with(mut ws: RawWs) -> RawWs {
         ws.text(r#"{"id":1,"connect":{}}"#).await;
         let reply = ws.json().await;
         assert!(reply["connect"]["session"].is_string(), "connect reply: {reply}");

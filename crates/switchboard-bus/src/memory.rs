@@ -108,9 +108,11 @@ impl Bus for MemoryBus {
 
     fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>> {
         let mut shard = self.broker.shard(channel);
-        let state = shard
-            .entry(channel.clone())
-            .or_insert_with(|| ChannelState { offset: 0, epoch: new_epoch(), nodes: Vec::new() });
+        let state = shard.entry(channel.clone()).or_insert_with(|| ChannelState {
+            offset: 0,
+            epoch: new_epoch(),
+            nodes: Vec::new(),
+        });
         if !state.nodes.iter().any(|(id, _)| *id == self.node) {
             state.nodes.push((self.node, self.deliver.clone()));
             self.subscriptions.fetch_add(1, Ordering::Relaxed);

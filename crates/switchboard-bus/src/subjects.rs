@@ -29,7 +29,9 @@ pub struct InvalidPrefix(pub String);
 impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
         let ok = !prefix.is_empty()
-            && prefix.split('.').all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+            && prefix
+                .split('.')
+                .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         if ok { Ok(Subjects { prefix: prefix.to_owned() }) } else { Err(InvalidPrefix(prefix.to_owned())) }
     }
 

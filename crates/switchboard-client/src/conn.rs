@@ -250,4 +250,3 @@ async fn read_loop(shared: &Shared, reader: &mut Reader, events: &mpsc::Sender<E
         }
     }
 }
-

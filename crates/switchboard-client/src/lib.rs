@@ -81,9 +81,15 @@ impl ClientConfig {
 pub enum Event {
     Publication(Publication),
     /// (Re)connected as this session; subscriptions have been restored.
-    Connected { session: String },
+    Connected {
+        session: String,
+    },
     /// The connection ended with this close code (None when it broke without one).
-    Disconnected { code: Option<u16>, reason: String, reconnecting: bool },
+    Disconnected {
+        code: Option<u16>,
+        reason: String,
+        reconnecting: bool,
+    },
 }
 
 /// A failed client operation.

@@ -25,7 +25,8 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
     /// Interval between server pings. Default 25 s.
     pub ping_interval: Duration,
-    /// Silence beyond one ping interval after which a session is closed (4004). Default 10 s.
+    /// Time after a server ping within which the client must send something (a pong or
+    /// any frame), else the session is closed (4004). Default 10 s.
     pub pong_timeout: Duration,
     /// Window over which sessions are asked to reconnect when the node drains. Default 5 s.
     pub drain_window: Duration,

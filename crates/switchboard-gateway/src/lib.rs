@@ -83,7 +83,11 @@ impl Deliver for HubDeliver {
 
 impl Gateway {
     /// Builds a gateway whose bus node is made by `connect` from the gateway's deliverer.
-    pub async fn new<F, Fut, E>(config: GatewayConfig, prometheus: Option<PrometheusHandle>, connect: F) -> Result<Self, E>
+    pub async fn new<F, Fut, E>(
+        config: GatewayConfig,
+        prometheus: Option<PrometheusHandle>,
+        connect: F,
+    ) -> Result<Self, E>
     where
         F: FnOnce(Arc<dyn Deliver>) -> Fut,
         Fut: Future<Output = Result<Arc<dyn Bus>, E>>,

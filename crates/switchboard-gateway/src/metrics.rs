@@ -15,7 +15,7 @@ pub const BUS_SUBSCRIPTIONS: &str = "switchboard_gateway_bus_subscriptions";
 
 /// The `limit` label values of [`LIMIT_HITS_TOTAL`].
 pub const LIMITS: &[&str] =
-    &["message_size", "outbound_queue", "subscriptions", "connections", "connect_timeout", "handshake"];
+    &["message_size", "outbound_queue", "subscriptions", "connections", "connect_timeout", "pong_timeout", "handshake"];
 
 /// Describes every metric. Call once, after installing the recorder.
 pub fn describe() {
@@ -42,6 +42,7 @@ pub struct Metrics {
     pub limit_subscriptions: Counter,
     pub limit_connections: Counter,
     pub limit_connect_timeout: Counter,
+    pub limit_pong_timeout: Counter,
     pub limit_handshake: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
@@ -61,6 +62,7 @@ impl Metrics {
             limit_subscriptions: limit("subscriptions"),
             limit_connections: limit("connections"),
             limit_connect_timeout: limit("connect_timeout"),
+            limit_pong_timeout: limit("pong_timeout"),
             limit_handshake: limit("handshake"),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),

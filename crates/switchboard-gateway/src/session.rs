@@ -91,12 +91,15 @@ impl Session {
         let mut draining = self.shared.draining.subscribe();
         let connect_deadline = Instant::now() + config.handshake_timeout;
         let mut next_ping = Instant::now() + config.ping_interval;
+        // Set when a ping goes out: by then something must have arrived from the client.
+        let mut pong_deadline: Option<(Instant, Instant)> = None;
         let mut drain_at: Option<Instant> = None;
         let timer = sleep_until(connect_deadline);
         tokio::pin!(timer);
         loop {
             let wake = [
                 Some(next_ping),
+                pong_deadline.map(|(_, deadline)| deadline),
                 self.session_id.is_none().then_some(connect_deadline),
                 drain_at,
             ]
@@ -140,12 +143,19 @@ impl Session {
                     if drain_at.is_some_and(|t| now >= t) {
                         return End::Close(CloseCode::SHUTDOWN);
                     }
-                    if now >= next_ping {
-                        if now.duration_since(self.last_seen) > config.ping_interval + config.pong_timeout {
+                    if let Some((sent, deadline)) = pong_deadline && now >= deadline {
+                        if self.last_seen < sent {
+                            self.shared.metrics.limit_pong_timeout.increment(1);
                             return End::Close(CloseCode::NO_PONG);
                         }
+                        pong_deadline = None;
+                    }
+                    if now >= next_ping {
                         self.sub.outbox.push(frame::control(frame::OPCODE_PING, b""));
                         next_ping = now + config.ping_interval;
+                        if pong_deadline.is_none() {
+                            pong_deadline = Some((now, now + config.pong_timeout));
+                        }
                     }
                 }
                 _ = async { draining.wait_for(|d| *d).await.map(|_| ()) }, if drain_at.is_none() => {
@@ -333,6 +343,10 @@ impl Session {
     /// Ends the session on the wire: writes what is queued and a close frame, then waits
     /// briefly for the client's close (or the connection's end).
     async fn finish(&mut self, end: End) {
+        // Replies and pushes queued before the end still go out ahead of the close frame.
+        if !matches!(end, End::Close(CloseCode::SLOW_CONSUMER)) {
+            let _ = self.sub.outbox.take(&mut self.pending);
+        }
         self.sub.outbox.close();
         let (code, reason) = match end {
             End::Gone => return,
@@ -384,4 +398,3 @@ fn parse_channel(name: &str) -> Result<Channel, (ErrorCode, String)> {
         e => (ErrorCode::INVALID_CHANNEL, format!("{e}: {name:?}")),
     })
 }
-

@@ -49,9 +49,12 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
+/// One shard of the index: channel → (subscriber id → subscriber).
+type Shard = RwLock<HashMap<Channel, HashMap<u64, Arc<Subscriber>>>>;
+
 /// The index of local subscribers per channel.
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<Channel, HashMap<u64, Arc<Subscriber>>>>]>,
+    shards: Box<[Shard]>,
     interest: Arc<dyn Interest>,
 }
 
@@ -62,7 +65,7 @@ impl Hub {
         Hub { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), interest }
     }
 
-    fn shard(&self, channel: &Channel) -> &RwLock<HashMap<Channel, HashMap<u64, Arc<Subscriber>>>> {
+    fn shard(&self, channel: &Channel) -> &Shard {
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel);
         &self.shards[(h as usize) % SHARDS]
     }

@@ -45,8 +45,7 @@ fn a_thousand_subscribers_make_one_interest_and_leaving_ends_it() {
 #[test]
 fn a_publication_is_encoded_once_per_encoding_and_shared() {
     let hub = Hub::new(Arc::new(Log::default()));
-    let subs: Vec<_> =
-        (0..6).map(|i| sub(i, if i % 2 == 0 { Encoding::Json } else { Encoding::Protobuf })).collect();
+    let subs: Vec<_> = (0..6).map(|i| sub(i, if i % 2 == 0 { Encoding::Json } else { Encoding::Protobuf })).collect();
     for s in &subs {
         hub.subscribe(&ch("c"), s);
     }

@@ -69,7 +69,7 @@ pub struct GatewayArgs {
     /// Interval between server pings.
     #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration::parse)]
     pub ping_interval: Duration,
-    /// Silence beyond one ping interval before a session is closed (4004).
+    /// Time after a server ping within which the client must send something (else close 4004).
     #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     pub pong_timeout: Duration,
     /// Window over which sessions are asked to reconnect when the node drains.

@@ -46,8 +46,9 @@ impl Dev {
         })
         .await?;
         let listener = gateway.bind().await.with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
-        let grpc_listener =
-            TcpListener::bind(config.grpc_listen).await.with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
         let (http, grpc) = (listener.local_addr()?, grpc_listener.local_addr()?);
         let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(PublishOnly)));
         let (stop_grpc, stopped) = oneshot::channel::<()>();

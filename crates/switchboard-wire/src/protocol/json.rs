@@ -37,8 +37,17 @@ struct JsonChannel {
 struct JsonPublish<'a> {
     #[serde(default)]
     channel: String,
-    #[serde(borrow)]
+    /// Present (even as `null`) or absent: `Option` alone would read `null` as absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn present_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Empty>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| Some(Empty {}))
 }
 
 #[derive(Deserialize, Serialize, Default)]
@@ -56,7 +65,7 @@ struct JsonCommand<'a> {
     unsubscribe: Option<JsonChannel>,
     #[serde(borrow, skip_serializing_if = "Option::is_none")]
     publish: Option<JsonPublish<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present_empty", skip_serializing_if = "Option::is_none")]
     ping: Option<Empty>,
 }
 
@@ -110,7 +119,8 @@ pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(),
     match &cmd.command {
         None => {}
         Some(C::Connect(c)) => {
-            json.connect = Some(JsonConnect { token: c.token.clone(), name: c.name.clone(), version: c.version.clone() })
+            json.connect =
+                Some(JsonConnect { token: c.token.clone(), name: c.name.clone(), version: c.version.clone() })
         }
         Some(C::Subscribe(s)) => json.subscribe = Some(JsonChannel { channel: s.channel.clone() }),
         Some(C::Unsubscribe(s)) => json.unsubscribe = Some(JsonChannel { channel: s.channel.clone() }),
@@ -273,7 +283,12 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
             })?,
             (None, None) => Bytes::new(),
         };
-        Some(R::Pub(pb::Publication { channel: p.channel.to_owned(), offset: p.offset, epoch: p.epoch.to_owned(), data }))
+        Some(R::Pub(pb::Publication {
+            channel: p.channel.to_owned(),
+            offset: p.offset,
+            epoch: p.epoch.to_owned(),
+            data,
+        }))
     } else {
         None
     };

@@ -10,21 +10,26 @@ fn json(s: &str) -> Result<pb::Command, DecodeError> {
 #[test]
 fn json_commands_decode_to_the_protobuf_model() {
     let cases: &[(&str, C)] = &[
-        (r#"{"id":1,"connect":{"token":"t","name":"n","version":"v"}}"#, C::Connect(pb::ConnectRequest {
-            token: "t".into(),
-            name: "n".into(),
-            version: "v".into(),
-        })),
+        (
+            r#"{"id":1,"connect":{"token":"t","name":"n","version":"v"}}"#,
+            C::Connect(pb::ConnectRequest { token: "t".into(), name: "n".into(), version: "v".into() }),
+        ),
         (r#"{"id":1,"connect":{}}"#, C::Connect(pb::ConnectRequest::default())),
         (r#"{"id":1,"subscribe":{"channel":"a:b"}}"#, C::Subscribe(pb::SubscribeRequest { channel: "a:b".into() })),
-        (r#"{"id":1,"unsubscribe":{"channel":"a:b"}}"#, C::Unsubscribe(pb::UnsubscribeRequest {
-            channel: "a:b".into(),
-        })),
-        (r#"{"id":1,"publish":{"channel":"a","data":{"x":[1, 2]}}}"#, C::Publish(pb::PublishRequest {
-            channel: "a".into(),
-            data: Bytes::from_static(br#"{"x":[1, 2]}"#),
-        })),
+        (
+            r#"{"id":1,"unsubscribe":{"channel":"a:b"}}"#,
+            C::Unsubscribe(pb::UnsubscribeRequest { channel: "a:b".into() }),
+        ),
+        (
+            r#"{"id":1,"publish":{"channel":"a","data":{"x":[1, 2]}}}"#,
+            C::Publish(pb::PublishRequest { channel: "a".into(), data: Bytes::from_static(br#"{"x":[1, 2]}"#) }),
+        ),
         (r#"{"id":1,"ping":{},"future_field":true}"#, C::Ping(pb::PingRequest {})),
+        (r#"{"id":1,"ping":null}"#, C::Ping(pb::PingRequest {})),
+        (
+            r#"{"id":1,"publish":{"channel":"a","data":null}}"#,
+            C::Publish(pb::PublishRequest { channel: "a".into(), data: Bytes::from_static(b"null") }),
+        ),
     ];
     for (text, want) in cases {
         let cmd = json(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
@@ -87,13 +92,19 @@ fn json_publication_embeds_json_data_and_base64s_the_rest() {
     assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"pub":{"channel":"c","offset":1,"epoch":"e","data":[1,2]}}"#);
     buf.clear();
     Encoding::Json.encode_reply(&publication_push("c", 1, "e", Bytes::from_static(b"\x01\x02")), &mut buf);
-    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"pub":{"channel":"c","offset":1,"epoch":"e","b64data":"AQI="}}"#);
+    assert_eq!(
+        std::str::from_utf8(&buf).unwrap(),
+        r#"{"pub":{"channel":"c","offset":1,"epoch":"e","b64data":"AQI="}}"#
+    );
 }
 
 #[test]
 fn commands_round_trip_in_both_encodings() {
     let cmds = [
-        pb::Command { id: 1, command: Some(C::Connect(pb::ConnectRequest { token: "t".into(), ..Default::default() })) },
+        pb::Command {
+            id: 1,
+            command: Some(C::Connect(pb::ConnectRequest { token: "t".into(), ..Default::default() })),
+        },
         pb::Command { id: 2, command: Some(C::Subscribe(pb::SubscribeRequest { channel: "x".into() })) },
         pb::Command { id: 3, command: Some(C::Unsubscribe(pb::UnsubscribeRequest { channel: "x".into() })) },
         pb::Command {
@@ -119,9 +130,9 @@ fn protobuf_garbage_is_not_a_command() {
 
 #[test]
 fn subprotocol_negotiation_takes_the_first_known() {
-    assert_eq!(Encoding::negotiate(["x", "switchboard.v1.proto", "switchboard.v1.json"]), (
-        Encoding::Protobuf,
-        Some(SUBPROTOCOL_PROTOBUF)
-    ));
+    assert_eq!(
+        Encoding::negotiate(["x", "switchboard.v1.proto", "switchboard.v1.json"]),
+        (Encoding::Protobuf, Some(SUBPROTOCOL_PROTOBUF))
+    );
     assert_eq!(Encoding::negotiate([]), (Encoding::Json, None));
 }

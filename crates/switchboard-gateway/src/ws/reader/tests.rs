@@ -38,13 +38,16 @@ fn whole_and_fragmented_messages_are_reassembled() {
     bytes.extend(frame(true, 0x0, b"ef"));
     bytes.extend(frame(true, 0xA, b""));
     bytes.extend(frame(true, 0x8, &[0x03, 0xE8, b'b', b'y', b'e']));
-    assert_eq!(read_all(1024, &bytes).unwrap(), [
-        Message::Text(Bytes::from_static(b"hello")),
-        Message::Ping(Bytes::from_static(b"p")),
-        Message::Binary(Bytes::from_static(b"abcdef")),
-        Message::Pong,
-        Message::Close(Some(1000), Bytes::from_static(b"bye")),
-    ]);
+    assert_eq!(
+        read_all(1024, &bytes).unwrap(),
+        [
+            Message::Text(Bytes::from_static(b"hello")),
+            Message::Ping(Bytes::from_static(b"p")),
+            Message::Binary(Bytes::from_static(b"abcdef")),
+            Message::Pong,
+            Message::Close(Some(1000), Bytes::from_static(b"bye")),
+        ]
+    );
 }
 
 #[test]
@@ -76,15 +79,27 @@ fn violations_map_to_their_errors() {
     bad_utf8.truncate(bad_utf8.len());
     let cases: Vec<(&str, Vec<u8>, fn(&ReadError) -> bool)> = vec![
         ("unmasked", unmasked, |e| matches!(e, ReadError::Protocol(_))),
-        ("rsv bits", { let mut f = frame(true, 0x1, b"a"); f[0] |= 0x40; f }, |e| matches!(e, ReadError::Protocol(_))),
+        (
+            "rsv bits",
+            {
+                let mut f = frame(true, 0x1, b"a");
+                f[0] |= 0x40;
+                f
+            },
+            |e| matches!(e, ReadError::Protocol(_)),
+        ),
         ("opcode 3", frame(true, 0x3, b""), |e| matches!(e, ReadError::Protocol(_))),
         ("fragmented ping", frame(false, 0x9, b""), |e| matches!(e, ReadError::Protocol(_))),
         ("long ping", frame(true, 0x9, &[0; 126]), |e| matches!(e, ReadError::Protocol(_))),
         ("lone continuation", frame(true, 0x0, b"a"), |e| matches!(e, ReadError::Protocol(_))),
-        ("interleaved", [frame(false, 0x1, b"a"), frame(true, 0x1, b"b")].concat(), |e| matches!(e, ReadError::Protocol(_))),
+        ("interleaved", [frame(false, 0x1, b"a"), frame(true, 0x1, b"b")].concat(), |e| {
+            matches!(e, ReadError::Protocol(_))
+        }),
         ("bad utf8", bad_utf8, |e| matches!(e, ReadError::InvalidUtf8)),
         ("too big", frame(true, 0x2, &[0; 101]), |e| matches!(e, ReadError::TooBig(100))),
-        ("too big in pieces", [frame(false, 0x2, &[0; 60]), frame(true, 0x0, &[0; 60])].concat(), |e| matches!(e, ReadError::TooBig(100))),
+        ("too big in pieces", [frame(false, 0x2, &[0; 60]), frame(true, 0x0, &[0; 60])].concat(), |e| {
+            matches!(e, ReadError::TooBig(100))
+        }),
         ("close 1 byte", frame(true, 0x8, &[3]), |e| matches!(e, ReadError::Protocol(_))),
         ("close 1005", frame(true, 0x8, &[0x03, 0xED]), |e| matches!(e, ReadError::Protocol(_))),
         ("close 5000", frame(true, 0x8, &[0x13, 0x88]), |e| matches!(e, ReadError::Protocol(_))),
