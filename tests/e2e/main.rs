@@ -6,4 +6,5 @@ mod cli;
 mod delivery;
 mod grpc_api;
 mod interest;
+mod nats_bus;
 mod page;

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: start a real node on free loopback ports, speak raw
 //! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
 
+pub mod nats;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,6 +165,21 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
             panic!("timed out waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the async `check` holds, polling, or panics with `what` after [`DEADLINE`].
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

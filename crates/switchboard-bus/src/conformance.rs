@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use switchboard_wire::Channel;
 use tokio::sync::Notify;
 
-use crate::{Bus, Deliver, Publication};
+use crate::{Address, Bus, BusError, Deliver, Message, Publication};
 
 /// Makes bus nodes that all belong to one bus (one broker, one NATS cluster, …).
 pub trait Cluster: Send + Sync {
@@ -68,6 +68,117 @@ pub async fn bus_conformance(cluster: &dyn Cluster) {
     channels_have_independent_sequences(cluster).await;
     subscribing_twice_holds_one_subscription(cluster).await;
     position_reports_the_latest_offset(cluster).await;
+    sent_messages_reach_every_listener_and_one_per_queue_group(cluster).await;
+    requests_get_a_reply_or_fail_fast(cluster).await;
+    request_many_collects_every_answer(cluster).await;
+    a_dropped_inbox_stops_listening(cluster).await;
+}
+
+async fn next(inbox: &mut crate::Inbox) -> crate::Incoming {
+    tokio::time::timeout(Duration::from_secs(10), inbox.next()).await.expect("a message in time").expect("inbox open")
+}
+
+async fn sent_messages_reach_every_listener_and_one_per_queue_group(cluster: &dyn Cluster) {
+    let a = cluster.node(Recorder::new()).await;
+    let b = cluster.node(Recorder::new()).await;
+    let mut plain = [
+        a.listen(&Address::Node("conf-n".into()), None).await.unwrap(),
+        b.listen(&Address::Node("conf-n".into()), None).await.unwrap(),
+    ];
+    let mut g0 = a.listen(&Address::UpstreamSend, Some("backends")).await.unwrap();
+    let mut g1 = b.listen(&Address::UpstreamSend, Some("backends")).await.unwrap();
+    let mut all_shards = a.listen(&Address::RegistryAll, None).await.unwrap();
+    b.send(&Address::Node("conf-n".into()), Message::new("hello").with_header("Sb-Test", "1")).await.unwrap();
+    for inbox in &mut plain {
+        let m = next(inbox).await.message;
+        assert_eq!((&m.payload[..], m.header("sb-test")), (&b"hello"[..], Some("1")));
+    }
+    for i in 0..10 {
+        a.send(&Address::UpstreamSend, Message::new(format!("{i}"))).await.unwrap();
+    }
+    b.send(&Address::Registry(7), Message::new("r7")).await.unwrap();
+    assert_eq!(next(&mut all_shards).await.message.payload, "r7", "the wildcard address hears every shard");
+    // Ten messages to a queue group of two: each exactly once, in all.
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        tokio::select! {
+            m = g0.next() => got.push(m.unwrap().message.payload),
+            m = g1.next() => got.push(m.unwrap().message.payload),
+            _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("queue group got {} of 10", got.len()),
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 10, "a queue group received a message twice");
+}
+
+async fn requests_get_a_reply_or_fail_fast(cluster: &dyn Cluster) {
+    let server = cluster.node(Recorder::new()).await;
+    let client = cluster.node(Recorder::new()).await;
+    let mut inbox = server.listen(&Address::Replica("conf-r".into()), None).await.unwrap();
+    let serving = tokio::spawn(async move {
+        let req = inbox.next().await.unwrap();
+        let mut answer = req.message.payload.to_vec();
+        answer.reverse();
+        server.reply(req.reply.as_ref().unwrap(), Message::new(answer)).await.unwrap();
+        (inbox, server)
+    });
+    let reply =
+        client.request(&Address::Replica("conf-r".into()), Message::new("abc"), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(reply.payload, "cba");
+    let (_inbox, _server) = serving.await.unwrap();
+    // A listener that never answers: a timeout. Nobody listening: no responders, at once.
+    let started = std::time::Instant::now();
+    let err = client
+        .request(&Address::Replica("conf-r".into()), Message::new("x"), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout), "{err:?}");
+    let err = client
+        .request(&Address::Replica("conf-nobody".into()), Message::new("x"), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::NoResponders), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "no responders took {:?}", started.elapsed());
+}
+
+async fn request_many_collects_every_answer(cluster: &dyn Cluster) {
+    let mut serving = Vec::new();
+    for i in 0..3 {
+        let node = cluster.node(Recorder::new()).await;
+        let mut inbox = node.listen(&Address::Gateways, None).await.unwrap();
+        serving.push(tokio::spawn(async move {
+            let req = inbox.next().await.unwrap();
+            for part in 0..2 {
+                node.reply(req.reply.as_ref().unwrap(), Message::new(format!("{i}.{part}"))).await.unwrap();
+            }
+            (inbox, node)
+        }));
+    }
+    let asker = cluster.node(Recorder::new()).await;
+    let mut answers = asker.request_many(&Address::Gateways, Message::new("snapshot")).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        got.push(String::from_utf8(next(&mut answers).await.message.payload.to_vec()).unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["0.0", "0.1", "1.0", "1.1", "2.0", "2.1"]);
+}
+
+async fn a_dropped_inbox_stops_listening(cluster: &dyn Cluster) {
+    let node = cluster.node(Recorder::new()).await;
+    let inbox = node.listen(&Address::User("conf-u".into()), None).await.unwrap();
+    drop(inbox);
+    let asker = cluster.node(Recorder::new()).await;
+    // Unsubscription reaches the server asynchronously; it must take effect promptly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match asker.request(&Address::User("conf-u".into()), Message::new("x"), Duration::from_millis(300)).await {
+            Err(BusError::NoResponders) => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "still listening: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn publication_reaches_every_subscribed_node_once(cluster: &dyn Cluster) {

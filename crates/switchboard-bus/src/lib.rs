@@ -6,18 +6,24 @@
 //! control see a `dyn Bus`; they never build a subject or hold a broker connection.
 
 pub mod memory;
+pub mod nats;
+pub mod shard;
 pub mod subjects;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, StreamExt};
 use switchboard_wire::Channel;
 
 pub use memory::{MemoryBroker, MemoryBus};
+pub use nats::{NatsBus, NatsConfig};
+pub use subjects::Address;
 
 /// A publication as the bus delivers it: stamped with its channel offset and epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +82,99 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can currently carry traffic (for `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Makes this node the sequencer of `shards` of the channel key space (see
+    /// [`shard::shard`]), replacing the previous set. A bus that sequences internally (the
+    /// in-process bus) ignores it; on NATS the control replicas own the shards the hash
+    /// ring gives them.
+    fn set_sequencer_shards(&self, shards: &[u16]);
+
+    // --- addressed messages (control plane) ---
+
+    /// Sends `message` to every listener at `to` (one per queue group). Nobody listening
+    /// is not an error.
+    fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>>;
+
+    /// Sends `message` to `to` and waits for the first reply. Fails with
+    /// [`BusError::NoResponders`] at once when nobody listens, [`BusError::Timeout`] after
+    /// `timeout`.
+    fn request(
+        &self,
+        to: &Address,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Message, BusError>>;
+
+    /// Sends `message` to `to` with a fresh reply inbox and returns that inbox, for requests
+    /// that several listeners answer (or that one answers in several parts).
+    fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>>;
+
+    /// Listens at `to`; with a `queue` name each message goes to one listener of the
+    /// group. Dropping the inbox stops listening.
+    fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>>;
+
+    /// Answers a request.
+    fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>>;
+}
+
+/// A control-plane message: a payload (usually an encoded protobuf) and string headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Message {
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Message { payload: payload.into(), headers: Vec::new() }
+    }
+
+    /// Encodes a protobuf message as the payload.
+    pub fn proto(m: &impl prost::Message) -> Self {
+        Message::new(m.encode_to_vec())
+    }
+
+    /// Decodes the payload as a protobuf message.
+    pub fn decode<M: prost::Message + Default>(&self) -> Result<M, prost::DecodeError> {
+        M::decode(self.payload.clone())
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where to send the answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo(pub(crate) String);
+
+/// A message received at a listened address.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub message: Message,
+    /// Set when the sender waits for an answer.
+    pub reply: Option<ReplyTo>,
+}
+
+/// A stream of messages received at one address.
+pub struct Inbox {
+    stream: BoxStream<'static, Incoming>,
+}
+
+impl Inbox {
+    pub(crate) fn new(stream: BoxStream<'static, Incoming>) -> Self {
+        Inbox { stream }
+    }
+
+    /// The next message; `None` once the bus connection is gone for good.
+    pub async fn next(&mut self) -> Option<Incoming> {
+        self.stream.next().await
+    }
 }
 
 /// A bus operation that failed.
@@ -87,11 +186,17 @@ pub enum BusError {
     /// The operation did not complete in time.
     #[error("bus operation timed out")]
     Timeout,
+    /// A request found nobody listening at its address.
+    #[error("no responders")]
+    NoResponders,
+    /// A message could not be decoded.
+    #[error("invalid message: {0}")]
+    Invalid(String),
 }
 
 impl BusError {
     pub fn is_temporary(&self) -> bool {
-        matches!(self, BusError::Unavailable(_) | BusError::Timeout)
+        matches!(self, BusError::Unavailable(_) | BusError::Timeout | BusError::NoResponders)
     }
 }
 

@@ -3,21 +3,32 @@
 //!
 //! A [`MemoryBroker`] stands for the whole bus; each node gets a [`MemoryBus`] handle from
 //! [`MemoryBroker::connect`]. Channels are sharded over a fixed number of locks; a publish
-//! takes one shard lock, stamps the offset and hands the publication to every subscribed
-//! node's [`Deliver`] while still holding it, which is what keeps each channel's deliveries
-//! in offset order. A channel's state (offset, epoch) is dropped when its last node
-//! unsubscribes, so the next publication starts a new epoch at offset 1.
+//! takes one shard lock, stamps the offset and queues the publication to every subscribed
+//! node while still holding it, which keeps each channel's deliveries in offset order.
+//! Each node's queue is drained by its own task, which calls the node's [`Deliver`]: the
+//! deliverer never runs under a broker lock, so it may take its own locks (the hub's)
+//! in any order with respect to `subscribe`, which the hub calls under its lock.
+//! A channel's state (offset, epoch) is dropped when its last node unsubscribes, so the
+//! next publication starts a new epoch at offset 1.
+//!
+//! Addressed (control-plane) messages go through a small in-process router that follows
+//! NATS's rules: the same subjects, `*`/`>` wildcards, queue groups, reply inboxes, and
+//! "no responders" for a request nobody listens to.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, ready};
+use futures_util::stream::StreamExt;
 use switchboard_wire::Channel;
+use tokio::sync::mpsc;
 
-use crate::{Bus, BusError, Deliver, Position, Publication, new_epoch};
+use crate::subjects::{Address, Subjects, matches};
+use crate::{Bus, BusError, Deliver, Inbox, Incoming, Message, Position, Publication, ReplyTo, new_epoch};
 
 const SHARDS: usize = 64;
 
@@ -31,19 +42,41 @@ pub struct MemoryBroker {
 pub struct MemoryBus {
     node: u64,
     broker: Arc<BrokerInner>,
-    deliver: Arc<dyn Deliver>,
+    queue: mpsc::UnboundedSender<Publication>,
     subscriptions: AtomicUsize,
 }
 
 struct BrokerInner {
     shards: Vec<Mutex<HashMap<Channel, ChannelState>>>,
     next_node: AtomicU64,
+    router: Arc<Router>,
+    subjects: Subjects,
+}
+
+/// Listeners of addressed messages, by subject pattern.
+#[derive(Default)]
+struct Router {
+    listeners: Mutex<HashMap<String, Vec<Listener>>>,
+    next_id: AtomicU64,
+}
+
+struct Listener {
+    id: u64,
+    queue: Option<String>,
+    tx: mpsc::UnboundedSender<Incoming>,
+}
+
+/// Removes a listener when its inbox is dropped.
+struct ListenGuard {
+    router: Arc<Router>,
+    pattern: String,
+    id: u64,
 }
 
 struct ChannelState {
     offset: u64,
     epoch: Arc<str>,
-    nodes: Vec<(u64, Arc<dyn Deliver>)>,
+    nodes: Vec<(u64, mpsc::UnboundedSender<Publication>)>,
 }
 
 // === impl MemoryBroker ===
@@ -54,16 +87,25 @@ impl MemoryBroker {
             inner: Arc::new(BrokerInner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 next_node: AtomicU64::new(1),
+                router: Arc::new(Router::default()),
+                subjects: Subjects::default(),
             }),
         }
     }
 
-    /// Attaches a node whose subscriptions are delivered to `deliver`.
+    /// Attaches a node whose subscriptions are delivered to `deliver` (from a task of the
+    /// node's own; call within a tokio runtime).
     pub fn connect(&self, deliver: Arc<dyn Deliver>) -> MemoryBus {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Publication>();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                deliver.deliver(p);
+            }
+        });
         MemoryBus {
             node: self.inner.next_node.fetch_add(1, Ordering::Relaxed),
             broker: self.inner.clone(),
-            deliver,
+            queue,
             subscriptions: AtomicUsize::new(0),
         }
     }
@@ -84,6 +126,63 @@ impl BrokerInner {
     }
 }
 
+// === impl Router ===
+
+impl Router {
+    fn listen(self: &Arc<Self>, pattern: String, queue: Option<String>) -> Inbox {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).entry(pattern.clone()).or_default().push(Listener {
+            id,
+            queue,
+            tx,
+        });
+        let guard = ListenGuard { router: self.clone(), pattern, id };
+        Inbox::new(
+            futures_util::stream::poll_fn(move |cx| {
+                let _keep = &guard;
+                rx.poll_recv(cx)
+            })
+            .boxed(),
+        )
+    }
+
+    /// Delivers to every matching listener (one per queue group); returns how many got it.
+    fn route(&self, subject: &str, incoming: Incoming) -> usize {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut groups: HashMap<&str, Vec<&Listener>> = HashMap::new();
+        let mut delivered = 0;
+        for (pattern, ls) in listeners.iter() {
+            if pattern != subject && !matches(pattern, subject) {
+                continue;
+            }
+            for l in ls {
+                match &l.queue {
+                    Some(q) => groups.entry(q.as_str()).or_default().push(l),
+                    None => delivered += l.tx.send(incoming.clone()).is_ok() as usize,
+                }
+            }
+        }
+        for members in groups.values() {
+            let pick = members[fastrand::usize(..members.len())];
+            delivered += pick.tx.send(incoming.clone()).is_ok() as usize;
+        }
+        delivered
+    }
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let mut listeners = self.router.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ls) = listeners.get_mut(&self.pattern) {
+            ls.retain(|l| l.id != self.id);
+            if ls.is_empty() {
+                listeners.remove(&self.pattern);
+            }
+        }
+    }
+}
+
 // === impl MemoryBus ===
 
 impl Bus for MemoryBus {
@@ -95,7 +194,7 @@ impl Bus for MemoryBus {
                 let publication =
                     Publication { channel: channel.clone(), offset: state.offset, epoch: state.epoch.clone(), data };
                 for (_, node) in &state.nodes {
-                    node.deliver(publication.clone());
+                    let _ = node.send(publication.clone());
                 }
                 Position { offset: state.offset, epoch: state.epoch.clone() }
             }
@@ -114,7 +213,7 @@ impl Bus for MemoryBus {
             nodes: Vec::new(),
         });
         if !state.nodes.iter().any(|(id, _)| *id == self.node) {
-            state.nodes.push((self.node, self.deliver.clone()));
+            state.nodes.push((self.node, self.queue.clone()));
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
         ready(Ok(())).boxed()
@@ -148,6 +247,54 @@ impl Bus for MemoryBus {
 
     fn is_ready(&self) -> bool {
         true
+    }
+
+    fn set_sequencer_shards(&self, _shards: &[u16]) {}
+
+    fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+        let subject = self.broker.subjects.address(to);
+        self.broker.router.route(&subject, Incoming { message, reply: None });
+        ready(Ok(())).boxed()
+    }
+
+    fn request(
+        &self,
+        to: &Address,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Message, BusError>> {
+        let inbox = self.request_many(to, message);
+        async move {
+            let mut inbox = inbox.await?;
+            match tokio::time::timeout(timeout, inbox.next()).await {
+                Ok(Some(incoming)) => Ok(incoming.message),
+                Ok(None) => Err(BusError::Unavailable("bus closed".into())),
+                Err(_) => Err(BusError::Timeout),
+            }
+        }
+        .boxed()
+    }
+
+    fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>> {
+        let router = &self.broker.router;
+        let reply = format!("_INBOX.{}", router.next_id.fetch_add(1, Ordering::Relaxed));
+        let inbox = router.listen(reply.clone(), None);
+        let subject = self.broker.subjects.address(to);
+        let result = match router.route(&subject, Incoming { message, reply: Some(ReplyTo(reply)) }) {
+            0 => Err(BusError::NoResponders),
+            _ => Ok(inbox),
+        };
+        ready(result).boxed()
+    }
+
+    fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>> {
+        let pattern = self.broker.subjects.address(at);
+        ready(Ok(self.broker.router.listen(pattern, queue.map(str::to_owned)))).boxed()
+    }
+
+    fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+        self.broker.router.route(&to.0, Incoming { message, reply: None });
+        ready(Ok(())).boxed()
     }
 }
 

@@ -1,19 +1,55 @@
 //! Bus subject names, built here and nowhere else.
 //!
-//! Scheme (documented in docs/architecture.md), with a configurable prefix (default `sb`):
+//! The scheme, under a configurable prefix (default `sb`); docs/architecture.md repeats it:
 //!
-//! | subject | carries |
-//! |---|---|
-//! | `{prefix}.pub.{namespace}.{name}` | publications on a channel (`_` stands for no namespace) |
+//! | subject | address | carries | who listens |
+//! |---|---|---|---|
+//! | `{p}.pub.{ns}.{name}` | (channels) | stamped publications of a channel (`_` = no namespace) | gateways with local subscribers |
+//! | `{p}.seq.{shard}` | `Sequencer(shard)` | publish and position requests | the control replica owning the shard (queue group `seq`) |
+//! | `{p}.node.{node}` | `Node(id)` | commands for one gateway's sessions, snapshot requests | that gateway |
+//! | `{p}.user.{user}` | `User(id)` | commands for every session of a user | gateways holding a session of the user |
+//! | `{p}.gateways` | `Gateways` | snapshot requests for every gateway | every gateway |
+//! | `{p}.reg.{shard}` | `Registry(shard)` | session events (connect, disconnect, subscribe, unsubscribe) | the control replica owning the shard; `WatchEvents` streams (`{p}.reg.*`) |
+//! | `{p}.hb.gateway` | `GatewayHeartbeat` | gateway heartbeats | control replicas |
+//! | `{p}.hb.control` | `ControlHeartbeat` | control replica heartbeats | control replicas |
+//! | `{p}.ctl.{replica}` | `Replica(id)` | queries between control replicas | that replica |
+//! | `{p}.up.send` | `UpstreamSend` | client `send` messages | backends (queue group of their choice) |
+//! | `{p}.up.rpc.{method}` | `UpstreamRpc(method)` | client `rpc` requests | backends (queue group of their choice) |
 //!
 //! A channel's name may contain `.`, which NATS reads as a token separator, so it is written
 //! as `%2E`; the channel grammar admits no `%`, `*`, `>` or whitespace, so no channel can
-//! produce a wildcard, an extra token, or another channel's subject.
+//! produce a wildcard, an extra token, or another channel's subject. User ids are free-form
+//! (they come from tokens), so every byte outside `[A-Za-z0-9_-]` is percent-encoded.
+
+use std::sync::Arc;
 
 use switchboard_wire::Channel;
 
 /// The prefix every subject starts with, unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "sb";
+
+/// A control-plane destination on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// The sequencer of one shard of the channel key space.
+    Sequencer(u16),
+    /// One gateway's command inbox.
+    Node(Arc<str>),
+    /// Every gateway holding a session of this user.
+    User(Arc<str>),
+    /// Every gateway (snapshot requests).
+    Gateways,
+    /// Registry events of one shard of the session key space.
+    Registry(u16),
+    /// Registry events of every shard (listen only).
+    RegistryAll,
+    GatewayHeartbeat,
+    ControlHeartbeat,
+    /// One control replica's query inbox.
+    Replica(Arc<str>),
+    UpstreamSend,
+    UpstreamRpc(Arc<str>),
+}
 
 /// Builds subject names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +62,22 @@ pub struct Subjects {
 #[error("invalid subject prefix {0:?}: use dot-separated tokens of letters, digits, '_' and '-'")]
 pub struct InvalidPrefix(pub String);
 
+/// Whether `s` is a valid single token of `[A-Za-z0-9_-]` (node and replica ids, rpc methods).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
-        let ok = !prefix.is_empty()
-            && prefix
-                .split('.')
-                .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
-        if ok { Ok(Subjects { prefix: prefix.to_owned() }) } else { Err(InvalidPrefix(prefix.to_owned())) }
+        if !prefix.is_empty() && prefix.split('.').all(is_token) {
+            Ok(Subjects { prefix: prefix.to_owned() })
+        } else {
+            Err(InvalidPrefix(prefix.to_owned()))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The subject a channel's publications travel on.
@@ -54,11 +99,63 @@ impl Subjects {
         }
         s
     }
+
+    /// The subject of a control-plane address.
+    pub fn address(&self, a: &Address) -> String {
+        let p = &self.prefix;
+        match a {
+            Address::Sequencer(shard) => format!("{p}.seq.{shard}"),
+            Address::Node(id) => format!("{p}.node.{}", escape(id)),
+            Address::User(id) => format!("{p}.user.{}", escape(id)),
+            Address::Gateways => format!("{p}.gateways"),
+            Address::Registry(shard) => format!("{p}.reg.{shard}"),
+            Address::RegistryAll => format!("{p}.reg.*"),
+            Address::GatewayHeartbeat => format!("{p}.hb.gateway"),
+            Address::ControlHeartbeat => format!("{p}.hb.control"),
+            Address::Replica(id) => format!("{p}.ctl.{}", escape(id)),
+            Address::UpstreamSend => format!("{p}.up.send"),
+            Address::UpstreamRpc(method) => format!("{p}.up.rpc.{}", escape(method)),
+        }
+    }
 }
 
 impl Default for Subjects {
     fn default() -> Self {
         Subjects { prefix: DEFAULT_PREFIX.to_owned() }
+    }
+}
+
+/// Percent-encodes every byte outside `[A-Za-z0-9_-]`, so any string is one safe token.
+fn escape(s: &str) -> String {
+    if is_token(s) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+/// Whether `subject` matches `pattern` (NATS rules: `*` one token, `>` the rest).
+pub(crate) fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -80,18 +177,38 @@ mod tests {
     }
 
     #[test]
-    fn distinct_channels_never_share_a_subject() {
+    fn free_form_ids_cannot_inject_tokens_or_wildcards() {
         let s = Subjects::new("app.prod").unwrap();
-        let a = s.publication(&Channel::parse("x:a.b").unwrap());
-        let b = s.publication(&Channel::parse("x:a%2Eb").unwrap_or_else(|_| Channel::parse("x:a_b").unwrap()));
-        assert_ne!(a, b);
-        assert_eq!(a, "app.prod.pub.x.a%2Eb");
+        for (user, subject) in [
+            ("alice", "app.prod.user.alice"),
+            ("a.b", "app.prod.user.a%2Eb"),
+            ("*", "app.prod.user.%2A"),
+            (">", "app.prod.user.%3E"),
+            ("x y", "app.prod.user.x%20y"),
+            ("", "app.prod.user.%00"),
+        ] {
+            assert_eq!(s.address(&Address::User(user.into())), subject);
+        }
     }
 
     #[test]
     fn bad_prefixes_are_rejected() {
         for p in ["", ".", "a..b", "a.*", "a.>", "a b"] {
             assert!(Subjects::new(p).is_err(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        for (p, s, want) in [
+            ("sb.reg.*", "sb.reg.17", true),
+            ("sb.reg.*", "sb.reg.17.x", false),
+            ("sb.up.>", "sb.up.rpc.m", true),
+            ("sb.up.>", "sb.up", false),
+            ("sb.a", "sb.a", true),
+            ("sb.a", "sb.b", false),
+        ] {
+            assert_eq!(matches(p, s), want, "{p} ~ {s}");
         }
     }
 }

@@ -25,8 +25,9 @@ fn parse_channel(name: &str) -> Result<Channel, Status> {
 
 fn bus_status(e: BusError) -> Status {
     match e {
-        BusError::Unavailable(_) => Status::unavailable(e.to_string()),
+        BusError::Unavailable(_) | BusError::NoResponders => Status::unavailable(e.to_string()),
         BusError::Timeout => Status::deadline_exceeded(e.to_string()),
+        BusError::Invalid(_) => Status::internal(e.to_string()),
     }
 }
 
