@@ -1,0 +1,29 @@
+# Switchboard: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help run build test lint fmt deps
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+
+run: ## Build and run `switchboard dev` (gateway + gRPC API + in-process bus, no NATS)
+	$(CARGO) run --release -p switchboard -- dev
+
+build: ## Build every crate and the switchboard binary (release)
+	$(CARGO) build --release --workspace
+
+deps: ## Install what the tests need, when missing (nats-server)
+	@tests/tools/install-deps.sh
+
+test: deps ## Install what the tests need, then run every test
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+lint: ## Check formatting and run clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all

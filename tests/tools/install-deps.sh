@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, when it is missing. Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
+    echo "install-deps: need root (or sudo) to apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "install-deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "install-deps: nats-server $(nats-server --version 2>/dev/null | head -1)"
