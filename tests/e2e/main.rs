@@ -6,5 +6,6 @@ mod cli;
 mod delivery;
 mod grpc_api;
 mod interest;
+mod nats_kit;
 mod nats_bus;
 mod page;

@@ -96,6 +96,8 @@ error_codes! {
     NOT_SUBSCRIBED = 108, "not subscribed", false;
     LIMIT_EXCEEDED = 109, "limit exceeded", false;
     UNAVAILABLE = 110, "temporarily unavailable", true;
+    BACKEND_ERROR = 111, "backend error", false;
+    TIMEOUT = 112, "timeout", true;
 }
 
 #[cfg(test)]

@@ -53,6 +53,20 @@ fn present_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Empty>
 #[derive(Deserialize, Serialize, Default)]
 struct Empty {}
 
+#[derive(Deserialize, Serialize)]
+struct JsonSend<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct JsonRpc<'a> {
+    #[serde(default)]
+    method: String,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
 #[derive(Deserialize, Serialize, Default)]
 struct JsonCommand<'a> {
     #[serde(default)]
@@ -67,6 +81,10 @@ struct JsonCommand<'a> {
     publish: Option<JsonPublish<'a>>,
     #[serde(default, deserialize_with = "present_empty", skip_serializing_if = "Option::is_none")]
     ping: Option<Empty>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    send: Option<JsonSend<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    rpc: Option<JsonRpc<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -107,14 +125,31 @@ pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError>
     if parsed.ping.is_some() {
         commands.push(C::Ping(pb::PingRequest {}));
     }
+    if let Some(p) = parsed.send {
+        let data = p.data.ok_or_else(|| bad("send.data is required"))?;
+        commands.push(C::Send(pb::SendRequest { data: raw_bytes(data) }));
+    }
+    if let Some(p) = parsed.rpc {
+        let data = p.data.ok_or_else(|| bad("rpc.data is required"))?;
+        commands.push(C::Rpc(pb::RpcRequest { method: p.method, data: raw_bytes(data) }));
+    }
     if commands.len() > 1 && id != 0 {
         return Err(bad("a command object carries exactly one command"));
     }
     check_command(pb::Command { id, command: commands.pop() })
 }
 
+fn raw_bytes(raw: &RawValue) -> Bytes {
+    Bytes::copy_from_slice(raw.get().as_bytes())
+}
+
 pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     let mut json = JsonCommand { id: cmd.id, ..Default::default() };
+    let not_json = |e: serde_json::Error| DecodeError {
+        id: Some(cmd.id),
+        code: ErrorCode::BAD_REQUEST,
+        message: format!("data is not JSON: {e}"),
+    };
     let raw;
     match &cmd.command {
         None => {}
@@ -125,14 +160,18 @@ pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(),
         Some(C::Subscribe(s)) => json.subscribe = Some(JsonChannel { channel: s.channel.clone() }),
         Some(C::Unsubscribe(s)) => json.unsubscribe = Some(JsonChannel { channel: s.channel.clone() }),
         Some(C::Publish(p)) => {
-            raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(|e| DecodeError {
-                id: Some(cmd.id),
-                code: ErrorCode::BAD_REQUEST,
-                message: format!("publish data is not JSON: {e}"),
-            })?;
+            raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(not_json)?;
             json.publish = Some(JsonPublish { channel: p.channel.clone(), data: Some(raw) });
         }
         Some(C::Ping(_)) => json.ping = Some(Empty {}),
+        Some(C::Send(p)) => {
+            raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(not_json)?;
+            json.send = Some(JsonSend { data: Some(raw) });
+        }
+        Some(C::Rpc(p)) => {
+            raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(not_json)?;
+            json.rpc = Some(JsonRpc { method: p.method.clone(), data: Some(raw) });
+        }
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
     Ok(())
@@ -178,6 +217,50 @@ struct JsonPublication<'a> {
     b64data: Option<String>,
 }
 
+/// Data embedded as a JSON value when it is one, otherwise as base64.
+#[derive(Serialize, Deserialize, Default)]
+struct JsonData<'a> {
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64data: Option<String>,
+}
+
+impl<'a> JsonData<'a> {
+    fn embed(data: &'a [u8]) -> Self {
+        match serde_json::from_slice::<&RawValue>(data) {
+            Ok(raw) => JsonData { data: Some(raw), b64data: None },
+            Err(_) => JsonData { data: None, b64data: Some(BASE64.encode(data)) },
+        }
+    }
+
+    fn extract(self) -> Result<Bytes, DecodeError> {
+        match (self.data, self.b64data) {
+            (Some(raw), _) => Ok(raw_bytes(raw)),
+            (None, Some(b64)) => BASE64.decode(b64).map(Bytes::from).map_err(|e| DecodeError {
+                id: None,
+                code: ErrorCode::BAD_REQUEST,
+                message: format!("invalid b64data: {e}"),
+            }),
+            (None, None) => Ok(Bytes::new()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonSubscribed {
+    channel: String,
+    #[serde(default)]
+    epoch: String,
+    #[serde(default)]
+    offset: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonChannelOnly {
+    channel: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct JsonReply<'a> {
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -196,6 +279,16 @@ struct JsonReply<'a> {
     ping: Option<Empty>,
     #[serde(borrow, rename = "pub", skip_serializing_if = "Option::is_none")]
     publication: Option<JsonPublication<'a>>,
+    #[serde(rename = "send", skip_serializing_if = "Option::is_none")]
+    send_result: Option<Empty>,
+    #[serde(borrow, rename = "rpc", skip_serializing_if = "Option::is_none")]
+    rpc_result: Option<JsonData<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    message: Option<JsonData<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribed: Option<JsonSubscribed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsubscribed: Option<JsonChannelOnly>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -213,6 +306,11 @@ impl JsonReply<'_> {
             publish: None,
             ping: None,
             publication: None,
+            send_result: None,
+            rpc_result: None,
+            message: None,
+            subscribed: None,
+            unsubscribed: None,
         }
     }
 }
@@ -246,6 +344,13 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
                 b64data: if raw.is_none() { Some(BASE64.encode(&p.data)) } else { None },
             });
         }
+        Some(R::Send(_)) => json.send_result = Some(Empty {}),
+        Some(R::Rpc(r)) => json.rpc_result = Some(JsonData::embed(&r.data)),
+        Some(R::Message(m)) => json.message = Some(JsonData::embed(&m.data)),
+        Some(R::Subscribed(s)) => {
+            json.subscribed = Some(JsonSubscribed { channel: s.channel.clone(), epoch: s.epoch.clone(), offset: s.offset })
+        }
+        Some(R::Unsubscribed(u)) => json.unsubscribed = Some(JsonChannelOnly { channel: u.channel.clone() }),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
 }
@@ -289,6 +394,16 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
             epoch: p.epoch.to_owned(),
             data,
         }))
+    } else if json.send_result.is_some() {
+        Some(R::Send(pb::SendResult {}))
+    } else if let Some(r) = json.rpc_result {
+        Some(R::Rpc(pb::RpcResult { data: r.extract()? }))
+    } else if let Some(m) = json.message {
+        Some(R::Message(pb::ServerMessage { data: m.extract()? }))
+    } else if let Some(s) = json.subscribed {
+        Some(R::Subscribed(pb::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }))
+    } else if let Some(u) = json.unsubscribed {
+        Some(R::Unsubscribed(pb::Unsubscribed { channel: u.channel }))
     } else {
         None
     };

@@ -75,6 +75,15 @@ fn replies_round_trip_in_both_encodings() {
         pb::Reply { id: 2, reply: Some(R::Ping(pb::PingResult {})) },
         publication_push("a:b", 9, "e", Bytes::from_static(br#"{"k":"v"}"#)),
         publication_push("a:b", 9, "e", Bytes::from_static(b"\x00\xffnot json")),
+        pb::Reply { id: 3, reply: Some(R::Send(pb::SendResult {})) },
+        pb::Reply { id: 3, reply: Some(R::Rpc(pb::RpcResult { data: Bytes::from_static(b"{\"ok\":true}") })) },
+        pb::Reply { id: 3, reply: Some(R::Rpc(pb::RpcResult { data: Bytes::from_static(b"\x01") })) },
+        pb::Reply { id: 0, reply: Some(R::Message(pb::ServerMessage { data: Bytes::from_static(b"[1]") })) },
+        pb::Reply {
+            id: 0,
+            reply: Some(R::Subscribed(pb::Subscribed { channel: "c".into(), epoch: "e".into(), offset: 3 })),
+        },
+        pb::Reply { id: 0, reply: Some(R::Unsubscribed(pb::Unsubscribed { channel: "c".into() })) },
     ];
     for enc in [Encoding::Json, Encoding::Protobuf] {
         for reply in &replies {
@@ -112,6 +121,11 @@ fn commands_round_trip_in_both_encodings() {
             command: Some(C::Publish(pb::PublishRequest { channel: "x".into(), data: Bytes::from_static(b"{}") })),
         },
         pb::Command { id: 5, command: Some(C::Ping(pb::PingRequest {})) },
+        pb::Command { id: 6, command: Some(C::Send(pb::SendRequest { data: Bytes::from_static(b"{\"a\":1}") })) },
+        pb::Command {
+            id: 7,
+            command: Some(C::Rpc(pb::RpcRequest { method: "m".into(), data: Bytes::from_static(b"null") })),
+        },
     ];
     for enc in [Encoding::Json, Encoding::Protobuf] {
         for cmd in &cmds {
