@@ -243,9 +243,20 @@ async fn read_loop(shared: &Shared, reader: &mut Reader, events: &mpsc::Sender<E
             }
             continue;
         }
-        if let Some(R::Pub(p)) = reply.reply
-            && events.send(Event::Publication(p)).await.is_err()
-        {
+        let event = match reply.reply {
+            Some(R::Pub(p)) => Event::Publication(p),
+            Some(R::Message(m)) => Event::Message(m.data),
+            Some(R::Subscribed(s)) => {
+                shared.channels.lock().unwrap().insert(s.channel.clone());
+                Event::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }
+            }
+            Some(R::Unsubscribed(u)) => {
+                shared.channels.lock().unwrap().remove(&u.channel);
+                Event::Unsubscribed { channel: u.channel }
+            }
+            _ => continue,
+        };
+        if events.send(event).await.is_err() {
             return (None, "client dropped".into());
         }
     }

@@ -80,6 +80,12 @@ impl ClientConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Publication(Publication),
+    /// Data a backend sent to this session (or its user).
+    Message(Bytes),
+    /// A backend subscribed this session to a channel.
+    Subscribed { channel: String, epoch: String, offset: u64 },
+    /// A backend unsubscribed this session from a channel.
+    Unsubscribed { channel: String },
     /// (Re)connected as this session; subscriptions have been restored.
     Connected {
         session: String,
@@ -192,6 +198,22 @@ impl Client {
     pub async fn publish(&self, channel: &str, data: Bytes) -> Result<pb::PublishResult, ClientError> {
         match self.shared.request(C::Publish(pb::PublishRequest { channel: channel.into(), data })).await? {
             R::Publish(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends data upstream to backends (fire and forget; JSON text with the JSON encoding).
+    pub async fn send(&self, data: Bytes) -> Result<(), ClientError> {
+        match self.shared.request(C::Send(pb::SendRequest { data })).await? {
+            R::Send(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls a backend method and returns its answer.
+    pub async fn rpc(&self, method: &str, data: Bytes) -> Result<Bytes, ClientError> {
+        match self.shared.request(C::Rpc(pb::RpcRequest { method: method.into(), data })).await? {
+            R::Rpc(r) => Ok(r.data),
             other => Err(unexpected(other)),
         }
     }

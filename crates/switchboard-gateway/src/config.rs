@@ -35,6 +35,13 @@ pub struct GatewayConfig {
     pub client_publish: bool,
     /// Whether to serve the demo page at `/`. Default false (on in `switchboard dev`).
     pub serve_page: bool,
+    /// HMAC secret for HS256 connect tokens (JWT; `sub` is the user, `exp` is required).
+    /// When unset every session is anonymous (user ""). Default unset.
+    pub token_secret: Option<String>,
+    /// Time a client `rpc` waits for a backend's reply (error 112 beyond). Default 5 s.
+    pub rpc_timeout: Duration,
+    /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
+    pub max_pending_rpcs: usize,
 }
 
 impl Default for GatewayConfig {
@@ -52,6 +59,9 @@ impl Default for GatewayConfig {
             drain_window: Duration::from_secs(5),
             client_publish: true,
             serve_page: false,
+            token_secret: None,
+            rpc_timeout: Duration::from_secs(5),
+            max_pending_rpcs: 16,
         }
     }
 }

@@ -5,17 +5,23 @@
 //! Architecture invariant: the gateway never formats a bus subject or talks to NATS; it
 //! holds a `dyn Bus`. Data flows bus → [`Deliver`] → hub → outboxes → session writers.
 
+pub mod auth;
 pub mod config;
 mod http;
 pub mod metrics;
+mod node;
 mod session;
 pub mod ws;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared as SharedFuture};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_bus::{Bus, Deliver, Publication};
+use switchboard_bus::{Bus, BusError, Deliver, Publication};
 use switchboard_hub::{Hub, Interest};
 use switchboard_wire::Channel;
 use tokio::net::TcpListener;
@@ -34,34 +40,56 @@ pub(crate) struct Shared {
     config: GatewayConfig,
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
+    interest: Arc<BusInterest>,
+    node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
     prometheus: Option<PrometheusHandle>,
     next_session: AtomicU64,
+    /// Four random characters that tag this process's session ids.
+    boot: String,
     connections: AtomicUsize,
     /// Flips to true when the node starts draining.
     draining: watch::Sender<bool>,
 }
 
-/// Forwards the hub's interest changes to the bus (set once the bus exists).
-struct BusInterest(OnceLock<Arc<dyn Bus>>);
+/// Forwards the hub's interest changes to the bus (set once the bus exists), and keeps
+/// each new bus subscription's confirmation so that a subscribe reply waits for it.
+struct BusInterest {
+    bus: OnceLock<Arc<dyn Bus>>,
+    pending: Mutex<HashMap<Channel, Confirmation>>,
+}
+
+type Confirmation = SharedFuture<BoxFuture<'static, Result<(), String>>>;
 
 impl Interest for BusInterest {
     fn first_subscriber(&self, channel: &Channel) {
-        if let Some(bus) = self.0.get() {
-            let confirm = bus.subscribe(channel);
-            let channel = channel.clone();
-            tokio::spawn(async move {
-                if let Err(e) = confirm.await {
-                    tracing::warn!(%channel, error = %e, "bus subscription failed");
-                }
-            });
+        if let Some(bus) = self.bus.get() {
+            let confirm = bus.subscribe(channel).map(|r| r.map_err(|e| e.to_string())).boxed().shared();
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(channel.clone(), confirm);
         }
     }
 
     fn last_unsubscribed(&self, channel: &Channel) {
-        if let Some(bus) = self.0.get() {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(channel);
+        if let Some(bus) = self.bus.get() {
             bus.unsubscribe(channel);
         }
+    }
+}
+
+impl BusInterest {
+    /// Waits until the bus confirmed the channel's subscription.
+    async fn confirmed(&self, channel: &Channel) -> Result<(), BusError> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(channel).cloned();
+        let Some(confirm) = pending else { return Ok(()) };
+        let result = confirm.await.map_err(BusError::Unavailable);
+        if result.is_ok() {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.get(channel).is_some_and(|c| c.peek().is_some()) {
+                pending.remove(channel);
+            }
+        }
+        result
     }
 }
 
@@ -91,20 +119,25 @@ impl Gateway {
     where
         F: FnOnce(Arc<dyn Deliver>) -> Fut,
         Fut: Future<Output = Result<Arc<dyn Bus>, E>>,
+        E: From<BusError>,
     {
         let metrics = metrics::Metrics::new();
-        let interest = Arc::new(BusInterest(OnceLock::new()));
+        let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
         let hub = Arc::new(Hub::new(interest.clone()));
         let bus = connect(Arc::new(HubDeliver { hub: hub.clone(), metrics: metrics.clone() })).await?;
-        let _ = interest.0.set(bus.clone());
+        let _ = interest.bus.set(bus.clone());
+        let node = node::NodeAgent::start(&config.node_id, bus.clone(), hub.clone()).await?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 config,
                 hub,
                 bus,
+                interest,
+                node,
                 metrics,
                 prometheus,
                 next_session: AtomicU64::new(1),
+                boot: config::random_node_id()[1..5].to_owned(),
                 connections: AtomicUsize::new(0),
                 draining: watch::channel(false).0,
             }),
@@ -118,6 +151,9 @@ impl Gateway {
 
     /// Serves HTTP and WebSocket on `listener` until [`Gateway::drain`] has finished.
     pub async fn serve(&self, listener: TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            self.shared.node.set_http_addr(addr.to_string());
+        }
         http::serve(self.shared.clone(), listener).await
     }
 

@@ -15,7 +15,7 @@ pub const BUS_SUBSCRIPTIONS: &str = "switchboard_gateway_bus_subscriptions";
 
 /// The `limit` label values of [`LIMIT_HITS_TOTAL`].
 pub const LIMITS: &[&str] =
-    &["message_size", "outbound_queue", "subscriptions", "connections", "connect_timeout", "pong_timeout", "handshake"];
+    &["message_size", "outbound_queue", "subscriptions", "connections", "connect_timeout", "pong_timeout", "handshake", "token", "pending_rpcs", "rpc_timeout"];
 
 /// Describes every metric. Call once, after installing the recorder.
 pub fn describe() {
@@ -44,6 +44,9 @@ pub struct Metrics {
     pub limit_connect_timeout: Counter,
     pub limit_pong_timeout: Counter,
     pub limit_handshake: Counter,
+    pub limit_token: Counter,
+    pub limit_pending_rpcs: Counter,
+    pub limit_rpc_timeout: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
     pub bus_subscriptions: Gauge,
@@ -64,6 +67,9 @@ impl Metrics {
             limit_connect_timeout: limit("connect_timeout"),
             limit_pong_timeout: limit("pong_timeout"),
             limit_handshake: limit("handshake"),
+            limit_token: limit("token"),
+            limit_pending_rpcs: limit("pending_rpcs"),
+            limit_rpc_timeout: limit("rpc_timeout"),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),
             bus_subscriptions: metrics::gauge!(BUS_SUBSCRIPTIONS),

@@ -7,7 +7,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -19,7 +19,10 @@ use switchboard_wire::{Channel, ChannelError, CloseCode, DecodeError, Encoding, 
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
+use switchboard_bus::{Address, BusError};
+
 use crate::Shared;
+use crate::node::{SessionCommand, SessionHandle, now_ms};
 
 use crate::ws::{FrameReader, Message, ReadError};
 
@@ -34,6 +37,8 @@ type CommandResult = Result<R, (ErrorCode, String)>;
 enum End {
     /// The server closes with this code.
     Close(CloseCode),
+    /// A backend asked to close with this code and reason.
+    CloseWith(u16, String),
     /// The client sent a close frame (with this code, if any).
     ClientClosed(Option<u16>),
     /// The connection broke; nothing more can be sent.
@@ -45,8 +50,12 @@ struct Session {
     stream: TcpStream,
     reader: FrameReader,
     sub: Arc<Subscriber>,
+    handle: Arc<SessionHandle>,
     /// Set by the connect command.
     session_id: Option<Box<str>>,
+    user: String,
+    /// `rpc` commands waiting for a backend.
+    pending_rpcs: Arc<AtomicUsize>,
     channels: Vec<Channel>,
     /// Frames taken from the outbox and not yet fully written; `pending[..head]` are done.
     pending: Vec<Bytes>,
@@ -58,12 +67,16 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
     shared.metrics.connections_total.increment(1);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let config = &shared.config;
+    let sub = Arc::new(Subscriber { id, encoding, outbox: Outbox::new(config.max_queue_bytes) });
     let mut session = Session {
         reader: FrameReader::with_initial(config.max_message_size, &initial),
-        sub: Arc::new(Subscriber { id, encoding, outbox: Outbox::new(config.max_queue_bytes) }),
+        handle: Arc::new(SessionHandle::new(sub.clone())),
+        sub,
         shared: shared.clone(),
         stream,
         session_id: None,
+        user: String::new(),
+        pending_rpcs: Arc::new(AtomicUsize::new(0)),
         channels: Vec::new(),
         pending: Vec::new(),
         head: 0,
@@ -72,12 +85,16 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
     let end = session.serve().await;
     let label = match &end {
         End::Close(code) => code.code.to_string(),
+        End::CloseWith(..) => "backend".to_owned(),
         End::ClientClosed(_) => "client".to_owned(),
         End::Gone => "gone".to_owned(),
     };
     session.finish(end).await;
     for channel in std::mem::take(&mut session.channels) {
         shared.hub.unsubscribe(&channel, id);
+    }
+    if let Some(session_id) = &session.session_id {
+        shared.node.session_down(session_id).await;
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
@@ -124,6 +141,13 @@ impl Session {
                 r = self.stream.writable(), if !self.pending.is_empty() => {
                     if r.is_err() || self.flush().is_err() {
                         return End::Gone;
+                    }
+                }
+                _ = self.handle.wake.notified() => {
+                    for command in self.handle.take_commands() {
+                        if let Some(end) = self.on_backend_command(command).await {
+                            return end;
+                        }
                     }
                 }
                 r = self.stream.readable() => {
@@ -230,15 +254,107 @@ impl Session {
             }
         };
         let result = match cmd.command.expect("decode_command checks the command is known") {
-            C::Connect(c) => self.connect(c),
+            C::Connect(c) => match self.connect(c).await {
+                Ok(result) => result,
+                Err(end) => return Some(end),
+            },
             _ if self.session_id.is_none() => Err((ErrorCode::NOT_CONNECTED, "send connect first".into())),
             C::Subscribe(s) => self.subscribe(&s.channel).await,
-            C::Unsubscribe(u) => self.unsubscribe(&u.channel),
+            C::Unsubscribe(u) => self.unsubscribe(&u.channel).await,
             C::Publish(p) => self.publish(&p.channel, p.data).await,
             C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
+            C::Send(s) => self.upstream_send(s.data).await,
+            C::Rpc(r) => match self.upstream_rpc(cmd.id, r) {
+                // The reply goes out when the backend answers.
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
         };
         self.reply(cmd.id, result);
         None
+    }
+
+    /// Runs what a backend asked of this session.
+    async fn on_backend_command(&mut self, command: SessionCommand) -> Option<End> {
+        match command {
+            SessionCommand::Disconnect(code, reason) => Some(End::CloseWith(code, reason)),
+            SessionCommand::Subscribe(channel) => {
+                if let Ok(R::Subscribe(r)) = self.subscribe(channel.as_str()).await {
+                    self.push(R::Subscribed(pb::Subscribed { channel: channel.to_string(), epoch: r.epoch, offset: r.offset }));
+                }
+                None
+            }
+            SessionCommand::Unsubscribe(channel) => {
+                if self.unsubscribe(channel.as_str()).await.is_ok() {
+                    self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string() }));
+                }
+                None
+            }
+        }
+    }
+
+    fn push(&self, push: R) {
+        self.reply(0, Ok(push));
+    }
+
+    fn upstream_message(&self, data: Bytes) -> switchboard_bus::Message {
+        switchboard_bus::Message::new(data)
+            .with_header("Sb-Session", self.session_id.as_deref().unwrap_or_default())
+            .with_header("Sb-User", self.user.clone())
+            .with_header("Sb-Gateway", self.shared.config.node_id.clone())
+            .with_header("Sb-Encoding", if self.sub.encoding.is_text() { "json" } else { "protobuf" })
+    }
+
+    async fn upstream_send(&self, data: Bytes) -> CommandResult {
+        match self.shared.bus.send(&Address::UpstreamSend, self.upstream_message(data)).await {
+            Ok(()) => Ok(R::Send(pb::SendResult {})),
+            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+        }
+    }
+
+    /// Starts an rpc; its reply is queued when the backend answers or the time is up.
+    fn upstream_rpc(&self, id: u32, req: pb::RpcRequest) -> Result<(), (ErrorCode, String)> {
+        if !switchboard_bus::subjects::is_token(&req.method) {
+            return Err((ErrorCode::BAD_REQUEST, "rpc.method must be 1-128 characters of [A-Za-z0-9_-]".into()));
+        }
+        let limit = self.shared.config.max_pending_rpcs;
+        if self.pending_rpcs.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.pending_rpcs.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.limit_pending_rpcs.increment(1);
+            return Err((ErrorCode::LIMIT_EXCEEDED, format!("at most {limit} rpcs may wait per session")));
+        }
+        let method: Arc<str> = Arc::from(req.method.as_str());
+        let request = self.shared.bus.request(
+            &Address::UpstreamRpc(method.clone()),
+            self.upstream_message(req.data),
+            self.shared.config.rpc_timeout,
+        );
+        let (sub, pending, timeouts) =
+            (self.sub.clone(), self.pending_rpcs.clone(), self.shared.metrics.limit_rpc_timeout.clone());
+        tokio::spawn(async move {
+            let result = match request.await {
+                Ok(m) => match m.header("Sb-Error") {
+                    Some(e) => Err((ErrorCode::BACKEND_ERROR, e.to_owned())),
+                    None => Ok(R::Rpc(pb::RpcResult { data: m.payload })),
+                },
+                Err(BusError::NoResponders) => {
+                    Err((ErrorCode::UNAVAILABLE, format!("no backend serves rpc method {method:?}")))
+                }
+                Err(BusError::Timeout) => {
+                    timeouts.increment(1);
+                    Err((ErrorCode::TIMEOUT, "the backend did not answer in time".into()))
+                }
+                Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+            };
+            pending.fetch_sub(1, Ordering::AcqRel);
+            let reply = match result {
+                Ok(r) => pb::Reply { id, reply: Some(r) },
+                Err((code, message)) => switchboard_wire::protocol::error_reply(id, code, message),
+            };
+            let encoding = sub.encoding;
+            sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf)));
+        });
+        Ok(())
     }
 
     fn reply(&self, id: u32, result: CommandResult) {
@@ -250,19 +366,43 @@ impl Session {
         self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf)));
     }
 
-    fn connect(&mut self, _req: pb::ConnectRequest) -> CommandResult {
+    /// Authenticates and registers the session; a rejected token ends it (4501).
+    async fn connect(&mut self, req: pb::ConnectRequest) -> Result<CommandResult, End> {
         if self.session_id.is_some() {
-            return Err((ErrorCode::ALREADY_CONNECTED, "this session is connected".into()));
+            return Ok(Err((ErrorCode::ALREADY_CONNECTED, "this session is connected".into())));
         }
-        // Authentication is not configured in this version: every connection is anonymous.
-        let session = format!("{}-{:x}", self.shared.config.node_id, self.sub.id);
+        let user = match &self.shared.config.token_secret {
+            None => String::new(),
+            Some(secret) => match crate::auth::verify(secret, &req.token) {
+                Ok(user) => user,
+                Err(e) => {
+                    tracing::debug!(error = %e, "connect token rejected");
+                    self.shared.metrics.limit_token.increment(1);
+                    return Err(End::Close(CloseCode::UNAUTHORIZED));
+                }
+            },
+        };
+        // The boot tag keeps ids unique across restarts of a gateway with the same node id.
+        let session = format!("{}-{}{:x}", self.shared.config.node_id, self.shared.boot, self.sub.id);
         self.session_id = Some(session.clone().into());
-        Ok(R::Connect(pb::ConnectResult {
+        self.user = user.clone();
+        let record = pb::SessionRecord {
+            session: session.clone(),
+            gateway: self.shared.config.node_id.clone(),
+            user: user.clone(),
+            channels: Vec::new(),
+            connected_at_ms: now_ms(),
+            client_name: req.name,
+            client_version: req.version,
+            seq: 0,
+        };
+        self.shared.node.session_up(record, self.handle.clone()).await;
+        Ok(Ok(R::Connect(pb::ConnectResult {
             session,
-            user: String::new(),
+            user,
             version: env!("CARGO_PKG_VERSION").into(),
             ping_interval: self.shared.config.ping_interval.as_secs() as u32,
-        }))
+        })))
     }
 
     async fn subscribe(&mut self, name: &str) -> CommandResult {
@@ -279,8 +419,17 @@ impl Session {
         }
         self.shared.hub.subscribe(&channel, &self.sub);
         self.channels.push(channel.clone());
-        match self.shared.bus.position(&channel).await {
-            Ok(p) => Ok(R::Subscribe(pb::SubscribeResult { epoch: p.epoch.to_string(), offset: p.offset })),
+        let confirmed = self.shared.interest.confirmed(&channel).await;
+        let position = match confirmed {
+            Ok(()) => self.shared.bus.position(&channel).await,
+            Err(e) => Err(e),
+        };
+        match position {
+            Ok(p) => {
+                let session = self.session_id.as_deref().unwrap_or_default().to_owned();
+                self.shared.node.channel_change(&session, &channel, true).await;
+                Ok(R::Subscribe(pb::SubscribeResult { epoch: p.epoch.to_string(), offset: p.offset }))
+            }
             Err(e) => {
                 self.channels.retain(|c| c != &channel);
                 self.shared.hub.unsubscribe(&channel, self.sub.id);
@@ -289,13 +438,15 @@ impl Session {
         }
     }
 
-    fn unsubscribe(&mut self, name: &str) -> CommandResult {
+    async fn unsubscribe(&mut self, name: &str) -> CommandResult {
         let channel = parse_channel(name)?;
         let Some(i) = self.channels.iter().position(|c| c == &channel) else {
             return Err((ErrorCode::NOT_SUBSCRIBED, format!("not subscribed to {channel}")));
         };
         self.channels.swap_remove(i);
         self.shared.hub.unsubscribe(&channel, self.sub.id);
+        let session = self.session_id.as_deref().unwrap_or_default().to_owned();
+        self.shared.node.channel_change(&session, &channel, false).await;
         Ok(R::Unsubscribe(pb::UnsubscribeResult {}))
     }
 
@@ -348,19 +499,21 @@ impl Session {
             let _ = self.sub.outbox.take(&mut self.pending);
         }
         self.sub.outbox.close();
-        let (code, reason) = match end {
+        let (code, reason) = match &end {
             End::Gone => return,
             End::Close(code) => (code.code, code.reason),
+            End::CloseWith(code, reason) => (*code, reason.as_str()),
             // Echo the client's code, as RFC 6455 §5.5.1 asks.
             End::ClientClosed(code) => (code.unwrap_or(1000), ""),
         };
+        let close = frame::close(code, reason);
         let client_closed = matches!(end, End::ClientClosed(_));
-        if code == CloseCode::SLOW_CONSUMER.code {
+        if matches!(end, End::Close(CloseCode::SLOW_CONSUMER)) {
             // What is queued is what the client could not take; do not wait on it.
             self.pending.clear();
             self.head = 0;
         }
-        self.pending.push(frame::close(code, reason));
+        self.pending.push(close);
         let deadline = Instant::now() + CLOSE_GRACE;
         while self.head < self.pending.len() {
             if self.flush().is_err() {

@@ -39,8 +39,8 @@ close_codes! {
     SHUTDOWN = 4001, "shutdown", true, "The node is draining; reconnect, the load balancer picks another node.";
     SLOW_CONSUMER = 4002, "slow consumer", true, "The session's outbound queue overflowed (it read too slowly); reconnect.";
     CONNECT_TIMEOUT = 4003, "connect timeout", true, "No connect command arrived within the handshake timeout.";
-    NO_PONG = 4004, "no pong", true, "The client answered no ping within the idle timeout.";
-    DISCONNECTED = 4005, "disconnected", true, "Disconnected by the server or a backend; may reconnect.";
+    NO_PONG = 4004, "no pong", true, "The client sent nothing within the pong timeout after a server ping.";
+    DISCONNECTED = 4005, "disconnected", true, "Disconnected by a backend (the default code of the Disconnect API); may reconnect.";
     BAD_REQUEST = 4500, "bad request", false, "A frame that is not a command at all (malformed JSON or protobuf); reconnecting would repeat it.";
     UNAUTHORIZED = 4501, "unauthorized", false, "The connect token was rejected.";
     FORCE_DISCONNECT = 4503, "force disconnect", false, "Disconnected by a backend, which asked the client not to reconnect.";

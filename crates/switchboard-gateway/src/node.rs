@@ -1,0 +1,334 @@
+//! The gateway's part in the cluster: it tells the control registry about its sessions and
+//! carries out the commands backends send to them.
+//!
+//! - Every session change (connect, disconnect, subscribe, unsubscribe) becomes a
+//!   `RegistryEvent` on the registry subject of the session's shard, numbered by one
+//!   gateway-wide sequence; the same lock keeps the local session table, so a snapshot
+//!   (answered to control replicas that gain shards) is consistent with the numbering.
+//! - Commands for one session arrive on the gateway's node address; commands for a user's
+//!   sessions arrive on the user's address, which the gateway listens to while it holds at
+//!   least one session of that user (interest counting, like channels).
+//! - A heartbeat every second lets control replicas expire the gateway's sessions when it
+//!   goes away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchboard_bus::shard::shard;
+use switchboard_bus::{Address, Bus, Inbox, Incoming, Message};
+use switchboard_hub::{Hub, Push, Subscriber, frame};
+use switchboard_wire::pb::{self, gateway_command::Action, gateway_command::Target, registry_event::Event};
+use switchboard_wire::{Channel, Encoding};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+/// Sessions per snapshot chunk (a chunk stays well under NATS's 1 MiB payload limit).
+const SNAPSHOT_CHUNK: usize = 1000;
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a session is asked to do by a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionCommand {
+    Disconnect(u16, String),
+    Subscribe(Channel),
+    Unsubscribe(Channel),
+}
+
+/// A session as the node agent reaches it.
+pub(crate) struct SessionHandle {
+    pub(crate) sub: Arc<Subscriber>,
+    commands: Mutex<Vec<SessionCommand>>,
+    pub(crate) wake: Notify,
+}
+
+impl SessionHandle {
+    pub(crate) fn new(sub: Arc<Subscriber>) -> Self {
+        SessionHandle { sub, commands: Mutex::new(Vec::new()), wake: Notify::new() }
+    }
+
+    /// Takes the commands queued for the session.
+    pub(crate) fn take_commands(&self) -> Vec<SessionCommand> {
+        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn command(&self, c: SessionCommand) {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.wake.notify_one();
+    }
+
+    /// Queues a `message` push; true if it was queued.
+    fn message(&self, data: &bytes::Bytes) -> bool {
+        let encoding: Encoding = self.sub.encoding;
+        let reply = pb::Reply {
+            id: 0,
+            reply: Some(pb::reply::Reply::Message(pb::ServerMessage { data: data.clone() })),
+        };
+        self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf))) == Push::Queued
+    }
+
+    fn apply(&self, action: &Action) -> bool {
+        match action {
+            Action::Send(data) => return self.message(data),
+            Action::Disconnect(d) => self.command(SessionCommand::Disconnect(d.code as u16, d.reason.clone())),
+            Action::Subscribe(c) | Action::Unsubscribe(c) => {
+                let Ok(channel) = Channel::parse(c) else { return false };
+                self.command(if matches!(action, Action::Subscribe(_)) {
+                    SessionCommand::Subscribe(channel)
+                } else {
+                    SessionCommand::Unsubscribe(channel)
+                });
+            }
+        }
+        true
+    }
+}
+
+/// The gateway's node agent.
+pub(crate) struct NodeAgent {
+    id: Arc<str>,
+    bus: Arc<dyn Bus>,
+    hub: Arc<Hub>,
+    started_at_ms: i64,
+    http_addr: OnceLock<String>,
+    state: Mutex<State>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    sessions: HashMap<String, (pb::SessionRecord, Arc<SessionHandle>)>,
+    users: HashMap<String, UserInterest>,
+}
+
+struct UserInterest {
+    sessions: usize,
+    task: JoinHandle<()>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+// === impl NodeAgent ===
+
+impl NodeAgent {
+    /// Starts listening for commands and snapshot requests, and heartbeating.
+    pub(crate) async fn start(id: &str, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Result<Arc<Self>, switchboard_bus::BusError> {
+        let agent = Arc::new(NodeAgent {
+            id: Arc::from(id),
+            bus: bus.clone(),
+            hub,
+            started_at_ms: now_ms(),
+            http_addr: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let node_inbox = bus.listen(&Address::Node(agent.id.clone()), None).await?;
+        let all_inbox = bus.listen(&Address::Gateways, None).await?;
+        let mut tasks = Vec::new();
+        for inbox in [node_inbox, all_inbox] {
+            let weak = Arc::downgrade(&agent);
+            tasks.push(tokio::spawn(serve_inbox(weak, inbox)));
+        }
+        let weak = Arc::downgrade(&agent);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(agent) = weak.upgrade() else { return };
+                agent.heartbeat().await;
+            }
+        }));
+        *agent.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        Ok(agent)
+    }
+
+    pub(crate) fn set_http_addr(&self, addr: String) {
+        let _ = self.http_addr.set(addr);
+    }
+
+    pub(crate) fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn heartbeat(&self) {
+        let hb = pb::GatewayHeartbeat {
+            gateway: self.id.to_string(),
+            sessions: self.sessions() as u32,
+            http_addr: self.http_addr.get().cloned().unwrap_or_default(),
+            started_at_ms: self.started_at_ms,
+            channels: self.hub.channels() as u32,
+        };
+        let _ = self.bus.send(&Address::GatewayHeartbeat, Message::proto(&hb)).await;
+    }
+
+    async fn emit(&self, session: &str, seq: u64, event: Event) {
+        let e = pb::RegistryEvent { gateway: self.id.to_string(), seq, at_ms: now_ms(), event: Some(event) };
+        if let Err(err) = self.bus.send(&Address::Registry(shard(session)), Message::proto(&e)).await {
+            tracing::debug!(error = %err, "registry event not sent");
+        }
+    }
+
+    /// Registers a connected session. Returns once the user's address is listened to, so
+    /// a `SendToUser` issued after the connect reply reaches the session.
+    pub(crate) async fn session_up(self: &Arc<Self>, mut record: pb::SessionRecord, handle: Arc<SessionHandle>) {
+        let (seq, ready) = {
+            let mut st = self.lock();
+            st.seq += 1;
+            record.seq = st.seq;
+            let mut ready = None;
+            if !record.user.is_empty() {
+                match st.users.get_mut(&record.user) {
+                    Some(u) => u.sessions += 1,
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        let task = tokio::spawn(serve_user(Arc::downgrade(self), record.user.clone(), tx));
+                        st.users.insert(record.user.clone(), UserInterest { sessions: 1, task });
+                        ready = Some(rx);
+                    }
+                }
+            }
+            st.sessions.insert(record.session.clone(), (record.clone(), handle));
+            (st.seq, ready)
+        };
+        if let Some(ready) = ready {
+            let _ = ready.await;
+        }
+        let session = record.session.clone();
+        self.emit(&session, seq, Event::Connected(record)).await;
+    }
+
+    /// Unregisters a session that ended.
+    pub(crate) async fn session_down(&self, session: &str) {
+        let (seq, user) = {
+            let mut st = self.lock();
+            let Some((record, _)) = st.sessions.remove(session) else { return };
+            st.seq += 1;
+            if let Some(u) = st.users.get_mut(&record.user) {
+                u.sessions -= 1;
+                if u.sessions == 0 {
+                    let u = st.users.remove(&record.user).expect("present");
+                    u.task.abort();
+                }
+            }
+            (st.seq, record.user)
+        };
+        self.emit(session, seq, Event::Disconnected(pb::SessionGone { session: session.to_owned(), user })).await;
+    }
+
+    /// Records a subscription change of a session.
+    pub(crate) async fn channel_change(&self, session: &str, channel: &Channel, subscribed: bool) {
+        let (seq, user) = {
+            let mut st = self.lock();
+            st.seq += 1;
+            let seq = st.seq;
+            let Some((record, _)) = st.sessions.get_mut(session) else { return };
+            if subscribed {
+                record.channels.push(channel.to_string());
+            } else {
+                record.channels.retain(|c| c != channel.as_str());
+            }
+            record.seq = seq;
+            (seq, record.user.clone())
+        };
+        let change = pb::ChannelChange { session: session.to_owned(), channel: channel.to_string(), user };
+        let event = if subscribed { Event::Subscribed(change) } else { Event::Unsubscribed(change) };
+        self.emit(session, seq, event).await;
+    }
+
+    /// Answers a snapshot request with this gateway's sessions in the asked shards.
+    async fn snapshot(&self, req: pb::SnapshotRequest, reply: &switchboard_bus::ReplyTo) {
+        let (seq, records) = {
+            let st = self.lock();
+            let wanted = |s: &str| req.shards.is_empty() || req.shards.contains(&(shard(s) as u32));
+            let records: Vec<pb::SessionRecord> =
+                st.sessions.values().filter(|(r, _)| wanted(&r.session)).map(|(r, _)| r.clone()).collect();
+            (st.seq, records)
+        };
+        let mut chunks: Vec<Vec<pb::SessionRecord>> = records.chunks(SNAPSHOT_CHUNK).map(<[_]>::to_vec).collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let n = chunks.len();
+        for (i, sessions) in chunks.into_iter().enumerate() {
+            let chunk = pb::SnapshotChunk { gateway: self.id.to_string(), seq, sessions, last: i + 1 == n };
+            if let Err(e) = self.bus.reply(reply, Message::proto(&chunk)).await {
+                tracing::warn!(error = %e, "snapshot chunk not sent");
+                return;
+            }
+        }
+    }
+
+    /// Applies a command to the sessions it targets; returns how many it reached.
+    fn command(&self, cmd: &pb::GatewayCommand) -> u32 {
+        let Some(action) = &cmd.action else { return 0 };
+        let handles: Vec<Arc<SessionHandle>> = {
+            let st = self.lock();
+            match &cmd.target {
+                Some(Target::Session(s)) => st.sessions.get(s).map(|(_, h)| h.clone()).into_iter().collect(),
+                Some(Target::User(u)) => {
+                    st.sessions.values().filter(|(r, _)| &r.user == u).map(|(_, h)| h.clone()).collect()
+                }
+                None => Vec::new(),
+            }
+        };
+        handles.iter().filter(|h| h.apply(action)).count() as u32
+    }
+
+    async fn on_incoming(&self, incoming: Incoming) {
+        // A command always carries an action; anything else on these addresses is a
+        // snapshot request (an empty one asks for every shard).
+        let cmd = incoming.message.decode::<pb::GatewayCommand>().ok().filter(|c| c.action.is_some());
+        match (cmd, &incoming.reply) {
+            (Some(cmd), reply) => {
+                let sessions = self.command(&cmd);
+                if let Some(reply) = reply {
+                    let answer = pb::GatewayCommandReply { sessions, error: String::new() };
+                    let _ = self.bus.reply(reply, Message::proto(&answer)).await;
+                }
+            }
+            (None, Some(reply)) => match incoming.message.decode::<pb::SnapshotRequest>() {
+                Ok(req) => self.snapshot(req, reply).await,
+                Err(e) => tracing::debug!(error = %e, "undecodable request on the node address"),
+            },
+            (None, None) => {}
+        }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            t.abort();
+        }
+        for (_, u) in self.state.lock().unwrap_or_else(|p| p.into_inner()).users.drain() {
+            u.task.abort();
+        }
+    }
+}
+
+async fn serve_inbox(agent: std::sync::Weak<NodeAgent>, mut inbox: Inbox) {
+    while let Some(incoming) = inbox.next().await {
+        let Some(agent) = agent.upgrade() else { return };
+        agent.on_incoming(incoming).await;
+    }
+}
+
+async fn serve_user(agent: std::sync::Weak<NodeAgent>, user: String, ready: oneshot::Sender<()>) {
+    let bus = match agent.upgrade() {
+        Some(a) => a.bus.clone(),
+        None => return,
+    };
+    let inbox = bus.listen(&Address::User(Arc::from(user.as_str())), None).await;
+    let _ = ready.send(());
+    match inbox {
+        Ok(inbox) => serve_inbox(agent, inbox).await,
+        Err(e) => tracing::warn!(error = %e, "cannot listen for user commands"),
+    }
+}
