@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build test lint fmt deps
+.PHONY: help run build test lint fmt deps cluster
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -13,6 +13,10 @@ run: ## Build and run `switchboard dev` (gateway + gRPC API + in-process bus, no
 
 build: ## Build every crate and the switchboard binary (release)
 	$(CARGO) build --release --workspace
+
+cluster: deps ## Run a local cluster: 3 NATS nodes, 2 control replicas, 3 gateways (Ctrl-C stops it)
+	$(CARGO) build --release -p switchboard
+	SWITCHBOARD_BIN=target/release/switchboard deploy/cluster.sh
 
 deps: ## Install what the tests need, when missing (nats-server)
 	@tests/tools/install-deps.sh
@@ -27,3 +31,14 @@ lint: ## Check formatting and run clippy with warnings as errors
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+.PHONY: bench bench-quick
+
+bench-quick: ## Benchmark sanity run, ~1 min: switchboard dev, broadcast to 1,000 and 2,000 idle, pinned, release build
+	$(CARGO) build --release -p switchboard
+	python3 bench/suite.py --quick
+
+bench: ## Benchmark suite, ~15 min: switchboard (dev, 2-gateway cluster) and peers; writes docs/performance.md
+	bench/install-peers.sh
+	$(CARGO) build --release -p switchboard
+	python3 bench/suite.py

@@ -2,10 +2,12 @@
 //! WebSocket clients, real gRPC. One binary, one module per concern.
 
 mod bad_input;
+mod bench;
 mod cli;
+mod cluster;
 mod delivery;
 mod grpc_api;
 mod interest;
-mod nats_kit;
 mod nats_bus;
+mod nats_kit;
 mod page;

@@ -2,6 +2,7 @@
 //! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
 
 pub mod nats;
+pub mod procs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -83,9 +83,15 @@ pub enum Event {
     /// Data a backend sent to this session (or its user).
     Message(Bytes),
     /// A backend subscribed this session to a channel.
-    Subscribed { channel: String, epoch: String, offset: u64 },
+    Subscribed {
+        channel: String,
+        epoch: String,
+        offset: u64,
+    },
     /// A backend unsubscribed this session from a channel.
-    Unsubscribed { channel: String },
+    Unsubscribed {
+        channel: String,
+    },
     /// (Re)connected as this session; subscriptions have been restored.
     Connected {
         session: String,

@@ -1,21 +1,37 @@
-//! The `SwitchboardApi` service implementation.
+//! The `SwitchboardApi` service: validation and status codes here, the work in
+//! [`commands`] (to gateways), [`reads`] (from the registry) and [`watch`] (event streams).
+//!
+//! Every call is counted in `switchboard_control_api_requests_total{method,code}`.
+
+mod commands;
+mod reads;
+mod watch;
 
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use switchboard_bus::{Bus, BusError, Position};
+use switchboard_bus::{BusError, Position};
 use switchboard_wire::Channel;
 use switchboard_wire::pb::{self, switchboard_api_server::SwitchboardApi};
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
 
-/// The backend API over a bus node.
+use crate::Control;
+use crate::metrics;
+use crate::state::Shared;
+
+/// The backend API of one control replica. Cheap to clone; call its [`SwitchboardApi`]
+/// methods directly in tests, or serve it with [`Control::serve`].
+#[derive(Clone)]
 pub struct Api {
-    bus: Arc<dyn Bus>,
+    shared: Arc<Shared>,
+    /// Keeps the replica's tasks running while the API is served.
+    _control: Control,
 }
 
 impl Api {
-    pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Api { bus }
+    pub(crate) fn new(control: Control) -> Self {
+        Api { shared: control.shared().clone(), _control: control }
     }
 }
 
@@ -31,34 +47,38 @@ fn bus_status(e: BusError) -> Status {
     }
 }
 
-fn response(p: Position) -> pb::PublishApiResponse {
+fn position(p: Position) -> pb::PublishApiResponse {
     pb::PublishApiResponse { offset: p.offset, epoch: p.epoch.to_string() }
 }
 
-#[tonic::async_trait]
-impl SwitchboardApi for Api {
-    async fn publish(&self, req: Request<pb::PublishApiRequest>) -> Result<Response<pb::PublishApiResponse>, Status> {
-        let req = req.into_inner();
+/// Counts the call and wraps its result.
+fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    metrics::api_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    result.map(Response::new)
+}
+
+// === impl Api ===
+
+impl Api {
+    async fn publish_one(&self, req: pb::PublishApiRequest) -> Result<pb::PublishApiResponse, Status> {
         let channel = parse_channel(&req.channel)?;
-        let position = self.bus.publish(&channel, req.data).await.map_err(bus_status)?;
-        Ok(Response::new(response(position)))
+        self.shared.bus.publish(&channel, req.data).await.map(position).map_err(bus_status)
     }
 
-    async fn broadcast(&self, req: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
-        let req = req.into_inner();
+    async fn broadcast_all(&self, req: pb::BroadcastRequest) -> Result<pb::BroadcastResponse, Status> {
         if req.channels.is_empty() {
             return Err(Status::invalid_argument("channels is empty"));
         }
         // Validate everything first: a broadcast with a bad channel publishes nothing.
         let channels = req.channels.iter().map(|c| parse_channel(c)).collect::<Result<Vec<_>, _>>()?;
-        let results = join_all(channels.iter().map(|c| self.bus.publish(c, req.data.clone()))).await;
+        let results = join_all(channels.iter().map(|c| self.shared.bus.publish(c, req.data.clone()))).await;
         let results = channels
             .iter()
             .zip(results)
             .map(|(channel, r)| pb::BroadcastResult {
                 channel: channel.to_string(),
                 result: Some(match r {
-                    Ok(p) => pb::broadcast_result::Result::Ok(response(p)),
+                    Ok(p) => pb::broadcast_result::Result::Ok(position(p)),
                     Err(e) => {
                         let status = bus_status(e);
                         pb::broadcast_result::Result::Error(pb::BroadcastError {
@@ -69,6 +89,88 @@ impl SwitchboardApi for Api {
                 }),
             })
             .collect();
-        Ok(Response::new(pb::BroadcastResponse { results }))
+        Ok(pb::BroadcastResponse { results })
+    }
+}
+
+#[tonic::async_trait]
+impl SwitchboardApi for Api {
+    async fn publish(&self, req: Request<pb::PublishApiRequest>) -> Result<Response<pb::PublishApiResponse>, Status> {
+        counted("Publish", self.publish_one(req.into_inner()).await)
+    }
+
+    async fn broadcast(&self, req: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
+        counted("Broadcast", self.broadcast_all(req.into_inner()).await)
+    }
+
+    async fn send_to_session(
+        &self,
+        req: Request<pb::SendToSessionRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        counted("SendToSession", self.send_session(req.into_inner()).await)
+    }
+
+    async fn send_to_user(&self, req: Request<pb::SendToUserRequest>) -> Result<Response<pb::SendResponse>, Status> {
+        counted("SendToUser", self.send_user(req.into_inner()).await)
+    }
+
+    async fn disconnect(
+        &self,
+        req: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        counted("Disconnect", self.close(req.into_inner()).await)
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::ServerSubscribeRequest>,
+    ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
+        counted("Subscribe", self.server_subscribe(req.into_inner(), true).await)
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<pb::ServerSubscribeRequest>,
+    ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
+        counted("Unsubscribe", self.server_subscribe(req.into_inner(), false).await)
+    }
+
+    async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
+        counted("GetSession", self.session(req.into_inner()).await)
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        counted("ListSessions", self.sessions_of(req.into_inner()).await)
+    }
+
+    async fn presence(&self, req: Request<pb::PresenceRequest>) -> Result<Response<pb::PresenceResponse>, Status> {
+        counted("Presence", self.presence_of(req.into_inner()).await)
+    }
+
+    async fn presence_stats(
+        &self,
+        req: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
+        counted("PresenceStats", self.stats_of(req.into_inner()).await)
+    }
+
+    async fn channels(&self, req: Request<pb::ChannelsRequest>) -> Result<Response<pb::ChannelsResponse>, Status> {
+        counted("Channels", self.channel_counts(req.into_inner()).await)
+    }
+
+    async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        counted("Info", Ok(self.cluster_info()))
+    }
+
+    type WatchEventsStream = ReceiverStream<Result<pb::SessionEvent, Status>>;
+
+    async fn watch_events(
+        &self,
+        _: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        counted("WatchEvents", self.watch().await)
     }
 }

@@ -1,40 +1,168 @@
-//! The control service: the backend gRPC API (`switchboard.v1.SwitchboardApi`), with the
-//! standard gRPC health service and server reflection beside it.
+//! The control service: the backend gRPC API (`switchboard.v1.SwitchboardApi`, with the
+//! standard gRPC health service and server reflection beside it) and the session registry.
 //!
-//! Architecture invariant: control reaches gateways only through the bus; it never opens a
-//! connection to a gateway.
+//! A [`Control`] replica, from [`Control::start`]:
+//! - heartbeats, tracks its peers and computes the consistent-hash ring over them
+//!   (`membership`, `ring`); it owns the registry and sequencer shards the ring gives it;
+//! - keeps the sessions of its shards from the gateways' registry events and snapshots
+//!   (`sync`, `registry`), and drops a gateway's sessions when its lease runs out;
+//! - answers its peers' queries about those shards, and asks theirs (`queries`);
+//! - serves the API ([`Control::serve`], `api`), from any replica.
+//!
+//! Architecture invariant: control reaches gateways and its peers only through the bus; it
+//! never opens a connection to a gateway, and it stores nothing: the registry is soft state
+//! the gateways can always rebuild.
 
 mod api;
+mod config;
+mod membership;
+pub mod metrics;
+mod queries;
+mod registry;
+mod ring;
+mod state;
+mod sync;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
-use switchboard_bus::Bus;
+use switchboard_bus::{Address, Bus};
 use switchboard_wire::pb::switchboard_api_server::SwitchboardApiServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use api::Api;
+pub use config::{ControlConfig, MAX_GATEWAY_LEASE, StartError, random_replica_id};
+pub use membership::{JOIN_WINDOW_MAX, JOINING_HEADER, LEAVE_HEADER};
+pub use registry::TOMBSTONE_TTL;
+pub use ring::VNODES;
+pub use sync::SNAPSHOT_WAIT;
 
-/// Serves the backend API, health and reflection on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    bus: Arc<dyn Bus>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SwitchboardApiServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchboard_wire::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let incoming = TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(SwitchboardApiServer::new(Api::new(bus)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+use state::{Shared, Task};
+
+/// One control replica: a cheap handle (clones share the replica). Its background tasks
+/// run until [`Control::stop`], or until the last handle (and any [`Api`] being served) is
+/// dropped, which aborts them without a leave notice, as a crash would.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Inner>,
 }
+
+struct Inner {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<Task>>,
+}
+
+// === impl Control ===
+
+impl Control {
+    /// Validates `config`, starts listening on the bus (peer heartbeats, gateway
+    /// heartbeats, queries for this replica) and spawns the background tasks. The replica
+    /// claims its shards after a join window of `min(heartbeat_interval, 500 ms)`; calls
+    /// that need the ring wait for it.
+    pub async fn start(config: ControlConfig, bus: Arc<dyn Bus>) -> Result<Control, StartError> {
+        config.validate()?;
+        let shared = Arc::new(Shared::new(config, bus.clone()));
+        let peers = bus.listen(&Address::ControlHeartbeat, None).await?;
+        let gateways = bus.listen(&Address::GatewayHeartbeat, None).await?;
+        let queries = bus.listen(&Address::Replica(shared.id.clone()), None).await?;
+        let tasks = vec![
+            Task::spawn(membership::run_peer_listener(shared.clone(), peers)),
+            Task::spawn(membership::run_gateway_listener(shared.clone(), gateways)),
+            Task::spawn(queries::run_query_server(shared.clone(), queries)),
+            Task::spawn(sync::run_rebalancer(shared.clone())),
+            Task::spawn(membership::run_heartbeats(shared.clone())),
+            Task::spawn(membership::run_sweeper(shared.clone())),
+        ];
+        tracing::info!(replica = %shared.id, "control replica started");
+        Ok(Control { inner: Arc::new(Inner { shared, tasks: Mutex::new(tasks) }) })
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> &str {
+        &self.inner.shared.id
+    }
+
+    /// The backend API of this replica, to serve or to call directly.
+    pub fn api(&self) -> Api {
+        Api::new(self.clone())
+    }
+
+    /// Serves the backend API, health and reflection on `listener` until `shutdown`
+    /// resolves; then open `WatchEvents` streams end with UNAVAILABLE so the server can
+    /// finish. Does not stop the replica: call [`Control::stop`] after.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<SwitchboardApiServer<Api>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchboard_wire::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor sets are valid");
+        let shared = self.inner.shared.clone();
+        shared.streams_closed.send_replace(false);
+        let shutdown = async move {
+            shutdown.await;
+            shared.streams_closed.send_replace(true);
+        };
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(SwitchboardApiServer::new(self.api()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    /// The registry shards this replica holds, ascending.
+    pub fn owned_shards(&self) -> Vec<u16> {
+        self.inner.shared.registry().owned().iter().collect()
+    }
+
+    /// The replicas in this replica's ring, itself included, sorted.
+    pub fn live_replicas(&self) -> Vec<String> {
+        self.inner.shared.membership().live_replicas().iter().map(|id| id.to_string()).collect()
+    }
+
+    /// Sessions held in the owned shards.
+    pub fn session_count(&self) -> usize {
+        self.inner.shared.registry().len()
+    }
+
+    /// Whether the replica joined the ring and settled its first shards (and was not
+    /// stopped since).
+    pub fn is_ready(&self) -> bool {
+        let shared = &self.inner.shared;
+        *shared.settled.borrow() > 0 && !shared.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Stops the replica: its tasks end (heartbeats, listeners, queries, sequencer shards),
+    /// its peers get a leave notice and take its shards over at once, and it drops its
+    /// registry. Calls on its [`Api`] that need the ring fail afterwards.
+    pub async fn stop(&self) {
+        let shared = &self.inner.shared;
+        {
+            // Under the registry lock, so a rebalance running right now cannot undo this.
+            let mut registry = shared.registry();
+            shared.stopped.store(true, Ordering::Relaxed);
+            shared.bus.set_sequencer_shards(&[]);
+            registry.set_owned(Default::default());
+        }
+        drop(std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())));
+        shared.streams_closed.send_replace(true);
+        shared.send_leave(&shared.id).await;
+        tracing::info!(replica = %shared.id, "control replica stopped");
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+}
+
+#[cfg(test)]
+mod tests;

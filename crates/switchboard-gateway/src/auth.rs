@@ -50,7 +50,8 @@ mod tests {
 
     #[test]
     fn tokens_are_checked_for_signature_expiry_and_subject() {
-        let later = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600) as i64;
+        let later =
+            (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600) as i64;
         assert_eq!(verify("s", &token("s", serde_json::json!({"sub": "alice", "exp": later}))).unwrap(), "alice");
         let with_aud = token("s", serde_json::json!({"sub": "bob", "exp": later, "aud": "app"}));
         assert_eq!(verify("s", &with_aud).unwrap(), "bob", "an audience is not required to match anything");

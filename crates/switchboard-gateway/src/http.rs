@@ -148,7 +148,7 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
     if let Some(p) = subprotocol {
         parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    tokio::spawn(async move {
+    let task = async move {
         let stream = match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
                 Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
@@ -165,6 +165,7 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
             }
         }
-    });
+    };
+    tokio::spawn(task);
     Response::from_parts(parts, Full::new(Bytes::new()))
 }

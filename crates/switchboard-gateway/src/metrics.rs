@@ -14,8 +14,18 @@ pub const CHANNELS: &str = "switchboard_gateway_channels";
 pub const BUS_SUBSCRIPTIONS: &str = "switchboard_gateway_bus_subscriptions";
 
 /// The `limit` label values of [`LIMIT_HITS_TOTAL`].
-pub const LIMITS: &[&str] =
-    &["message_size", "outbound_queue", "subscriptions", "connections", "connect_timeout", "pong_timeout", "handshake", "token", "pending_rpcs", "rpc_timeout"];
+pub const LIMITS: &[&str] = &[
+    "message_size",
+    "outbound_queue",
+    "subscriptions",
+    "connections",
+    "connect_timeout",
+    "pong_timeout",
+    "handshake",
+    "token",
+    "pending_rpcs",
+    "rpc_timeout",
+];
 
 /// Describes every metric. Call once, after installing the recorder.
 pub fn describe() {

@@ -60,10 +60,8 @@ impl SessionHandle {
     /// Queues a `message` push; true if it was queued.
     fn message(&self, data: &bytes::Bytes) -> bool {
         let encoding: Encoding = self.sub.encoding;
-        let reply = pb::Reply {
-            id: 0,
-            reply: Some(pb::reply::Reply::Message(pb::ServerMessage { data: data.clone() })),
-        };
+        let reply =
+            pb::Reply { id: 0, reply: Some(pb::reply::Reply::Message(pb::ServerMessage { data: data.clone() })) };
         self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf))) == Push::Queued
     }
 
@@ -115,7 +113,11 @@ pub(crate) fn now_ms() -> i64 {
 
 impl NodeAgent {
     /// Starts listening for commands and snapshot requests, and heartbeating.
-    pub(crate) async fn start(id: &str, bus: Arc<dyn Bus>, hub: Arc<Hub>) -> Result<Arc<Self>, switchboard_bus::BusError> {
+    pub(crate) async fn start(
+        id: &str,
+        bus: Arc<dyn Bus>,
+        hub: Arc<Hub>,
+    ) -> Result<Arc<Self>, switchboard_bus::BusError> {
         let agent = Arc::new(NodeAgent {
             id: Arc::from(id),
             bus: bus.clone(),

@@ -89,12 +89,12 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
         End::ClientClosed(_) => "client".to_owned(),
         End::Gone => "gone".to_owned(),
     };
-    session.finish(end).await;
+    Box::pin(session.finish(end)).await;
     for channel in std::mem::take(&mut session.channels) {
         shared.hub.unsubscribe(&channel, id);
     }
     if let Some(session_id) = &session.session_id {
-        shared.node.session_down(session_id).await;
+        Box::pin(shared.node.session_down(session_id)).await;
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
@@ -104,10 +104,15 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
 
 impl Session {
     async fn serve(&mut self) -> End {
-        let config = self.shared.config.clone();
+        // Only the timers, not a clone of the whole config: this future lives as long as
+        // the session.
+        let (ping_interval, pong_timeout, drain_window) = {
+            let c = &self.shared.config;
+            (c.ping_interval, c.pong_timeout, c.drain_window)
+        };
         let mut draining = self.shared.draining.subscribe();
-        let connect_deadline = Instant::now() + config.handshake_timeout;
-        let mut next_ping = Instant::now() + config.ping_interval;
+        let connect_deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let mut next_ping = Instant::now() + ping_interval;
         // Set when a ping goes out: by then something must have arrived from the client.
         let mut pong_deadline: Option<(Instant, Instant)> = None;
         let mut drain_at: Option<Instant> = None;
@@ -145,7 +150,7 @@ impl Session {
                 }
                 _ = self.handle.wake.notified() => {
                     for command in self.handle.take_commands() {
-                        if let Some(end) = self.on_backend_command(command).await {
+                        if let Some(end) = Box::pin(self.on_backend_command(command)).await {
                             return end;
                         }
                     }
@@ -154,7 +159,9 @@ impl Session {
                     if r.is_err() {
                         return End::Gone;
                     }
-                    if let Some(end) = self.read().await {
+                    // Boxed: command handling is the deepest state machine in the session,
+                    // and an idle session should not carry room for it.
+                    if let Some(end) = Box::pin(self.read()).await {
                         return end;
                     }
                 }
@@ -176,14 +183,14 @@ impl Session {
                     }
                     if now >= next_ping {
                         self.sub.outbox.push(frame::control(frame::OPCODE_PING, b""));
-                        next_ping = now + config.ping_interval;
+                        next_ping = now + ping_interval;
                         if pong_deadline.is_none() {
-                            pong_deadline = Some((now, now + config.pong_timeout));
+                            pong_deadline = Some((now, now + pong_timeout));
                         }
                     }
                 }
                 _ = async { draining.wait_for(|d| *d).await.map(|_| ()) }, if drain_at.is_none() => {
-                    let spread = config.drain_window.as_millis() as u64;
+                    let spread = drain_window.as_millis() as u64;
                     drain_at = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=spread)));
                 }
             }
@@ -280,7 +287,11 @@ impl Session {
             SessionCommand::Disconnect(code, reason) => Some(End::CloseWith(code, reason)),
             SessionCommand::Subscribe(channel) => {
                 if let Ok(R::Subscribe(r)) = self.subscribe(channel.as_str()).await {
-                    self.push(R::Subscribed(pb::Subscribed { channel: channel.to_string(), epoch: r.epoch, offset: r.offset }));
+                    self.push(R::Subscribed(pb::Subscribed {
+                        channel: channel.to_string(),
+                        epoch: r.epoch,
+                        offset: r.offset,
+                    }));
                 }
                 None
             }

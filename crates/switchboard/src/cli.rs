@@ -24,10 +24,134 @@ pub struct Cli {
 pub enum Command {
     /// Run gateway + control API + an in-process bus in one process (no NATS needed).
     Dev(DevArgs),
+    /// Run a gateway: the WebSocket edge, relaying over NATS.
+    Gateway(GatewayCmdArgs),
+    /// Run a control replica: the backend gRPC API and a slice of the session registry.
+    Control(ControlArgs),
     /// Subscribe to channels over WebSocket and print each publication as a JSON line.
     Sub(SubArgs),
     /// Publish JSON data to a channel through the gRPC API and print where it landed.
     Pub(PubArgs),
+    /// List sessions (all, or one user's), one JSON line each, through the gRPC API.
+    Sessions(SessionsArgs),
+    /// List the sessions subscribed to a channel, one JSON line each, through the gRPC API.
+    Presence(PresenceArgs),
+    /// Send JSON data to one session or to every session of a user, through the gRPC API.
+    Send(SendArgs),
+    /// Disconnect one session or every session of a user, through the gRPC API.
+    Disconnect(DisconnectArgs),
+    /// Load-test a gateway and report throughput, latency, loss and server cost.
+    Bench(switchboard_bench::BenchArgs),
+}
+
+/// Where NATS is and how subjects are named.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URLs, comma-separated (any one is enough; the rest are for failover).
+    #[arg(long = "nats", env = "SWITCHBOARD_NATS", value_delimiter = ',', required = true)]
+    pub urls: Vec<String>,
+    /// Prefix of every NATS subject (dot-separated tokens of [A-Za-z0-9_-]).
+    #[arg(long, env = "SWITCHBOARD_SUBJECT_PREFIX", default_value = "sb")]
+    pub subject_prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayCmdArgs {
+    /// HTTP and WebSocket listen address (also serves /healthz, /readyz, /metrics).
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Serve the demo page at `/`.
+    #[arg(long, env = "SWITCHBOARD_PAGE")]
+    pub page: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// gRPC (backend API) listen address.
+    #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// The address other parties should use to reach this replica's gRPC API (shown by
+    /// `Info`); defaults to the listen address.
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// This replica's id ([A-Za-z0-9_-]); random when unset.
+    #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// A gateway silent this long has its sessions dropped from the registry (at most 15s).
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_LEASE", default_value = "10s", value_parser = duration::parse)]
+    pub gateway_lease: Duration,
+    /// A control replica silent this long leaves the hash ring.
+    #[arg(long, env = "SWITCHBOARD_REPLICA_LEASE", default_value = "3s", value_parser = duration::parse)]
+    pub replica_lease: Duration,
+    /// Time allowed for a query to another replica or a command to a gateway.
+    #[arg(long, env = "SWITCHBOARD_QUERY_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
+    pub query_timeout: Duration,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Where the gRPC API is.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// gRPC API URL.
+    #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "http://127.0.0.1:50051")]
+    pub grpc: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    /// Only this user's sessions.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PresenceArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    pub channel: String,
+}
+
+/// One session or every session of a user.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// A session id.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// A user id: every session of the user, on every gateway.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Data: one JSON value.
+    pub data: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Close code, 4000–4999 (4500–4999 tell the client not to reconnect).
+    #[arg(long, default_value_t = 4005)]
+    pub code: u32,
+    /// Close reason (at most 123 bytes).
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +202,15 @@ pub struct GatewayArgs {
     /// Refuse client publishes (error 103); backends still publish through gRPC.
     #[arg(long, env = "SWITCHBOARD_NO_CLIENT_PUBLISH")]
     pub no_client_publish: bool,
+    /// HMAC secret for HS256 connect tokens (`sub` = user, `exp` required); unset: anonymous sessions.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Time a client `rpc` waits for a backend's reply (error 112 beyond).
+    #[arg(long, env = "SWITCHBOARD_RPC_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    pub rpc_timeout: Duration,
+    /// Most `rpc` commands one session may have waiting (error 109 beyond).
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]
+    pub max_pending_rpcs: usize,
 }
 
 impl GatewayArgs {
@@ -96,6 +229,9 @@ impl GatewayArgs {
             drain_window: self.drain_window,
             client_publish: !self.no_client_publish,
             serve_page: false,
+            token_secret: self.token_secret.clone(),
+            rpc_timeout: self.rpc_timeout,
+            max_pending_rpcs: self.max_pending_rpcs,
         }
     }
 }
@@ -106,11 +242,14 @@ pub struct SubArgs {
     #[arg(long, env = "SWITCHBOARD_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Exit after this many publications.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHBOARD_COUNT")]
     pub count: Option<u64>,
     /// Use the protobuf encoding instead of JSON.
-    #[arg(long)]
+    #[arg(long, env = "SWITCHBOARD_PROTOBUF")]
     pub protobuf: bool,
+    /// Connect token (a JWT when the gateway checks tokens).
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
     /// Channels to subscribe to.
     #[arg(required = true)]
     pub channels: Vec<String>,
@@ -118,9 +257,8 @@ pub struct SubArgs {
 
 #[derive(Debug, Args)]
 pub struct PubArgs {
-    /// gRPC API URL.
-    #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "http://127.0.0.1:50051")]
-    pub grpc: String,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     /// Channel to publish to.
     pub channel: String,
     /// Data: one JSON value.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, Deliver, MemoryBroker, Publication};
+use switchboard_control::{Control, ControlConfig};
 use switchboard_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,6 +26,7 @@ pub struct Dev {
     /// Where the gRPC API is served.
     pub grpc: SocketAddr,
     pub gateway: Gateway,
+    pub control: Control,
     stop_grpc: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -51,20 +53,24 @@ impl Dev {
             .with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
         let (http, grpc) = (listener.local_addr()?, grpc_listener.local_addr()?);
         let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(PublishOnly)));
+        let control_config =
+            ControlConfig { replica_id: "dev".into(), grpc_addr: grpc.to_string(), ..ControlConfig::default() };
+        let control = Control::start(control_config, control_bus).await?;
         let (stop_grpc, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
+        let grpc_serving = control.clone();
         let tasks = vec![
             tokio::spawn(async move { serving.serve(listener).await }),
             tokio::spawn(async move {
                 let shutdown = async {
                     let _ = stopped.await;
                 };
-                if let Err(e) = switchboard_control::serve(grpc_listener, control_bus, shutdown).await {
+                if let Err(e) = grpc_serving.serve(grpc_listener, shutdown).await {
                     tracing::error!(error = %e, "grpc server failed");
                 }
             }),
         ];
-        Ok(Dev { http, grpc, gateway, stop_grpc: Some(stop_grpc), tasks })
+        Ok(Dev { http, grpc, gateway, control, stop_grpc: Some(stop_grpc), tasks })
     }
 
     /// Drains the gateway (sessions are asked to reconnect over the drain window), then
@@ -74,6 +80,7 @@ impl Dev {
         if let Some(stop) = self.stop_grpc.take() {
             let _ = stop.send(());
         }
+        self.control.stop().await;
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -86,4 +93,23 @@ impl Drop for Dev {
             t.abort();
         }
     }
+}
+
+/// `switchboard dev`: runs until SIGINT/SIGTERM, then drains.
+pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    switchboard_gateway::metrics::describe();
+    switchboard_control::metrics::describe();
+    let mut gateway = args.gateway.config(args.listen);
+    gateway.serve_page = !args.no_page;
+    let node = Dev::start(DevConfig { gateway, grpc_listen: args.grpc_listen }, Some(prometheus)).await?;
+    println!("switchboard dev is running (in-process bus, no NATS)");
+    println!("  browser:   http://{}/", node.http);
+    println!("  websocket: ws://{}/ws", node.http);
+    println!("  grpc:      http://{}", node.grpc);
+    println!("  try:       switchboard sub chat:lobby   and   switchboard pub chat:lobby '{{\"text\":\"hi\"}}'");
+    crate::shutdown_signal().await;
+    println!("draining…");
+    node.shutdown().await;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use switchboard::cli::{Cli, Command};
-use switchboard::{dev, tools};
+use switchboard::{dev, run, tools};
 
 /// Exit status for a usage or configuration error (EX_USAGE).
 const EXIT_USAGE: i32 = 64;
@@ -25,37 +25,19 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Dev(args) => run_dev(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Gateway(args) => run::gateway(args).await,
+        Command::Control(args) => run::control(args).await,
         Command::Sub(args) => tools::sub(args).await,
         Command::Pub(args) => tools::publish(args).await,
+        Command::Sessions(args) => tools::sessions(args).await,
+        Command::Presence(args) => tools::presence(args).await,
+        Command::Send(args) => tools::send(args).await,
+        Command::Disconnect(args) => tools::disconnect(args).await,
+        Command::Bench(args) => switchboard_bench::run(args).await.map(|report| print!("{}", report.table())),
     };
     if let Err(e) = result {
         eprintln!("switchboard: {e:#}");
         std::process::exit(1);
-    }
-}
-
-async fn run_dev(args: switchboard::cli::DevArgs) -> anyhow::Result<()> {
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    switchboard_gateway::metrics::describe();
-    let mut gateway = args.gateway.config(args.listen);
-    gateway.serve_page = !args.no_page;
-    let node = dev::Dev::start(dev::DevConfig { gateway, grpc_listen: args.grpc_listen }, Some(prometheus)).await?;
-    println!("switchboard dev is running (in-process bus, no NATS)");
-    println!("  browser:   http://{}/", node.http);
-    println!("  websocket: ws://{}/ws", node.http);
-    println!("  grpc:      http://{}", node.grpc);
-    println!("  try:       switchboard sub chat:lobby   and   switchboard pub chat:lobby '{{\"text\":\"hi\"}}'");
-    shutdown_signal().await;
-    println!("draining…");
-    node.shutdown().await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -348,7 +348,8 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
         Some(R::Rpc(r)) => json.rpc_result = Some(JsonData::embed(&r.data)),
         Some(R::Message(m)) => json.message = Some(JsonData::embed(&m.data)),
         Some(R::Subscribed(s)) => {
-            json.subscribed = Some(JsonSubscribed { channel: s.channel.clone(), epoch: s.epoch.clone(), offset: s.offset })
+            json.subscribed =
+                Some(JsonSubscribed { channel: s.channel.clone(), epoch: s.epoch.clone(), offset: s.offset })
         }
         Some(R::Unsubscribed(u)) => json.unsubscribed = Some(JsonChannelOnly { channel: u.channel.clone() }),
     }

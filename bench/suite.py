@@ -1,0 +1,659 @@
+#!/usr/bin/env python3
+"""The benchmark suite behind `make bench` and `make bench-quick`.
+
+Starts each system under test on loopback free ports, pinned to one CPU with taskset, runs
+`switchboard bench` pinned to another CPU against it, keeps every JSON report under
+bench/results/, and (full suite) writes docs/performance.md from them.
+
+Systems: switchboard-dev (`switchboard dev`), switchboard-cluster (nats-server, one
+`switchboard control`, two `switchboard gateway`), nats-ws (NATS's own WebSocket listener),
+socketio (two Socket.IO 4.8 processes joined by @socket.io/redis-adapter on redis-server).
+Each run gets freshly started processes, so memory figures do not inherit an earlier run's
+heap. Python 3 standard library only.
+
+    bench/suite.py --quick            # ~1 minute: switchboard-dev, broadcast and idle
+    bench/suite.py                    # ~15 minutes: every system and scenario, writes the doc
+    bench/suite.py --systems nats-ws,socketio --out /tmp/perf.md
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+
+# Targets and published figures from issue 4, for the targets table.
+ISSUE_NUMBERS = "issue 4 (measured on this machine kind, 5,000 subscribers, 100-byte payloads)"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rel(text):
+    """Paths under the repository, written relative to it (commands read the same anywhere)."""
+    return text.replace(ROOT + os.sep, "")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Proc:
+    """A server process pinned with taskset, its output in a log file."""
+
+    def __init__(self, name, cmd, cpus, logdir, cwd=ROOT):
+        self.name = name
+        self.cmd = cmd
+        self.log_path = os.path.join(logdir, f"{name}.log")
+        self.logf = open(self.log_path, "w")
+        full = (["taskset", "-c", cpus] if cpus else []) + cmd
+        self.shown = rel(" ".join(shlex.quote(c) for c in full))
+        # taskset execs the command, so the child's pid is the server's pid.
+        self.popen = subprocess.Popen(full, stdout=self.logf, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def tail(self):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-15:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.logf.close()
+
+
+def wait_port(port, procs, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class System:
+    def __init__(self, label, target):
+        self.label = label
+        self.target = target
+        self.procs = []
+        self.urls = []
+        self.grpc = None
+        self.nats = None
+
+    def start(self, name, cmd, cpus, logdir, cwd=ROOT):
+        p = Proc(name, cmd, cpus, logdir, cwd)
+        self.procs.append(p)
+        return p
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def commands(self):
+        return [p.shown for p in self.procs]
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def nats_config(logdir):
+    ports = {"nats_port": free_port(), "monitor_port": free_port(), "ws_port": free_port()}
+    with open(os.path.join(BENCH, "nats-ws.conf")) as f:
+        text = f.read()
+    for k, v in ports.items():
+        text = text.replace("{" + k + "}", str(v))
+    path = os.path.join(logdir, "nats.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path, ports
+
+
+def start_system(name, binary, cpus, logdir):
+    if name == "switchboard-dev":
+        s = System(name, "switchboard")
+        http, grpc = free_port(), free_port()
+        p = s.start("switchboard-dev", [binary, "dev", "--listen", f"127.0.0.1:{http}", "--grpc-listen",
+                                        f"127.0.0.1:{grpc}", "--no-page", "--max-connections", "200000",
+                                        "--log", "warn"], cpus, logdir)
+        wait_port(http, [p])
+        wait_port(grpc, [p])
+        s.urls = [f"ws://127.0.0.1:{http}/ws"]
+        s.grpc = f"http://127.0.0.1:{grpc}"
+        return s
+    if name == "switchboard-cluster":
+        s = System(name, "switchboard")
+        conf, ports = nats_config(logdir)
+        nats = s.start("nats-server", ["nats-server", "-c", conf], cpus, logdir)
+        wait_port(ports["nats_port"], [nats])
+        url = f"nats://127.0.0.1:{ports['nats_port']}"
+        grpc = free_port()
+        control = s.start("control", [binary, "control", "--nats", url, "--grpc-listen", f"127.0.0.1:{grpc}",
+                                      "--replica-id", "c1", "--log", "warn"], cpus, logdir)
+        gateways = []
+        for i in (1, 2):
+            port = free_port()
+            g = s.start(f"gateway-g{i}", [binary, "gateway", "--nats", url, "--listen", f"127.0.0.1:{port}",
+                                          "--node-id", f"g{i}", "--max-connections", "200000", "--log", "warn"],
+                        cpus, logdir)
+            gateways.append((g, port))
+        wait_port(grpc, [control])
+        for g, port in gateways:
+            wait_port(port, [g])
+            s.urls.append(f"ws://127.0.0.1:{port}/ws")
+        s.grpc = f"http://127.0.0.1:{grpc}"
+        time.sleep(1.0)  # let the control replica see both gateways' heartbeats
+        return s
+    if name == "nats-ws":
+        s = System(name, "nats-ws")
+        conf, ports = nats_config(logdir)
+        nats = s.start("nats-server", ["nats-server", "-c", conf], cpus, logdir)
+        wait_port(ports["nats_port"], [nats])
+        wait_port(ports["ws_port"], [nats])
+        s.urls = [f"ws://127.0.0.1:{ports['ws_port']}"]
+        s.nats = f"nats://127.0.0.1:{ports['nats_port']}"
+        return s
+    if name == "socketio":
+        s = System(name, "socketio")
+        rport = free_port()
+        redis = s.start("redis-server", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no"], cpus, logdir)
+        wait_port(rport, [redis])
+        for i in (1, 2):
+            port = free_port()
+            node = s.start(f"socketio-{i}", ["node", os.path.join(BENCH, "socketio", "server.js"), str(port),
+                                             f"redis://127.0.0.1:{rport}"], cpus, logdir, cwd=BENCH)
+            wait_port(port, [node])
+            s.urls.append(f"ws://127.0.0.1:{port}")
+        return s
+    raise ValueError(f"unknown system {name}")
+
+
+class Runner:
+    def __init__(self, args, outdir=None):
+        self.args = args
+        self.date = datetime.datetime.now(datetime.timezone.utc)
+        self.binary = args.bin
+        self.results = []
+        ncpu = os.cpu_count() or 1
+        if ncpu >= 2 and not args.no_pin:
+            self.server_cpus, self.generator_cpus = "0", "1"
+        else:
+            self.server_cpus, self.generator_cpus = None, None
+        if outdir is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            outdir = os.path.join(args.results, ("quick-" if args.quick else "full-") + stamp)
+        self.outdir = outdir
+        os.makedirs(self.outdir, exist_ok=True)
+
+    def run(self, system_name, scenario, flags, tag):
+        """Starts the system fresh, runs one bench, stops the system. Returns the report."""
+        logdir = os.path.join(self.outdir, f"{tag}-{system_name}")
+        os.makedirs(logdir, exist_ok=True)
+        entry = {"system": system_name, "scenario": scenario, "tag": tag, "flags": flags}
+        try:
+            system = start_system(system_name, self.binary, self.server_cpus, logdir)
+        except Exception as e:  # noqa: BLE001 - any start failure is reported, the suite goes on
+            entry["error"] = f"could not start: {e}"
+            log(f"  {tag:<24} {system_name:<20} NOT RUN: {str(e).splitlines()[0]}")
+            self.results.append(entry)
+            return entry
+        json_path = os.path.join(self.outdir, f"{tag}-{system_name}.json")
+        cmd = ([] if not self.generator_cpus else ["taskset", "-c", self.generator_cpus]) + [
+            self.binary, "bench", scenario, "--target", system.target, "--url", ",".join(system.urls),
+            "--server-pid", ",".join(str(p) for p in system.pids()), "--label", system_name,
+            "--sources", "8", "--json", json_path, "--quiet"]
+        if system.grpc:
+            cmd += ["--grpc", system.grpc]
+        if system.nats:
+            cmd += ["--nats", system.nats]
+        cmd += flags
+        entry["command"] = rel(" ".join(shlex.quote(c) for c in cmd))
+        entry["servers"] = system.commands()
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            entry["stdout"] = out.stdout
+            if out.returncode != 0:
+                entry["error"] = f"bench exited {out.returncode}: {out.stderr.strip()[-500:]}"
+            else:
+                with open(json_path) as f:
+                    entry["report"] = json.load(f)
+        except subprocess.TimeoutExpired:
+            entry["error"] = "bench timed out after 600 s"
+        finally:
+            system.stop()
+        self.results.append(entry)
+        log("  " + summary(entry))
+        return entry
+
+
+def summary(e):
+    head = f"{e['tag']:<24} {e['system']:<20}"
+    if "error" in e:
+        return f"{head} ERROR {e['error'].splitlines()[0] if e['error'] else ''}"
+    r = e["report"]
+    l = r["latency_ms"]
+    rss = r.get("server_rss_bytes_per_connection")
+    cpu = r.get("server_cpu_us_per_delivery")
+    return (f"{head} conns {r['connections']:>6}  {r['deliveries_per_sec']:>10.0f} deliveries/s  "
+            f"p50 {l['p50']:.1f} p99 {l['p99']:.1f} ms  lost/dup/reord {r['lost']}/{r['duplicated']}/{r['reordered']}  "
+            f"RSS/conn {fmt_kib(rss)}  CPU/delivery {fmt(cpu, 2, ' µs')}  gen {r['generator_cpu_fraction'] * 100:.0f}%")
+
+
+def fmt(v, digits=1, unit=""):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}{unit}"
+
+
+def fmt_kib(b):
+    return "–" if b is None else f"{b / 1024:.2f} KiB"
+
+
+def ok(e):
+    return "report" in e
+
+
+def clean(r):
+    return r["lost"] == 0 and r["duplicated"] == 0 and r["reordered"] == 0
+
+
+# === the suites ===
+
+def quick(runner):
+    broadcast = runner.run("switchboard-dev", "broadcast",
+                           ["--subscribers", "1000", "--rate", "100", "--duration", "10s", "--payload", "100"],
+                           "broadcast-1000x100")
+    idle = runner.run("switchboard-dev", "idle", ["--subscribers", "2000", "--duration", "3s"], "idle-2000")
+    for e in (broadcast, idle):
+        if "stdout" in e:
+            print(e["stdout"])
+    failures = []
+    for e in (broadcast, idle):
+        if not ok(e):
+            failures.append(f"{e['tag']}: {e.get('error')}")
+            continue
+        r = e["report"]
+        if r["connect_failures"]:
+            failures.append(f"{e['tag']}: {r['connect_failures']} connections failed")
+        if not clean(r) and not r["slow_consumer_disconnects"]:
+            failures.append(f"{e['tag']}: lost {r['lost']}, duplicated {r['duplicated']}, reordered {r['reordered']}")
+    if ok(broadcast) and broadcast["report"]["deliveries"] == 0:
+        failures.append("broadcast delivered nothing")
+    print(f"results in {os.path.relpath(runner.outdir, ROOT)}")
+    if failures:
+        print("bench-quick FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("bench-quick passed: no connection failed, nothing lost, duplicated or reordered")
+    return 0
+
+
+SUBSCRIBERS = 5000
+IDLE = 18000
+LADDER = [100, 200, 400, 800]  # publications/s; x 5,000 subscribers = 0.5M .. 4M deliveries/s
+
+
+def full(runner, systems):
+    for name in systems:
+        log(f"{name}:")
+        runner.run(name, "idle", ["--subscribers", str(IDLE), "--duration", "5s"], f"idle-{IDLE}")
+        for rate in (1, 10, 50):
+            runner.run(name, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration", "10s",
+                                           "--payload", "100"], f"broadcast-{SUBSCRIBERS}x{rate}")
+        for rate in LADDER:
+            e = runner.run(name, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration",
+                                               "8s", "--payload", "100"], f"ladder-{SUBSCRIBERS}x{rate}")
+            if not ladder_pass(e):
+                break
+    write_doc(runner, systems)
+    with open(os.path.join(runner.outdir, "suite.json"), "w") as f:
+        json.dump(runner.results, f, indent=1)
+    return 0
+
+
+def qualifies(e):
+    """A broadcast run counts for "highest delivery rate with p99 ≤ 1 s" when its p99 is at most
+    1 s, nothing was lost, duplicated or reordered, and no subscriber was closed as slow."""
+    if not ok(e):
+        return False
+    r = e["report"]
+    return r["latency_ms"]["p99"] <= 1000 and clean(r) and r["slow_consumer_disconnects"] == 0
+
+
+def ladder_pass(e):
+    """The ladder goes on while a step qualifies and delivered at least 90% of what was offered
+    (below that the system, or the publisher sharing its core, is saturated)."""
+    return qualifies(e) and e["report"]["deliveries_per_sec"] >= 0.9 * e["report"]["rate"] * SUBSCRIBERS
+
+
+def ladder_why(e):
+    if not ok(e):
+        return e.get("error", "failed")
+    r = e["report"]
+    reasons = []
+    if r["latency_ms"]["p99"] > 1000:
+        reasons.append(f"p99 {r['latency_ms']['p99']:.0f} ms")
+    if not clean(r):
+        reasons.append(f"lost/dup/reord {r['lost']}/{r['duplicated']}/{r['reordered']}")
+    if r["slow_consumer_disconnects"]:
+        reasons.append(f"{r['slow_consumer_disconnects']} slow-consumer closes")
+    if r["deliveries_per_sec"] < 0.9 * r["rate"] * SUBSCRIBERS:
+        reasons.append(f"{r['deliveries_per_sec']:,.0f} of {r['rate'] * SUBSCRIBERS:,.0f} deliveries/s")
+    if r["generator_cpu_fraction"] >= 0.9:
+        reasons.append(f"generator at {r['generator_cpu_fraction'] * 100:.0f}% of its core")
+    return ", ".join(reasons) or "passed"
+
+
+# === docs/performance.md ===
+
+OURS = ["switchboard-dev", "switchboard-cluster"]
+PEERS = ["nats-ws", "socketio"]
+
+
+def find(runner, system, tag):
+    for e in runner.results:
+        if e["system"] == system and e["tag"] == tag:
+            return e
+    return None
+
+
+def ratio(ours, peer):
+    if ours is None or peer is None or peer == 0:
+        return "–"
+    return f"{ours / peer:.2f}×"
+
+
+def write_doc(runner, systems):
+    any_report = next((e["report"] for e in runner.results if ok(e)), None)
+    if any_report is None:
+        log("no run produced a report; docs/performance.md not written")
+        return
+    m = any_report["machine"]
+    out = []
+    w = out.append
+    w("# Performance")
+    w("")
+    w("Written by `make bench` (`bench/suite.py`); every figure here was measured in one run of the suite, "
+      "on the machine below, by the command listed with it. Do not edit by hand: rerun `make bench`.")
+    w("Numbers on a 2-core machine are noisy; compare systems by the ratios taken in the same run, not across runs.")
+    w("")
+    w(f"- Date: {runner.date.strftime('%Y-%m-%d %H:%M UTC')}; results: `{rel(runner.outdir)}/` (not kept in git)")
+    w(f"- Commit: `{any_report['git_commit']}`")
+    w(f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_bytes'] / 2**30:.1f} GiB, Linux {m['kernel']}")
+    if runner.server_cpus:
+        w(f"- Pinning: every server process on CPU {runner.server_cpus} (`taskset -c {runner.server_cpus}`), the load "
+          f"generator on CPU {runner.generator_cpus} (`taskset -c {runner.generator_cpus}`); the generator read back "
+          f"its own `Cpus_allowed_list` as `{any_report['pinning']['generator_cpus']}` and the servers' as "
+          f"`{', '.join(sorted({p['cpus'] for p in any_report['pinning']['server']}))}`.")
+    else:
+        w("- Pinning: none (fewer than 2 CPUs, or `--no-pin`): server and generator shared the CPUs.")
+    w("- Payload: 100 bytes (`{\"t\":…,\"s\":…,\"p\":\"xxx…\"}`); connections spread over source addresses "
+      "127.0.0.1–127.0.0.8; every run starts its system afresh.")
+    w("- Ratios are ours ÷ peer: below 1 is better for costs (memory, CPU, latency), above 1 is better for rates.")
+    w("")
+    w("Systems:")
+    w("")
+    w("| system | what runs |")
+    w("|---|---|")
+    descriptions = {
+        "switchboard-dev": "`switchboard dev`: gateway, gRPC API and the in-process bus in one process; publications through gRPC",
+        "switchboard-cluster": "`nats-server`, one `switchboard control`, two `switchboard gateway` on it; "
+                               "subscribers split over both gateways, publications through control's gRPC API",
+        "nats-ws": "`nats-server` with its WebSocket listener (`bench/nats-ws.conf`); subscribers speak NATS over "
+                   "WebSocket, the publisher plain NATS over TCP",
+        "socketio": "two Socket.IO 4.8 processes (`bench/socketio/server.js`) joined by `@socket.io/redis-adapter` 8.3 "
+                    "on `redis-server`; subscribers split over both, the publisher a Socket.IO client of the first",
+    }
+    for s in systems:
+        w(f"| {s} | {descriptions.get(s, s)} |")
+    w("")
+    w("Centrifugo is not measured: it is not available here (no Debian or npm package, and this machine reaches "
+      "nothing but package registries).")
+    w("")
+
+    # Idle.
+    tag = f"idle-{IDLE}"
+    w(f"## Idle subscribed connections ({IDLE:,} per run)")
+    w("")
+    w("Connect, subscribe one channel, hold 5 s; server RSS growth over the connections, from before the first "
+      "connect to after settling (summed over every process of the system).")
+    w("")
+    w("| system | connections | server RSS per connection | connects/s | connect p50 / p99 ms | server CPU per connect |")
+    w("|---|---|---|---|---|---|")
+    for s in systems:
+        e = find(runner, s, tag)
+        if e is None:
+            continue
+        if not ok(e):
+            w(f"| {s} | not run: {e.get('error', '').splitlines()[0] if e.get('error') else ''} | | | | |")
+            continue
+        r = e["report"]
+        c = r["connect"]
+        w(f"| {s} | {r['connections']:,} | {fmt_kib(r['server_rss_bytes_per_connection'])} | {c['per_sec']:,.0f} | "
+          f"{c['latency_ms']['p50']:.1f} / {c['latency_ms']['p99']:.1f} | {fmt(r['server_cpu_us_per_connection'], 0, ' µs')} |")
+    w("")
+    ratio_rows(w, runner, systems, tag, "RSS per connection", lambda r: r["server_rss_bytes_per_connection"])
+    commands(w, runner, systems, tag)
+
+    # Broadcast at fixed rates.
+    for rate, what in ((1, "latency at a low rate"), (10, "CPU per delivery"), (50, "latency at a moderate rate")):
+        tag = f"broadcast-{SUBSCRIBERS}x{rate}"
+        w(f"## Broadcast: {SUBSCRIBERS:,} subscribers, {rate} publication{'s' if rate > 1 else ''}/s ({what})")
+        w("")
+        w("Latency is from the publisher's send (before the gRPC call, the NATS publish or the Socket.IO emit) to "
+          "the subscriber's read. Lost counts publications not delivered by the end of the drain window (5 s after "
+          "publishing stopped), so an overloaded system that would deliver them later counts them as lost.")
+        w("")
+        broadcast_table(w, runner, systems, tag)
+        ratio_rows(w, runner, systems, tag, "p50 latency", lambda r: r["latency_ms"]["p50"])
+        ratio_rows(w, runner, systems, tag, "p99 latency", lambda r: r["latency_ms"]["p99"])
+        ratio_rows(w, runner, systems, tag, "server CPU per delivery", lambda r: r["server_cpu_us_per_delivery"])
+        commands(w, runner, systems, tag)
+
+    # Ladder.
+    w(f"## Highest delivery rate with p99 ≤ 1 s ({SUBSCRIBERS:,} subscribers)")
+    w("")
+    w(f"After the fixed rates above, the publication rate doubles ({', '.join(str(r) for r in LADDER)}/s, 8 s each) "
+      "while a step keeps p99 ≤ 1 s with nothing lost and no slow-consumer close, and delivers at least 90% of the "
+      "offered deliveries per second. The best run is the one with the most deliveries per second among every "
+      "broadcast run above and every ladder step that kept p99 ≤ 1 s with nothing lost.")
+    w("")
+    w("| system | best run | deliveries/s | p99 ms | server CPU per delivery | generator CPU | the ladder stopped at |")
+    w("|---|---|---|---|---|---|---|")
+    best = {}
+    for s in systems:
+        runs = [e for e in runner.results if e["system"] == s and e["tag"].startswith(("broadcast-", "ladder-"))]
+        steps = [e for e in runs if e["tag"].startswith("ladder-")]
+        failed = [e for e in steps if not ladder_pass(e)]
+        stop = f"{failed[0]['tag'].split('x')[-1]}/s: {ladder_why(failed[0])}" if failed else "the last step passed"
+        good = [e for e in runs if qualifies(e)]
+        if not good:
+            w(f"| {s} | none | | | | | {stop} |")
+            continue
+        top = max(good, key=lambda e: e["report"]["deliveries_per_sec"])
+        r = top["report"]
+        best[s] = r["deliveries_per_sec"]
+        w(f"| {s} | {r['rate']:.0f}/s | {r['deliveries_per_sec']:,.0f} | {r['latency_ms']['p99']:.1f} | "
+          f"{fmt(r['server_cpu_us_per_delivery'], 2, ' µs')} | {r['generator_cpu_fraction'] * 100:.0f}% | {stop} |")
+    w("")
+    for o in OURS:
+        for p in PEERS:
+            if o in best and p in best:
+                w(f"- {o} ÷ {p}: {best[o] / best[p]:.2f}× the deliveries per second")
+    w("")
+    w("Every ladder step, passing or not:")
+    w("")
+    w("```text")
+    for s in systems:
+        for r_ in LADDER:
+            e = find(runner, s, f"ladder-{SUBSCRIBERS}x{r_}")
+            if e is not None:
+                w(summary(e))
+    w("```")
+    w("")
+    for r_ in LADDER:
+        if any(find(runner, s, f"ladder-{SUBSCRIBERS}x{r_}") for s in systems):
+            w(f"Step {r_}/s:")
+            w("")
+            commands(w, runner, systems, f"ladder-{SUBSCRIBERS}x{r_}")
+
+    targets(w, runner, best)
+    notes = os.path.join(BENCH, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            w(f.read().rstrip())
+        w("")
+    with open(runner.args.out, "w") as f:
+        f.write("\n".join(out).rstrip() + "\n")
+    log(f"wrote {os.path.relpath(runner.args.out, ROOT)}")
+
+
+def broadcast_table(w, runner, systems, tag):
+    w("| system | deliveries/s | p50 | p90 | p99 | p99.9 | max (ms) | lost / dup / reord | slow closes | "
+      "server CPU per delivery | generator CPU |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in systems:
+        e = find(runner, s, tag)
+        if e is None:
+            continue
+        if not ok(e):
+            w(f"| {s} | not run: {(e.get('error') or '').splitlines()[0] if e.get('error') else ''} |||||||||| ")
+            continue
+        r = e["report"]
+        l = r["latency_ms"]
+        w(f"| {s} | {r['deliveries_per_sec']:,.0f} | {l['p50']:.1f} | {l['p90']:.1f} | {l['p99']:.1f} | {l['p999']:.1f} | "
+          f"{l['max']:.1f} | {r['lost']} / {r['duplicated']} / {r['reordered']} | {r['slow_consumer_disconnects']} | "
+          f"{fmt(r['server_cpu_us_per_delivery'], 2, ' µs')} | {r['generator_cpu_fraction'] * 100:.0f}% |")
+    w("")
+
+
+def ratio_rows(w, runner, systems, tag, what, value):
+    lines = []
+    for o in OURS:
+        eo = find(runner, o, tag)
+        if eo is None or not ok(eo):
+            continue
+        for p in PEERS:
+            ep = find(runner, p, tag)
+            if ep is None or not ok(ep):
+                continue
+            lines.append(f"{o} ÷ {p} {ratio(value(eo['report']), value(ep['report']))}")
+    if lines:
+        w(f"{what}, ours ÷ peer: " + "; ".join(lines) + ".")
+        w("")
+
+
+def commands(w, runner, systems, tag):
+    w("<details><summary>Commands</summary>")
+    w("")
+    w("```sh")
+    for s in systems:
+        e = find(runner, s, tag)
+        if e is None or "command" not in e:
+            continue
+        w(f"# {s}: servers")
+        for c in e["servers"]:
+            w(c)
+        w("# generator")
+        w(e["command"])
+    w("```")
+    w("")
+    w("</details>")
+    w("")
+
+
+def targets(w, runner, best):
+    w("## Against the targets of issue 4")
+    w("")
+    w("| target | measured here | met? |")
+    w("|---|---|---|")
+    idle = {s: find(runner, s, f"idle-{IDLE}") for s in OURS + PEERS}
+    rss = {s: e["report"]["server_rss_bytes_per_connection"] for s, e in idle.items() if e and ok(e)
+           and e["report"]["server_rss_bytes_per_connection"] is not None}
+    dev_rss = rss.get("switchboard-dev")
+    if dev_rss is not None:
+        peers = [rss[p] for p in PEERS if p in rss]
+        below_peers = all(dev_rss < p for p in peers) if peers else None
+        w(f"| gateway RSS per idle subscribed connection ≤ 4 KiB at {IDLE:,} connections | {dev_rss / 1024:.2f} KiB "
+          f"(switchboard-dev) | {'yes' if dev_rss <= 4096 else 'no'} |")
+        w(f"| … and less than every peer's in the same run | "
+          + ", ".join(f"{p} {rss[p] / 1024:.2f} KiB" for p in PEERS if p in rss)
+          + f" | {'yes' if below_peers else 'no' if below_peers is not None else 'no peer measured'} |")
+    for s in OURS:
+        if s in best:
+            w(f"| broadcast ≥ 2M deliveries/s with p99 ≤ 1 s ({s}) | {best[s]:,.0f}/s | "
+              f"{'yes' if best[s] >= 2e6 else 'no'} |")
+        else:
+            w(f"| broadcast ≥ 2M deliveries/s with p99 ≤ 1 s ({s}) | no passing step | no |")
+    w("| p99 within 1.5× of the floor's at 1 and 50 publications/s | the floor (a minimal broadcaster) is not part "
+      "of this suite | not measured |")
+    w("| CPU per delivery within 1.3× of the floor's | the floor is not part of this suite; "
+      f"{ISSUE_NUMBERS} gives 9.4 µs | not measured against the floor in the same run |")
+    unclean = [e for e in runner.results if ok(e) and not clean(e["report"])
+               and e["report"]["slow_consumer_disconnects"] == 0 and e["system"] in OURS]
+    w(f"| zero lost, duplicated or reordered messages in every run without a slow-consumer event | "
+      f"{len(unclean)} runs of ours with a loss, duplicate or reorder | {'yes' if not unclean else 'no'} |")
+    w("")
+    saturated = [e for e in runner.results if ok(e) and e["report"]["generator_cpu_fraction"] >= 0.9]
+    if saturated:
+        w("The generator used 90% or more of its core in these runs, so their rates measure the generator as much "
+          "as the server: " + ", ".join(f"{e['system']} {e['tag']}" for e in saturated) + ".")
+        w("")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the ~1 minute sanity run (switchboard-dev only)")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "switchboard"))
+    ap.add_argument("--systems", default="switchboard-dev,switchboard-cluster,nats-ws,socketio")
+    ap.add_argument("--results", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
+    ap.add_argument("--no-pin", action="store_true", help="do not pin servers and generator to different CPUs")
+    ap.add_argument("--from", dest="from_dir", metavar="DIR",
+                    help="only write the doc, from a finished full run's DIR/suite.json")
+    args = ap.parse_args()
+    if args.from_dir:
+        runner = Runner(args, outdir=os.path.abspath(args.from_dir))
+        path = os.path.join(runner.outdir, "suite.json")
+        with open(path) as f:
+            runner.results = json.loads(rel(f.read()))
+        runner.date = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+        systems = list(dict.fromkeys(e["system"] for e in runner.results))
+        write_doc(runner, systems)
+        return 0
+    if not os.access(args.bin, os.X_OK):
+        sys.exit(f"{args.bin} is not built: cargo build --release -p switchboard")
+    runner = Runner(args)
+    if args.quick:
+        return quick(runner)
+    return full(runner, [s for s in args.systems.split(",") if s])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+//! Control's metrics: one closed list of names, described at start-up so every series
+//! exists before traffic. Never a session, user or channel id as a label.
+
+use metrics::{describe_counter, describe_gauge};
+use tonic::Code;
+
+pub const REPLICAS: &str = "switchboard_control_replicas";
+pub const GATEWAYS: &str = "switchboard_control_gateways";
+pub const OWNED_SHARDS: &str = "switchboard_control_owned_shards";
+pub const SESSIONS: &str = "switchboard_control_sessions";
+pub const API_REQUESTS_TOTAL: &str = "switchboard_control_api_requests_total";
+pub const GATEWAY_EXPIRATIONS_TOTAL: &str = "switchboard_control_gateway_expirations_total";
+pub const SNAPSHOTS_TOTAL: &str = "switchboard_control_snapshots_total";
+
+/// Describes every metric. Call once, after installing the recorder.
+pub fn describe() {
+    describe_gauge!(REPLICAS, "Live control replicas in this replica's ring, itself included.");
+    describe_gauge!(GATEWAYS, "Gateways heartbeating to this replica.");
+    describe_gauge!(OWNED_SHARDS, "Registry and sequencer shards (of 256) this replica owns.");
+    describe_gauge!(SESSIONS, "Sessions in the registry shards this replica owns.");
+    describe_counter!(API_REQUESTS_TOTAL, "Backend API calls answered, by method and gRPC status code.");
+    describe_counter!(GATEWAY_EXPIRATIONS_TOTAL, "Gateways whose sessions were dropped after their lease ran out.");
+    describe_counter!(SNAPSHOTS_TOTAL, "Snapshot requests sent to gateways.");
+}
+
+/// Counts one API call under its method and outcome.
+pub fn api_request(method: &'static str, code: Code) {
+    metrics::counter!(API_REQUESTS_TOTAL, "method" => method, "code" => code_name(code)).increment(1);
+}
+
+/// The canonical upper-case name of a gRPC status code (`OK`, `NOT_FOUND`, …).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The gauges of one replica, set together (on every sweep of the membership).
+pub struct Gauges {
+    pub replicas: usize,
+    pub gateways: usize,
+    pub owned_shards: usize,
+    pub sessions: usize,
+}
+
+impl Gauges {
+    pub fn set(&self) {
+        metrics::gauge!(REPLICAS).set(self.replicas as f64);
+        metrics::gauge!(GATEWAYS).set(self.gateways as f64);
+        metrics::gauge!(OWNED_SHARDS).set(self.owned_shards as f64);
+        metrics::gauge!(SESSIONS).set(self.sessions as f64);
+    }
+}
+
+pub(crate) fn gateway_expired() {
+    metrics::counter!(GATEWAY_EXPIRATIONS_TOTAL).increment(1);
+}
+
+pub(crate) fn snapshot_sent() {
+    metrics::counter!(SNAPSHOTS_TOTAL).increment(1);
+}

@@ -1,0 +1,164 @@
+//! Switchboard processes for cluster tests: real `switchboard gateway` and `switchboard
+//! control` children of the test, on free loopback ports, killed on drop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchboard_wire::pb;
+
+use crate::{binary, free_port};
+
+/// The HS256 secret cluster tests give gateways.
+pub const SECRET: &str = "cluster-test-secret";
+
+/// One switchboard child process.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    args: Vec<String>,
+    log: PathBuf,
+    pub port: u16,
+}
+
+impl Proc {
+    /// Spawns `switchboard ARGS` and waits until `port` accepts connections.
+    pub fn spawn(name: &str, args: Vec<String>, port: u16) -> Proc {
+        let log = std::env::temp_dir().join(format!("sb-{}-{name}-{port}.log", std::process::id()));
+        let mut p = Proc { name: name.to_owned(), child: None, args, log, port };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("SWITCHBOARD_LOG", "info,switchboard_control=debug")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("switchboard starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status} during start-up:\n{}", self.name, self.log());
+            }
+            assert!(Instant::now() < deadline, "{} never listened on {}:\n{}", self.name, self.port, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process gets no chance to say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("--- log of {} ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Starts `switchboard control` with the given NATS URLs.
+pub fn control(id: &str, nats: &[String], extra: &[&str]) -> Proc {
+    let port = free_port();
+    let mut args: Vec<String> = vec![
+        "control".into(),
+        "--nats".into(),
+        nats.join(","),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--replica-id".into(),
+        id.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(id, args, port)
+}
+
+/// Starts `switchboard gateway` with the given NATS URLs and the test token secret.
+pub fn gateway(id: &str, nats: &[String], extra: &[&str]) -> Proc {
+    let port = free_port();
+    let mut args: Vec<String> = vec![
+        "gateway".into(),
+        "--nats".into(),
+        nats.join(","),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--node-id".into(),
+        id.into(),
+        "--token-secret".into(),
+        SECRET.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(id, args, port)
+}
+
+/// A connect token for `user`, valid for an hour.
+pub fn token(user: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A client session of `user` on a gateway.
+pub async fn user_client(gateway: &Proc, user: &str) -> switchboard_client::Client {
+    let mut config = switchboard_client::ClientConfig::new(crate::ws_url(gateway.addr())).reconnect(false);
+    config.token = token(user);
+    switchboard_client::Client::connect(config).await.expect("client connects")
+}
+
+/// Waits until the control replica at `grpc` sees `gateways` gateways and `replicas`
+/// replicas, and a publish goes through (the sequencers are up).
+pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
+    let mut api = crate::grpc(grpc).await;
+    crate::eventually_async("the cluster is assembled", || {
+        let mut api = api.clone();
+        async move {
+            let Ok(info) = api.info(pb::InfoRequest {}).await else { return false };
+            let info = info.into_inner();
+            info.gateways.len() == gateways && info.replicas.len() == replicas
+        }
+    })
+    .await;
+    crate::eventually_async("publishing works", || {
+        let mut api = api.clone();
+        async move {
+            api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into() }).await.is_ok()
+        }
+    })
+    .await;
+    let _ = &mut api;
+}
