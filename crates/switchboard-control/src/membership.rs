@@ -310,7 +310,9 @@ pub(crate) async fn run_gateway_listener(shared: Arc<Shared>, mut inbox: Inbox) 
         let owned = shared.registry().owned();
         if !owned.is_empty() {
             let shared = shared.clone();
-            tokio::spawn(async move { drop(snapshot(&shared, owned, Target::Gateway(gateway)).await) });
+            tokio::spawn(async move {
+                snapshot(&shared, owned, Target::Gateway(gateway)).await;
+            });
         }
     }
 }

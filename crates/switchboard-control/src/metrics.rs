@@ -24,12 +24,12 @@ pub fn describe() {
 }
 
 /// Counts one API call under its method and outcome.
-pub fn api_request(method: &'static str, code: Code) {
+pub(crate) fn api_request(method: &'static str, code: Code) {
     metrics::counter!(API_REQUESTS_TOTAL, "method" => method, "code" => code_name(code)).increment(1);
 }
 
 /// The canonical upper-case name of a gRPC status code (`OK`, `NOT_FOUND`, …).
-pub fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -52,7 +52,7 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// The gauges of one replica, set together (on every sweep of the membership).
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub replicas: usize,
     pub gateways: usize,
     pub owned_shards: usize,
