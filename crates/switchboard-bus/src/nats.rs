@@ -120,7 +120,8 @@ impl NatsBus {
         async move {
             let reply = client.send_request(subject, request).await.map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {
-                    BusError::Unavailable(format!("no sequencer for shard {shard}: is a control replica running?"))
+                    tracing::debug!(shard, "no sequencer serves the shard: is a control replica running?");
+                    BusError::NoResponders
                 }
                 RequestErrorKind::TimedOut => BusError::Timeout,
                 _ => BusError::Unavailable(e.to_string()),

@@ -62,7 +62,28 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 impl Api {
     async fn publish_one(&self, req: pb::PublishApiRequest) -> Result<pb::PublishApiResponse, Status> {
         let channel = parse_channel(&req.channel)?;
-        self.shared.bus.publish(&channel, req.data).await.map(position).map_err(bus_status)
+        self.publish_to(&channel, req.data).await.map(position).map_err(bus_status)
+    }
+
+    /// Publishes through the channel's sequencer. When nobody serves its shard (the owner
+    /// just died), the ring is moved on without the owner and the publish retried until a
+    /// query timeout has passed: a publish right after a replica's death still succeeds.
+    async fn publish_to(&self, channel: &Channel, data: bytes::Bytes) -> Result<Position, BusError> {
+        let deadline = tokio::time::Instant::now() + self.shared.config.query_timeout;
+        let mut moved = false;
+        loop {
+            match self.shared.bus.publish(channel, data.clone()).await {
+                Err(BusError::NoResponders) if tokio::time::Instant::now() < deadline => {
+                    if !moved {
+                        self.shared.sequencer_lost(switchboard_bus::shard::shard(channel.as_str())).await;
+                        moved = true;
+                    } else {
+                        tokio::time::sleep(crate::queries::COVERAGE_RETRY).await;
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn broadcast_all(&self, req: pb::BroadcastRequest) -> Result<pb::BroadcastResponse, Status> {
@@ -71,7 +92,7 @@ impl Api {
         }
         // Validate everything first: a broadcast with a bad channel publishes nothing.
         let channels = req.channels.iter().map(|c| parse_channel(c)).collect::<Result<Vec<_>, _>>()?;
-        let results = join_all(channels.iter().map(|c| self.shared.bus.publish(c, req.data.clone()))).await;
+        let results = join_all(channels.iter().map(|c| self.publish_to(c, req.data.clone()))).await;
         let results = channels
             .iter()
             .zip(results)

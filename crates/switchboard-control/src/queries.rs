@@ -90,6 +90,7 @@ pub(crate) fn answer(registry: &Registry, q: &pb::ControlQuery) -> (pb::ControlQ
         Some(Query::UserSessions(u)) => reply.sessions = registry.user_sessions(u),
         Some(Query::Presence(c)) => reply.sessions = registry.presence(c),
         Some(Query::Channels(p)) => reply.channels = registry.channels(p),
+        Some(Query::AllSessions(page)) => reply.sessions = registry.page(&page.after, page.limit as usize),
         None => {}
     }
     (reply, registry.complete())
@@ -227,6 +228,16 @@ impl Shared {
                 let shards = incoming.message.header(SHARDS_HEADER).and_then(ShardSet::from_hex);
                 return Ok((reply, shards));
             }
+        }
+    }
+
+    /// Nobody serves sequencer `shard`: drops its owner from this replica's ring (locally:
+    /// a live owner's next heartbeat brings it back) and waits until the ring settled.
+    pub async fn sequencer_lost(&self, shard: u16) {
+        let owner = self.membership().owner(shard);
+        match owner {
+            Some(owner) if owner != self.id => self.after_deaths(&[(owner, false)]).await,
+            _ => tokio::time::sleep(COVERAGE_RETRY).await,
         }
     }
 

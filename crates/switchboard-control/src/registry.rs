@@ -221,6 +221,14 @@ impl Registry {
         self.collect(self.by_user.get(user).into_iter().flatten())
     }
 
+    /// The first `limit` sessions in id order whose id sorts after `after`.
+    pub fn page(&self, after: &str, limit: usize) -> Vec<pb::SessionRecord> {
+        let mut ids: Vec<&Arc<str>> = self.records.keys().filter(|id| &***id > after).collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        self.collect(ids.into_iter())
+    }
+
     /// The sessions subscribed to `channel`, in no particular order.
     pub fn presence(&self, channel: &str) -> Vec<pb::SessionRecord> {
         self.collect(self.by_channel.get(channel).into_iter().flatten())

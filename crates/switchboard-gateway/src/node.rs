@@ -23,8 +23,8 @@ use switchboard_wire::{Channel, Encoding};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-/// Sessions per snapshot chunk (a chunk stays well under NATS's 1 MiB payload limit).
-const SNAPSHOT_CHUNK: usize = 1000;
+/// Encoded bytes per snapshot chunk: well under NATS's default 1 MiB payload limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a session is asked to do by a backend.
@@ -124,7 +124,9 @@ impl NodeAgent {
             hub,
             started_at_ms: now_ms(),
             http_addr: OnceLock::new(),
-            state: Mutex::new(State::default()),
+            // The event sequence starts at the start-up time in microseconds, so it keeps
+            // increasing across restarts of a gateway with the same id.
+            state: Mutex::new(State { seq: now_ms() as u64 * 1000, ..State::default() }),
             tasks: Mutex::new(Vec::new()),
         });
         let node_inbox = bus.listen(&Address::Node(agent.id.clone()), None).await?;
@@ -253,9 +255,16 @@ impl NodeAgent {
                 st.sessions.values().filter(|(r, _)| wanted(&r.session)).map(|(r, _)| r.clone()).collect();
             (st.seq, records)
         };
-        let mut chunks: Vec<Vec<pb::SessionRecord>> = records.chunks(SNAPSHOT_CHUNK).map(<[_]>::to_vec).collect();
-        if chunks.is_empty() {
-            chunks.push(Vec::new());
+        let mut chunks: Vec<Vec<pb::SessionRecord>> = vec![Vec::new()];
+        let mut size = 0;
+        for r in records {
+            let len = prost::Message::encoded_len(&r) + 4;
+            if size + len > SNAPSHOT_CHUNK_BYTES && !chunks.last().expect("one chunk").is_empty() {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += len;
+            chunks.last_mut().expect("one chunk").push(r);
         }
         let n = chunks.len();
         for (i, sessions) in chunks.into_iter().enumerate() {
@@ -267,9 +276,11 @@ impl NodeAgent {
         }
     }
 
-    /// Applies a command to the sessions it targets; returns how many it reached.
-    fn command(&self, cmd: &pb::GatewayCommand) -> u32 {
-        let Some(action) = &cmd.action else { return 0 };
+    /// Applies a command to the sessions it targets: how many it reached, and why a session
+    /// that is here could not take it.
+    fn command(&self, cmd: &pb::GatewayCommand) -> pb::GatewayCommandReply {
+        let mut reply = pb::GatewayCommandReply::default();
+        let Some(action) = &cmd.action else { return reply };
         let handles: Vec<Arc<SessionHandle>> = {
             let st = self.lock();
             match &cmd.target {
@@ -280,7 +291,14 @@ impl NodeAgent {
                 None => Vec::new(),
             }
         };
-        handles.iter().filter(|h| h.apply(action)).count() as u32
+        reply.sessions = handles.iter().filter(|h| h.apply(action)).count() as u32;
+        if reply.sessions == 0 && !handles.is_empty() {
+            reply.error = match action {
+                Action::Send(_) => "the session's outbound queue is full".into(),
+                _ => "invalid channel name".into(),
+            };
+        }
+        reply
     }
 
     async fn on_incoming(&self, incoming: Incoming) {
@@ -289,9 +307,8 @@ impl NodeAgent {
         let cmd = incoming.message.decode::<pb::GatewayCommand>().ok().filter(|c| c.action.is_some());
         match (cmd, &incoming.reply) {
             (Some(cmd), reply) => {
-                let sessions = self.command(&cmd);
+                let answer = self.command(&cmd);
                 if let Some(reply) = reply {
-                    let answer = pb::GatewayCommandReply { sessions, error: String::new() };
                     let _ = self.bus.reply(reply, Message::proto(&answer)).await;
                 }
             }

@@ -34,9 +34,6 @@ impl Api {
     }
 
     pub(super) async fn sessions_of(&self, req: pb::ListSessionsRequest) -> Result<pb::ListSessionsResponse, Status> {
-        if req.user.is_empty() {
-            return Err(Status::invalid_argument("user is empty"));
-        }
         let size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
@@ -44,7 +41,14 @@ impl Api {
             }
             n => n,
         } as usize;
-        let replies = self.shared.gather(Query::UserSessions(req.user)).await?;
+        let query = if req.user.is_empty() {
+            // Every replica sends its first page; the merge keeps the first `size`, plus one
+            // to know whether another page follows.
+            Query::AllSessions(pb::SessionPage { after: req.page_token.clone(), limit: size as u32 + 1 })
+        } else {
+            Query::UserSessions(req.user)
+        };
+        let replies = self.shared.gather(query).await?;
         let all = merge(replies.into_iter().flat_map(|r| r.sessions));
         let mut rest =
             all.range::<str, _>((std::ops::Bound::Excluded(req.page_token.as_str()), std::ops::Bound::Unbounded));

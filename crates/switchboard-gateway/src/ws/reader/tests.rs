@@ -77,7 +77,8 @@ fn violations_map_to_their_errors() {
     let unmasked = vec![0x81, 0x01, b'a'];
     let mut bad_utf8 = frame(true, 0x1, &[0xff, 0xfe]);
     bad_utf8.truncate(bad_utf8.len());
-    let cases: Vec<(&str, Vec<u8>, fn(&ReadError) -> bool)> = vec![
+    type Case = (&'static str, Vec<u8>, fn(&ReadError) -> bool);
+    let cases: Vec<Case> = vec![
         ("unmasked", unmasked, |e| matches!(e, ReadError::Protocol(_))),
         (
             "rsv bits",
