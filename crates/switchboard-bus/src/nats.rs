@@ -160,6 +160,19 @@ fn from_nats(msg: async_nats::Message) -> Incoming {
     Incoming { message: Message { payload: msg.payload, headers }, reply: msg.reply.map(|r| ReplyTo(r.to_string())) }
 }
 
+/// Publishes `message` on `subject`, with headers only when it has some.
+fn publish(client: async_nats::Client, subject: String, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
+    async move {
+        if message.headers.is_empty() {
+            client.publish(subject, message.payload).await
+        } else {
+            client.publish_with_headers(subject, to_headers(&message.headers), message.payload).await
+        }
+        .map_err(unavailable)
+    }
+    .boxed()
+}
+
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
@@ -253,18 +266,7 @@ impl Bus for NatsBus {
     }
 
     fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        let (client, subject) = (self.client.clone(), self.subjects.address(to));
-        async move {
-            if message.headers.is_empty() {
-                client.publish(subject, message.payload).await.map_err(unavailable)
-            } else {
-                client
-                    .publish_with_headers(subject, to_headers(&message.headers), message.payload)
-                    .await
-                    .map_err(unavailable)
-            }
-        }
-        .boxed()
+        publish(self.client.clone(), self.subjects.address(to), message)
     }
 
     fn request(
@@ -323,18 +325,7 @@ impl Bus for NatsBus {
     }
 
     fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        let (client, subject) = (self.client.clone(), to.0.clone());
-        async move {
-            if message.headers.is_empty() {
-                client.publish(subject, message.payload).await.map_err(unavailable)
-            } else {
-                client
-                    .publish_with_headers(subject, to_headers(&message.headers), message.payload)
-                    .await
-                    .map_err(unavailable)
-            }
-        }
-        .boxed()
+        publish(self.client.clone(), to.0.clone(), message)
     }
 }
 
