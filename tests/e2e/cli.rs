@@ -97,6 +97,15 @@ fn bad_flags_exit_64_and_help_lists_every_command() {
 }
 
 #[test]
+fn an_invalid_control_setting_exits_64() {
+    let out = Command::new(binary())
+        .args(["control", "--nats", "nats://127.0.0.1:1", "--grpc-listen", "127.0.0.1:0", "--replica-id", "bad id"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn pub_rejects_data_that_is_not_json_before_sending() {
     let out = Command::new(binary()).args(["pub", "--grpc", "http://127.0.0.1:1", "a:b", "not json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

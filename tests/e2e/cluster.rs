@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use switchboard_client::{Client, Event};
 use switchboard_tests::nats::{NatsCluster, NatsServer};
 use switchboard_tests::procs::{self, Proc, user_client, wait_ready};
@@ -398,4 +399,56 @@ async fn upstream_send_and_rpc_reach_a_backend_queue_group() {
     let err = c.rpc("bad.method", Bytes::from_static(b"1")).await.unwrap_err();
     assert_eq!(err.code(), Some(102));
     c.ping().await.expect("the session goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
+    let mut nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let metrics_port = switchboard_tests::free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let c1 = procs::control("c1", &urls, &["--metrics-listen", &metrics_listen]);
+    let g1 = procs::gateway("g1", &urls, &[]);
+    wait_ready(c1.addr(), 1, 1).await;
+    let mut a = user_client(&g1, "a").await;
+    a.subscribe("o:x").await.unwrap();
+    let ready = |addr| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.starts_with("HTTP/1.1 200")
+    };
+    assert!(ready(g1.addr()).await);
+    let control_admin: std::net::SocketAddr = metrics_listen.parse().unwrap();
+    assert!(ready(control_admin).await, "control serves /readyz on --metrics-listen");
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(control_admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(metrics.contains("switchboard_control_replicas 1"), "{metrics}");
+    nats.kill();
+    eventually_async("the gateway reports not ready", || ready(g1.addr()).map(|r| !r)).await;
+    let started = Instant::now();
+    let err = a.publish("o:x", Bytes::from_static(b"1")).await.unwrap_err();
+    assert_eq!(err.code(), Some(110), "{err}");
+    let err = a.subscribe("o:y").await.unwrap_err();
+    assert_eq!(err.code(), Some(110), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1), "commands failed after {:?}", started.elapsed());
+    a.ping().await.expect("the session stays open while NATS is away");
+    nats.restart();
+    eventually_async("the gateway is ready again", || ready(g1.addr())).await;
+    eventually_async("publishing works again", || {
+        let a = &a;
+        async move { a.publish("o:x", Bytes::from_static(b"2")).await.is_ok() }
+    })
+    .await;
+    // The subscription made before the outage was re-established by the NATS client.
+    let p = next_publication(&mut a).await;
+    assert_eq!(p.channel, "o:x");
 }

@@ -102,6 +102,15 @@ impl NatsBus {
         })
     }
 
+    /// Fails fast while NATS is unreachable: a request would otherwise wait its whole
+    /// timeout in async-nats's queue, stalling the session that made it.
+    fn connected(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            state => Err(BusError::Unavailable(format!("nats is {state:?}"))),
+        }
+    }
+
     /// The underlying client (for tests and tools that speak NATS directly).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -112,6 +121,9 @@ impl NatsBus {
         channel: &Channel,
         req: pb::SequencerRequest,
     ) -> BoxFuture<'static, Result<Position, BusError>> {
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
         let shard = shard(channel.as_str());
         let subject = self.subjects.address(&Address::Sequencer(shard));
         let request =
@@ -194,6 +206,7 @@ impl Bus for NatsBus {
         let (confirm, confirmed) = oneshot::channel();
         let subject = self.subjects.publication(channel);
         let (client, deliver, channel_name) = (self.client.clone(), self.deliver.clone(), channel.clone());
+        let timeout = self.request_timeout;
         let task = tokio::spawn(async move {
             let mut sub = match client.subscribe(subject).await {
                 Ok(sub) => sub,
@@ -202,7 +215,12 @@ impl Bus for NatsBus {
                     return;
                 }
             };
-            let flushed = client.flush().await.map_err(unavailable);
+            // Confirmed once the server has the subscription; while NATS is down that waits,
+            // so it is bounded (async-nats re-subscribes by itself on reconnect).
+            let flushed = match tokio::time::timeout(timeout, client.flush()).await {
+                Ok(r) => r.map_err(unavailable),
+                Err(_) => Err(BusError::Timeout),
+            };
             let _ = confirm.send(flushed);
             let mut epoch: Arc<str> = Arc::from("");
             while let Some(msg) = sub.next().await {
@@ -275,6 +293,9 @@ impl Bus for NatsBus {
         message: Message,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Message, BusError>> {
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
         let (client, subject) = (self.client.clone(), self.subjects.address(to));
         let mut request = async_nats::Request::new().payload(message.payload).timeout(Some(timeout));
         if !message.headers.is_empty() {

@@ -82,6 +82,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
         head: 0,
         last_seen: Instant::now(),
     };
+    // The bytes that came with the handshake share hyper's read buffer (~8 KiB): copied
+    // into the reader above, they must not be kept alive for the whole session.
+    drop(initial);
     let end = session.serve().await;
     let label = match &end {
         End::Close(code) => code.code.to_string(),
@@ -420,6 +423,9 @@ impl Session {
         let channel = parse_channel(name)?;
         if self.channels.contains(&channel) {
             return Err((ErrorCode::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
+        }
+        if !self.shared.bus.is_ready() {
+            return Err((ErrorCode::UNAVAILABLE, "the bus is unreachable; try again".into()));
         }
         if self.channels.len() >= self.shared.config.max_subscriptions {
             self.shared.metrics.limit_subscriptions.increment(1);

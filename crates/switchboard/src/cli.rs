@@ -90,6 +90,10 @@ pub struct ControlArgs {
     /// Time allowed for a query to another replica or a command to a gateway.
     #[arg(long, env = "SWITCHBOARD_QUERY_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
     pub query_timeout: Duration,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP on this address;
+    /// unset: not served.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub nats: NatsArgs,
 }

@@ -1,6 +1,7 @@
 //! The `switchboard` binary's library: the command line, the `dev` node, and the client
 //! tools. Kept as a library so the end-to-end tests start exactly what the binary starts.
 
+pub mod admin;
 pub mod cli;
 pub mod dev;
 pub mod duration;
@@ -15,3 +16,15 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// A configuration error found after parsing: the binary exits with status 64 for it.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

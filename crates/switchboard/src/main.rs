@@ -38,6 +38,7 @@ async fn main() {
     };
     if let Err(e) = result {
         eprintln!("switchboard: {e:#}");
-        std::process::exit(1);
+        let usage = e.downcast_ref::<switchboard::UsageError>().is_some();
+        std::process::exit(if usage { EXIT_USAGE } else { 1 });
     }
 }

@@ -60,8 +60,19 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         query_timeout: args.query_timeout,
         ..ControlConfig::default()
     };
-    let control = Control::start(config, bus).await?;
-    let _ = prometheus;
+    let control = match Control::start(config, bus).await {
+        Ok(c) => c,
+        Err(e @ switchboard_control::StartError::Config(_)) => return Err(crate::UsageError(e.to_string()).into()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(addr) = args.metrics_listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        println!("switchboard control {replica_id} serving metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::admin::serve(listener, prometheus, {
+            let control = control.clone();
+            move || control.is_ready()
+        }));
+    }
     println!("switchboard control {replica_id} serving gRPC on http://{addr}, nats {}", args.nats.urls.join(","));
     control.serve(listener, crate::shutdown_signal()).await?;
     control.stop().await;
