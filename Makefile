@@ -32,7 +32,7 @@ lint: ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-scale
 
 bench-quick: ## Benchmark sanity run, ~1 min: switchboard dev, broadcast to 1,000 and 2,000 idle, pinned, release build
 	$(CARGO) build --release -p switchboard
@@ -42,3 +42,8 @@ bench: ## Benchmark suite, ~15 min: switchboard (dev, 2-gateway cluster) and pee
 	bench/install-peers.sh
 	$(CARGO) build --release -p switchboard
 	python3 bench/suite.py
+
+bench-scale: ## Scale run, ~5 min: nats-server, control, 6 gateways and 6 idle generators towards 102k connections
+	bench/install-peers.sh
+	$(CARGO) build --release -p switchboard
+	bench/scale.sh
