@@ -29,6 +29,9 @@ use crate::shard::shard;
 use crate::subjects::{Address, Subjects};
 use crate::{Bus, BusError, Deliver, Inbox, Incoming, Message, Position, Publication, ReplyTo, new_epoch};
 
+/// How long `connect` waits for the first connection before returning anyway.
+const INITIAL_CONNECT_WAIT: Duration = Duration::from_secs(2);
+
 /// A sequencer forgets a channel idle for this long; its next publication opens a new epoch.
 const SEQUENCER_IDLE: Duration = Duration::from_secs(600);
 
@@ -92,6 +95,12 @@ impl NatsBus {
             .connect(addrs)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        // The client connects in the background (so a node starts while NATS is down); give
+        // it a moment, so that a node started next to a running NATS is ready at once.
+        let deadline = tokio::time::Instant::now() + INITIAL_CONNECT_WAIT;
+        while client.connection_state() != State::Connected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(NatsBus {
             client,
             subjects,
