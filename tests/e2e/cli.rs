@@ -60,8 +60,23 @@ fn sub_prints_what_pub_sends_through_a_dev_node() {
         assert!(out.status.success(), "pub failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    // Give the subscriber a moment to subscribe (it prints nothing until a publication).
-    std::thread::sleep(Duration::from_millis(500));
+    // The subscriber prints nothing until a publication: wait until the registry shows it
+    // subscribed to both channels.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let presence = |ch: &str| {
+            let out = Command::new(&bin)
+                .args(["presence", "--grpc", &format!("http://127.0.0.1:{grpc}"), ch])
+                .output()
+                .unwrap();
+            !out.stdout.is_empty()
+        };
+        if presence("t:a") && presence("t:b") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber never showed up in presence");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let ack = publish("t:a", r#"{"text":"hi"}"#);
     assert_eq!(ack["offset"], 1);
     publish("t:b", "[1,2]");
