@@ -15,7 +15,7 @@ use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard::dev::{Dev, DevConfig};
-use switchboard_client::{Client, ClientConfig};
+use switchboard_client::{Client, ClientConfig, SpawnExecutor};
 use switchboard_gateway::GatewayConfig;
 use switchboard_wire::Encoding;
 use switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient;
@@ -46,18 +46,6 @@ pub async fn client(addr: SocketAddr, encoding: Encoding) -> Client {
 /// A gRPC API client.
 pub async fn grpc(addr: SocketAddr) -> SwitchboardApiClient<tonic::transport::Channel> {
     SwitchboardApiClient::connect(format!("http://{addr}")).await.expect("grpc connects")
-}
-
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(fut);
-    }
 }
 
 /// A raw WebSocket client for sending arbitrary frames.

@@ -32,7 +32,9 @@ pub(crate) struct Shared {
     pub(crate) session: Mutex<String>,
 }
 
-struct SpawnExecutor;
+/// Runs hyper's connection futures on tokio (for fastwebsockets' client handshake).
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnExecutor;
 
 impl<F> hyper::rt::Executor<F> for SpawnExecutor
 where

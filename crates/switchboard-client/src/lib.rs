@@ -26,6 +26,7 @@ use switchboard_wire::Encoding;
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
 use tokio::sync::{mpsc, oneshot};
 
+pub use conn::SpawnExecutor;
 pub use switchboard_wire::pb::Publication;
 
 /// How to reach a gateway and how to behave.

@@ -482,8 +482,13 @@ impl Session {
     fn flush(&mut self) -> io::Result<()> {
         while self.head < self.pending.len() {
             let end = (self.head + MAX_IOV).min(self.pending.len());
-            let slices: Vec<IoSlice<'_>> = self.pending[self.head..end].iter().map(|b| IoSlice::new(b)).collect();
-            let mut written = match self.stream.try_write_vectored(&slices) {
+            // On the stack: a flush allocates nothing.
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = end - self.head;
+            for (slot, frame) in slices.iter_mut().zip(&self.pending[self.head..end]) {
+                *slot = IoSlice::new(frame);
+            }
+            let mut written = match self.stream.try_write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
