@@ -38,9 +38,9 @@ bench-quick: ## Benchmark sanity run, ~1 min: switchboard dev, broadcast to 1,00
 	$(CARGO) build --release -p switchboard
 	python3 bench/suite.py --quick
 
-bench: ## Benchmark suite, ~15 min: switchboard (dev, 2-gateway cluster) and peers; writes docs/performance.md
+bench: ## Benchmark suite, ~15 min: switchboard (dev, 2-gateway cluster), the floor and peers; writes docs/performance.md
 	bench/install-peers.sh
-	$(CARGO) build --release -p switchboard
+	$(CARGO) build --release -p switchboard -p switchboard-bench
 	python3 bench/suite.py
 
 bench-scale: ## Scale run, ~5 min: nats-server, control, 6 gateways and 6 idle generators towards 102k connections

@@ -1,7 +1,18 @@
-//! `switchboard bench` against a dev node: the generator's own accounting, end to end.
+//! `switchboard bench` against a dev node and against the floor (`bench-floor`): the
+//! generator's own accounting, end to end.
 
-use switchboard_bench::BenchArgs;
-use switchboard_tests::{gateway_config, start_dev};
+use switchboard_bench::{BenchArgs, Report};
+use switchboard_tests::procs::Proc;
+use switchboard_tests::{free_port, gateway_config, start_dev, workspace_binary};
+
+/// Nothing lost, duplicated or reordered, every subscriber got every publication.
+fn assert_complete(report: &Report, subscribers: u64) {
+    let table = report.table();
+    assert_eq!((report.lost, report.duplicated, report.reordered), (0, 0, 0), "{table}");
+    assert_eq!(report.slow_consumer_disconnects + report.other_disconnects, 0, "{table}");
+    assert!(report.publications > 0, "{table}");
+    assert_eq!(report.deliveries, subscribers * report.publications, "{table}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_broadcast_through_grpc_delivers_every_publication_once_and_in_order() {
@@ -26,4 +37,40 @@ async fn a_short_broadcast_through_grpc_delivers_every_publication_once_and_in_o
     assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.max >= report.latency_ms.p99, "{table}");
     assert!(report.server_cpu_us_per_delivery.is_some(), "{table}");
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_grpc_publishers_and_a_client_publisher_keep_every_sequence() {
+    let node = start_dev(gateway_config()).await;
+    for via in ["--publish-via grpc --publishers 3", "--publish-via client --publishers 2"] {
+        let line = format!(
+            "broadcast --url ws://{http}/ws --grpc http://{grpc} {via} --subscribers 30 --rate 60 --duration 1s \
+             --payload 100 --settle 100ms --quiet",
+            http = node.http,
+            grpc = node.grpc,
+        );
+        let report = switchboard_bench::run(BenchArgs::from_args(line.split_whitespace()).unwrap()).await.unwrap();
+        assert_complete(&report, 30);
+        assert!(report.publications >= 30, "{via}: {}", report.table());
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_broadcasts_every_message_to_every_other_connection() {
+    let port = free_port();
+    let floor = Proc::spawn_program(
+        "bench-floor",
+        workspace_binary("switchboard-bench", "bench-floor"),
+        vec!["--listen".into(), format!("127.0.0.1:{port}")],
+        port,
+    );
+    let line = format!(
+        "broadcast --target floor --url ws://{addr}/ --subscribers 40 --rate 50 --duration 1s --payload 100 \
+         --settle 100ms --quiet",
+        addr = floor.addr(),
+    );
+    let report = switchboard_bench::run(BenchArgs::from_args(line.split_whitespace()).unwrap()).await.unwrap();
+    assert_eq!((report.connections, report.connect_failures), (41, 0), "40 subscribers and the publisher");
+    assert_complete(&report, 40);
 }

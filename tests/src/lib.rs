@@ -174,16 +174,22 @@ where
 
 /// The `switchboard` binary built by `cargo build` (the Makefile builds it before tests).
 pub fn binary() -> PathBuf {
+    workspace_binary("switchboard", "switchboard")
+}
+
+/// The path of binary `name` of workspace package `package` in the test's own profile,
+/// built first if it is missing (`make test` builds every binary before the tests).
+pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/switchboard
-    let path = exe.parent().and_then(|d| d.parent()).unwrap().join("switchboard");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "switchboard", "--bin", "switchboard"])
+            .args(["build", "-p", package, "--bin", name])
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the switchboard binary failed");
+        assert!(status.success(), "building the {name} binary failed");
     }
     path
 }

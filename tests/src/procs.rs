@@ -1,5 +1,6 @@
 //! Switchboard processes for cluster tests: real `switchboard gateway` and `switchboard
-//! control` children of the test, on free loopback ports, killed on drop.
+//! control` children of the test (or another binary of the workspace, such as
+//! `bench-floor`), on free loopback ports, killed on drop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub const SECRET: &str = "cluster-test-secret";
 /// One switchboard child process.
 pub struct Proc {
     pub name: String,
+    program: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
@@ -25,15 +27,20 @@ pub struct Proc {
 impl Proc {
     /// Spawns `switchboard ARGS` and waits until `port` accepts connections.
     pub fn spawn(name: &str, args: Vec<String>, port: u16) -> Proc {
+        Proc::spawn_program(name, binary(), args, port)
+    }
+
+    /// Spawns `program ARGS` and waits until `port` accepts connections.
+    pub fn spawn_program(name: &str, program: PathBuf, args: Vec<String>, port: u16) -> Proc {
         let log = std::env::temp_dir().join(format!("sb-{}-{name}-{port}.log", std::process::id()));
-        let mut p = Proc { name: name.to_owned(), child: None, args, log, port };
+        let mut p = Proc { name: name.to_owned(), program, child: None, args, log, port };
         p.start();
         p
     }
 
     fn start(&mut self) {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(&self.program)
             .args(&self.args)
             .env("SWITCHBOARD_LOG", "info,switchboard_control=debug")
             .stdout(Stdio::from(out.try_clone().unwrap()))

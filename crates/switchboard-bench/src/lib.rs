@@ -75,8 +75,8 @@ pub struct BenchArgs {
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
-    /// How Switchboard publications are sent: the gRPC API, or client connections (`rooms`,
-    /// `fanin`: each publisher's own connection; `broadcast`: the Rust client library).
+    /// How Switchboard publications are sent: the gRPC API, or client connections (each
+    /// publisher its own connection, writing at its rate without waiting for replies).
     #[arg(long, value_enum, default_value = "grpc")]
     pub publish_via: PublishVia,
     /// Server process ids, comma-separated: their RSS and CPU time are read from /proc and
@@ -90,9 +90,11 @@ pub struct BenchArgs {
     /// `rooms`: members per room (each member publishes with `--publish-via client`).
     #[arg(long, default_value_t = 10)]
     pub rooms_size: usize,
-    /// `fanin`: publishers into the one subscribed channel.
-    #[arg(long, default_value_t = 100)]
-    pub publishers: usize,
+    /// `broadcast` and `fanin`: publishers into the one channel, each with its own sequence
+    /// (default 1 for `broadcast`, 100 for `fanin`). gRPC publishers wait for each call's
+    /// answer before the next, so several keep more publications in flight.
+    #[arg(long)]
+    pub publishers: Option<usize>,
     /// After publishing stops, how long to wait for deliveries still in flight.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
@@ -150,6 +152,9 @@ pub enum Target {
     NatsWs,
     /// Socket.IO 4 (`sub` with an ack joins a room, `pub` emits `m` to it).
     Socketio,
+    /// `bench-floor`, the minimal broadcaster: every message a connection sends goes to all
+    /// the others.
+    Floor,
 }
 
 // === impl Target ===
@@ -158,7 +163,7 @@ impl Target {
     fn subprotocol(self) -> Option<&'static str> {
         match self {
             Target::Switchboard => Some("switchboard.v1.json"),
-            Target::NatsWs | Target::Socketio => None,
+            Target::NatsWs | Target::Socketio | Target::Floor => None,
         }
     }
 
@@ -167,6 +172,7 @@ impl Target {
             Target::Switchboard => "switchboard",
             Target::NatsWs => "nats-ws",
             Target::Socketio => "socketio",
+            Target::Floor => "floor",
         }
     }
 }

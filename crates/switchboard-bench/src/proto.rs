@@ -7,6 +7,7 @@
 //!   frames, which may split or join protocol messages anywhere.
 //! - `socketio`: Engine.IO v4 / Socket.IO v5 text packets: `0{…}` open, `40` namespace
 //!   connect, `42["event",…]` events, `43<id>[…]` acks, `2`/`3` ping/pong.
+//! - `floor`: no protocol at all: every text frame is a publication, in both directions.
 
 use crate::Target;
 use crate::ws::{self, Frame, FrameError};
@@ -91,6 +92,7 @@ impl Proto {
         match self.target {
             Target::Switchboard => switchboard_message(msg, sink),
             Target::Socketio => socketio_message(msg, &mut self.out, sink),
+            Target::Floor => sink(Msg::Data(msg)),
             Target::NatsWs => {
                 if self.carry.is_empty() {
                     let used = nats_messages(msg, &mut self.out, sink);
@@ -135,6 +137,8 @@ impl Proto {
                 ws::encode(&mut self.out, ws::TEXT, b"40");
                 Hello::Ready
             }
+            // The upgrade alone subscribes.
+            Target::Floor => Hello::Done,
         }
     }
 
@@ -166,6 +170,7 @@ impl Proto {
                 scratch.push(b']');
                 ws::encode(&mut self.out, ws::TEXT, scratch);
             }
+            Target::Floor => ws::encode(&mut self.out, ws::TEXT, payload),
             Target::NatsWs => {
                 scratch.extend_from_slice(format!("PUB {channel} {}\r\n", payload.len()).as_bytes());
                 scratch.extend_from_slice(payload);
@@ -195,6 +200,7 @@ impl Proto {
     /// Whether the hello is complete after `msg`; an error when it was refused.
     pub fn hello_done(hello: Hello, msg: &Msg<'_>) -> Result<bool, String> {
         match (hello, msg) {
+            (Hello::Done, _) => Ok(true),
             (Hello::Reply(want), Msg::Reply { id, error }) if *id == want => {
                 if *error {
                     Err(format!("request {id} refused"))
@@ -217,6 +223,8 @@ pub enum Hello {
     Reply(u32),
     /// The server's acknowledgement of the session.
     Ready,
+    /// Nothing to wait for.
+    Done,
 }
 
 /// `{"id":N,…}` is a reply (an error if it holds `"error"`); anything else may be a push.

@@ -1,5 +1,4 @@
-//! Publishers that are not subscriber connections: the gRPC API, the Rust client library,
-//! and a plain NATS client. Each owns some streams (channel, publisher `k`) and publishes
+//! Publishers that are not connections of the run: the gRPC API and a plain NATS client. Each owns some streams (channel, publisher `k`) and publishes
 //! them in turn at its share of the rate, one call after another, so that each stream's
 //! order is the order of the calls.
 
@@ -63,7 +62,6 @@ impl Pacer {
 /// The ways publications leave the generator outside subscriber connections.
 pub enum Publisher {
     Grpc(SwitchboardApiClient<tonic::transport::Channel>),
-    Client(switchboard_client::Client),
     Nats(async_nats::Client),
 }
 
@@ -77,7 +75,6 @@ impl Publisher {
                 .await
                 .map(drop)
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-            Publisher::Client(client) => client.publish(channel, data).await.map(drop).map_err(|e| e.to_string()),
             Publisher::Nats(nats) => nats.publish(channel.to_owned(), data).await.map_err(|e| e.to_string()),
         }
     }

@@ -67,7 +67,7 @@ pub struct Plan {
     pub publishers_per_channel: Vec<u32>,
     /// One role per connection.
     pub roles: Vec<Role>,
-    /// Streams published from outside the connections (gRPC, the client library, NATS).
+    /// Streams published from outside the connections (gRPC, NATS).
     pub external: Vec<(usize, u32)>,
     /// Publications per second of the external streams, in all.
     pub external_rate: f64,
@@ -79,10 +79,11 @@ pub fn plan(args: &BenchArgs, run_id: &str) -> anyhow::Result<Plan> {
     let name = |i: usize| match args.target {
         Target::Switchboard => format!("bench:{run_id}-{i}"),
         Target::NatsWs => format!("bench.{run_id}.{i}"),
-        Target::Socketio => format!("{run_id}-{i}"),
+        Target::Socketio | Target::Floor => format!("{run_id}-{i}"),
     };
     let n = args.subscribers;
-    let via_client = args.publish_via == PublishVia::Client || args.target == Target::Socketio;
+    // Socket.IO and the floor publish through a connection of their own.
+    let via_client = args.publish_via == PublishVia::Client || matches!(args.target, Target::Socketio | Target::Floor);
     let sub = |channel: usize| Role { subscribe: Some(channel), publish: None };
     let mut plan = Plan {
         channels: vec![name(0)],
@@ -93,13 +94,27 @@ pub fn plan(args: &BenchArgs, run_id: &str) -> anyhow::Result<Plan> {
         multi: false,
     };
     match args.scenario {
-        Scenario::Broadcast => {
-            plan.roles = vec![sub(0); n];
-            if args.target == Target::Socketio {
-                let publish = PublishRole { channel: 0, k: 0, rate: args.rate };
-                plan.roles.push(Role { subscribe: None, publish: Some(publish) });
+        Scenario::Broadcast | Scenario::Fanin => {
+            // One channel: `n` subscribers and one publisher (broadcast), or one subscriber
+            // and many publishers (fan-in). Each publisher is a stream of its own (`k`).
+            let (subscribers, p) = match args.scenario {
+                Scenario::Broadcast => (n, args.publishers.unwrap_or(1).max(1)),
+                _ => (1, args.publishers.unwrap_or(100).max(1)),
+            };
+            plan.multi = p > 1;
+            plan.publishers_per_channel = vec![p as u32];
+            plan.roles = vec![sub(0); subscribers];
+            if via_client {
+                // Publishing connections write at their pace without waiting for replies.
+                let rate = args.rate / p as f64;
+                plan.roles.extend(
+                    (0..p).map(|j| Role {
+                        subscribe: None,
+                        publish: Some(PublishRole { channel: 0, k: j as u32, rate }),
+                    }),
+                );
             } else {
-                plan.external = vec![(0, 0)];
+                plan.external = (0..p).map(|j| (0, j as u32)).collect();
             }
         }
         Scenario::Rooms => {
@@ -120,23 +135,6 @@ pub fn plan(args: &BenchArgs, run_id: &str) -> anyhow::Result<Plan> {
                 plan.publishers_per_channel = vec![1; rooms];
                 plan.roles = (0..n).map(|i| sub(i / k)).collect();
                 plan.external = (0..rooms).map(|r| (r, 0)).collect();
-            }
-        }
-        Scenario::Fanin => {
-            let p = args.publishers.max(1);
-            plan.multi = true;
-            plan.publishers_per_channel = vec![p as u32];
-            plan.roles = vec![sub(0)];
-            if via_client {
-                let rate = args.rate / p as f64;
-                plan.roles.extend(
-                    (0..p).map(|j| Role {
-                        subscribe: None,
-                        publish: Some(PublishRole { channel: 0, k: j as u32, rate }),
-                    }),
-                );
-            } else {
-                plan.external = (0..p).map(|j| (0, j as u32)).collect();
             }
         }
         Scenario::Idle => plan.roles = vec![sub(0); n],
@@ -410,20 +408,12 @@ async fn start_publishers(
         let rate = plan.external_rate * streams.len() as f64 / plan.external.len() as f64;
         let publisher = match (args.target, &grpc) {
             (Target::Switchboard, Some(api)) => Publisher::Grpc(api.clone()),
-            (Target::Switchboard, None) => {
-                let config = switchboard_client::ClientConfig::new(&args.url[0]).reconnect(false);
-                Publisher::Client(
-                    switchboard_client::Client::connect(config)
-                        .await
-                        .with_context(|| format!("cannot connect a publisher to {}", args.url[0]))?,
-                )
-            }
             (Target::NatsWs, _) => Publisher::Nats(
                 async_nats::connect(&args.nats)
                     .await
                     .with_context(|| format!("cannot connect to NATS at {}", args.nats))?,
             ),
-            (Target::Socketio, _) => bail!("socket.io publishes through a connection"),
+            _ => bail!("{} publishes through a connection", args.target.name()),
         };
         handles.push(tokio::spawn(publish::run(ctx.clone(), publisher, streams, rate)));
     }

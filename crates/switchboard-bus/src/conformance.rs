@@ -24,8 +24,9 @@ pub struct Recorder {
 }
 
 impl Deliver for Recorder {
-    fn deliver(&self, publication: Publication) {
-        self.received.lock().unwrap().push(publication);
+    fn deliver(&self, batch: &[Publication]) {
+        assert!(!batch.is_empty() && batch.len() <= crate::MAX_BATCH, "batches hold 1..=MAX_BATCH publications");
+        self.received.lock().unwrap().extend_from_slice(batch);
         self.changed.notify_waiters();
     }
 }

@@ -44,11 +44,17 @@ pub struct Position {
 
 /// Receives the publications for the channels a node subscribed to.
 ///
-/// Called from the bus's own context (the publisher's task for the in-process bus), so it
-/// must not block: queue the work and return.
+/// Called from the bus's own context (a delivery task of the node), so it must not block:
+/// queue the work and return. Each call hands over what arrived together, at most
+/// [`MAX_BATCH`] publications, in delivery order: every channel's publications in offset
+/// order, and consecutive ones often of the same channel, which lets the receiver encode
+/// and queue them as one piece.
 pub trait Deliver: Send + Sync + 'static {
-    fn deliver(&self, publication: Publication);
+    fn deliver(&self, batch: &[Publication]);
 }
+
+/// Most publications handed to one [`Deliver::deliver`] call.
+pub const MAX_BATCH: usize = 64;
 
 /// A node's handle on the bus.
 ///

@@ -28,7 +28,7 @@ use switchboard_wire::Channel;
 use tokio::sync::mpsc;
 
 use crate::subjects::{Address, Subjects, matches};
-use crate::{Bus, BusError, Deliver, Inbox, Incoming, Message, Position, Publication, ReplyTo, new_epoch};
+use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Position, Publication, ReplyTo, new_epoch};
 
 const SHARDS: usize = 64;
 
@@ -98,8 +98,11 @@ impl MemoryBroker {
     pub fn connect(&self, deliver: Arc<dyn Deliver>) -> MemoryBus {
         let (queue, mut rx) = mpsc::unbounded_channel::<Publication>();
         tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                deliver.deliver(p);
+            // Whatever queued up while the deliverer was busy goes in one call.
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                deliver.deliver(&batch);
+                batch.clear();
             }
         });
         MemoryBus {

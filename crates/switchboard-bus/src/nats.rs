@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::shard::shard;
 use crate::subjects::{Address, Subjects};
-use crate::{Bus, BusError, Deliver, Inbox, Incoming, Message, Position, Publication, ReplyTo, new_epoch};
+use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Position, Publication, ReplyTo, new_epoch};
 
 /// How long `connect` waits for the first connection before returning anyway.
 const INITIAL_CONNECT_WAIT: Duration = Duration::from_secs(2);
@@ -232,20 +232,37 @@ impl Bus for NatsBus {
             };
             let _ = confirm.send(flushed);
             let mut epoch: Arc<str> = Arc::from("");
-            while let Some(msg) = sub.next().await {
-                let Ok(p) = pb::BusPublication::decode(msg.payload) else {
-                    tracing::warn!(channel = %channel_name, "undecodable publication dropped");
-                    continue;
-                };
-                if *epoch != *p.epoch {
-                    epoch = Arc::from(p.epoch);
+            let mut batch = Vec::new();
+            while let Some(mut msg) = sub.next().await {
+                // Take what else async-nats already read off the socket: one call, one piece
+                // per subscriber in the hub.
+                loop {
+                    match pb::BusPublication::decode(msg.payload) {
+                        Ok(p) => {
+                            if *epoch != *p.epoch {
+                                epoch = Arc::from(p.epoch);
+                            }
+                            batch.push(Publication {
+                                channel: channel_name.clone(),
+                                offset: p.offset,
+                                epoch: epoch.clone(),
+                                data: p.data,
+                            });
+                        }
+                        Err(_) => tracing::warn!(channel = %channel_name, "undecodable publication dropped"),
+                    }
+                    if batch.len() == MAX_BATCH {
+                        break;
+                    }
+                    match sub.next().now_or_never() {
+                        Some(Some(next)) => msg = next,
+                        _ => break,
+                    }
                 }
-                deliver.deliver(Publication {
-                    channel: channel_name.clone(),
-                    offset: p.offset,
-                    epoch: epoch.clone(),
-                    data: p.data,
-                });
+                if !batch.is_empty() {
+                    deliver.deliver(&batch);
+                    batch.clear();
+                }
             }
         });
         channels.insert(channel.clone(), task);

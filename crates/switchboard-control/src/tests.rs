@@ -30,7 +30,7 @@ const DEADLINE: Duration = Duration::from_secs(2);
 struct NoDeliver;
 
 impl Deliver for NoDeliver {
-    fn deliver(&self, _: Publication) {}
+    fn deliver(&self, _: &[Publication]) {}
 }
 
 pub(crate) fn config(id: &str) -> ControlConfig {

@@ -22,7 +22,7 @@ use futures_util::future::{BoxFuture, Shared as SharedFuture};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, BusError, Deliver, Publication};
-use switchboard_hub::{Hub, Interest};
+use switchboard_hub::{Hub, Interest, Item};
 use switchboard_wire::Channel;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,10 +100,16 @@ struct HubDeliver {
 }
 
 impl Deliver for HubDeliver {
-    fn deliver(&self, p: Publication) {
-        let d = self.hub.deliver(&p.channel, p.offset, &p.epoch, &p.data);
-        self.metrics.publications.increment(1);
-        self.metrics.deliveries.increment(d.queued as u64);
+    fn deliver(&self, batch: &[Publication]) {
+        let mut items = Vec::with_capacity(batch.len());
+        // Runs of one channel go to the hub together.
+        for run in batch.chunk_by(|a, b| a.channel == b.channel) {
+            items.clear();
+            items.extend(run.iter().map(|p| Item { offset: p.offset, epoch: &p.epoch, data: &p.data }));
+            let d = self.hub.deliver(&run[0].channel, &items);
+            self.metrics.deliveries.increment(d.queued as u64);
+        }
+        self.metrics.publications.increment(batch.len() as u64);
     }
 }
 

@@ -28,6 +28,8 @@ use crate::ws::{FrameReader, Message, ReadError};
 
 /// Most frames written in one vectored write.
 const MAX_IOV: usize = 64;
+/// The write buffer a flush keeps for the next batch, in frames (32 bytes each).
+const MAX_KEPT_FRAMES: usize = 1024;
 /// Time allowed to flush a close frame and hear the client's close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -138,12 +140,8 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = self.sub.outbox.ready(), if self.pending.is_empty() => {
-                    if self.sub.outbox.take(&mut self.pending) == Taken::Overflowed {
-                        self.shared.metrics.limit_outbound_queue.increment(1);
-                        return End::Close(CloseCode::SLOW_CONSUMER);
-                    }
-                    if self.flush().is_err() {
-                        return End::Gone;
+                    if let Some(end) = self.write_queued() {
+                        return end;
                     }
                 }
                 r = self.stream.writable(), if !self.pending.is_empty() => {
@@ -185,6 +183,7 @@ impl Session {
                         pong_deadline = None;
                     }
                     if now >= next_ping {
+                        self.trim();
                         self.sub.outbox.push(frame::control(frame::OPCODE_PING, b""));
                         next_ping = now + ping_interval;
                         if pong_deadline.is_none() {
@@ -478,17 +477,34 @@ impl Session {
         }
     }
 
+    /// Takes what the outbox holds and writes what the socket takes now.
+    fn write_queued(&mut self) -> Option<End> {
+        if self.sub.outbox.take(&mut self.pending) == Taken::Overflowed {
+            self.shared.metrics.limit_outbound_queue.increment(1);
+            return Some(End::Close(CloseCode::SLOW_CONSUMER));
+        }
+        self.flush().is_err().then_some(End::Gone)
+    }
+
+    /// Frees the write buffers a burst left behind (called once per ping interval).
+    fn trim(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+        self.sub.outbox.trim();
+    }
+
     /// Writes as much of `pending` as the socket takes now.
     fn flush(&mut self) -> io::Result<()> {
         while self.head < self.pending.len() {
-            let end = (self.head + MAX_IOV).min(self.pending.len());
+            let frames = &self.pending[self.head..];
+            let end = frames.len().min(MAX_IOV);
             // On the stack: a flush allocates nothing.
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = end - self.head;
-            for (slot, frame) in slices.iter_mut().zip(&self.pending[self.head..end]) {
+            for (slot, frame) in slices.iter_mut().zip(&frames[..end]) {
                 *slot = IoSlice::new(frame);
             }
-            let mut written = match self.stream.try_write_vectored(&slices[..n]) {
+            let mut written = match self.stream.try_write_vectored(&slices[..end]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -507,7 +523,10 @@ impl Session {
         }
         self.pending.clear();
         self.head = 0;
-        if self.pending.capacity() > 16 {
+        // The emptied buffer goes back to the outbox on the next take (no allocation per
+        // batch); an outsized one from a rare burst is not kept. Quiet connections free
+        // both buffers at the next ping (`Session::trim`).
+        if self.pending.capacity() > MAX_KEPT_FRAMES {
             self.pending = Vec::new();
         }
         Ok(())

@@ -27,27 +27,48 @@ pub fn encode_opcode(opcode: u8, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut buf = Vec::with_capacity(128);
     buf.resize(MAX_HEADER, 0);
     write(&mut buf);
-    let len = buf.len() - MAX_HEADER;
-    let start = match len {
+    let start = header(&mut buf, 0, opcode);
+    Bytes::from(buf).slice(start..)
+}
+
+/// Appends a complete data frame for `encoding` to `out`, which may hold frames already.
+pub fn append(out: &mut Vec<u8>, encoding: Encoding, write: impl FnOnce(&mut Vec<u8>)) {
+    let opcode = if encoding.is_text() { OPCODE_TEXT } else { OPCODE_BINARY };
+    let at = out.len();
+    out.resize(at + MAX_HEADER, 0);
+    write(out);
+    let start = header(out, at, opcode);
+    if start > at {
+        // Close the gap a short header left (one small move per frame).
+        out.copy_within(start.., at);
+        out.truncate(out.len() - (start - at));
+    }
+}
+
+/// Writes the header of the frame whose payload follows `MAX_HEADER` reserved bytes at
+/// `at`, right-aligned against the payload. Returns where the frame now starts.
+fn header(buf: &mut [u8], at: usize, opcode: u8) -> usize {
+    let len = buf.len() - at - MAX_HEADER;
+    let h = &mut buf[at..at + MAX_HEADER];
+    match len {
         0..=125 => {
-            buf[8] = 0x80 | opcode;
-            buf[9] = len as u8;
-            8
+            h[8] = 0x80 | opcode;
+            h[9] = len as u8;
+            at + 8
         }
         126..=0xFFFF => {
-            buf[6] = 0x80 | opcode;
-            buf[7] = 126;
-            buf[8..10].copy_from_slice(&(len as u16).to_be_bytes());
-            6
+            h[6] = 0x80 | opcode;
+            h[7] = 126;
+            h[8..10].copy_from_slice(&(len as u16).to_be_bytes());
+            at + 6
         }
         _ => {
-            buf[0] = 0x80 | opcode;
-            buf[1] = 127;
-            buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            0
+            h[0] = 0x80 | opcode;
+            h[1] = 127;
+            h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            at
         }
-    };
-    Bytes::from(buf).slice(start..)
+    }
 }
 
 /// A close frame with `code` and `reason` (truncated to fit the 125-byte control payload).
@@ -84,6 +105,19 @@ mod tests {
             let f = encode(Encoding::Json, |b| b.resize(b.len() + len, b'x'));
             assert_eq!(&f[..header.len()], &header[..], "len {len}");
             assert_eq!(f.len(), header.len() + len);
+        }
+    }
+
+    #[test]
+    fn appended_frames_equal_single_frames_back_to_back() {
+        for encoding in [Encoding::Json, Encoding::Protobuf] {
+            let mut out = Vec::new();
+            let mut want = Vec::new();
+            for len in [0usize, 3, 125, 126, 300, 65536, 1] {
+                append(&mut out, encoding, |b| b.resize(b.len() + len, b'y'));
+                want.extend_from_slice(&encode(encoding, |b| b.resize(b.len() + len, b'y')));
+            }
+            assert_eq!(out, want);
         }
     }
 

@@ -5,11 +5,14 @@
 //! The lock is per connection and held only to move a pointer in or swap the queue out, so
 //! it is contended by at most the writer and one producer at a time.
 //!
+//! The queue and the writer's buffer trade places on every [`Outbox::take`] (double
+//! buffering): under steady traffic neither side allocates, and [`Outbox::trim`] gives the
+//! memory back once the connection goes quiet.
+//!
 //! Policy when a consumer is slow: once the queued bytes would exceed the limit, the outbox
 //! stops accepting frames and reports [`Push::Overflow`]; the session is then closed with
 //! close code 4002 (slow consumer), never left to grow.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -34,7 +37,7 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: Vec<Bytes>,
     bytes: usize,
     overflowed: bool,
     closed: bool,
@@ -68,7 +71,7 @@ impl Outbox {
         // big publication cannot wedge a connection that keeps up.
         if s.bytes + frame.len() > self.max_bytes && !s.frames.is_empty() {
             s.overflowed = true;
-            s.frames = VecDeque::new();
+            s.frames = Vec::new();
             s.bytes = 0;
             drop(s);
             self.ready.notify_one();
@@ -76,7 +79,7 @@ impl Outbox {
         }
         s.bytes += frame.len();
         let was_empty = s.frames.is_empty();
-        s.frames.push_back(frame);
+        s.frames.push(frame);
         drop(s);
         if was_empty {
             self.ready.notify_one();
@@ -84,19 +87,35 @@ impl Outbox {
         Push::Queued
     }
 
-    /// Moves every queued frame into `into` (appending).
+    /// Moves every queued frame into `into` (appending). When `into` is empty, which is the
+    /// writer's steady state, the two buffers swap: the queue keeps `into`'s capacity for
+    /// the next frames and nothing is copied or allocated.
     pub fn take(&self, into: &mut Vec<Bytes>) -> Taken {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.overflowed {
             return Taken::Overflowed;
         }
-        into.extend(s.frames.drain(..));
-        s.bytes = 0;
-        if s.frames.capacity() > 8 {
-            // Give back what a burst grew, so an idle connection holds no queue memory.
-            s.frames = VecDeque::new();
+        if into.is_empty() {
+            std::mem::swap(&mut s.frames, into);
+        } else {
+            into.append(&mut s.frames);
         }
+        s.bytes = 0;
         Taken::Frames
+    }
+
+    /// Frees the queue's spare capacity if nothing is queued: called by the writer from
+    /// time to time, so a connection that had a burst and went quiet holds no queue memory.
+    pub fn trim(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.frames.is_empty() && s.frames.capacity() > 0 {
+            s.frames = Vec::new();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).frames.capacity()
     }
 
     /// Waits until a frame was pushed or the outbox overflowed since the last `take`.
@@ -108,7 +127,7 @@ impl Outbox {
     pub fn close(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.closed = true;
-        s.frames = VecDeque::new();
+        s.frames = Vec::new();
         s.bytes = 0;
     }
 

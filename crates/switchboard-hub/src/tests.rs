@@ -23,6 +23,25 @@ fn ch(s: &str) -> Channel {
     Channel::parse(s).unwrap()
 }
 
+/// Delivers one publication.
+fn deliver1(hub: &Hub, channel: &Channel, offset: u64, epoch: &str, data: &Bytes) -> Delivery {
+    hub.deliver(channel, &[Item { offset, epoch, data }])
+}
+
+/// Splits a buffer of server frames (short and 16-bit lengths) into their payloads.
+fn payloads(mut buf: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (len, head) = match buf[1] {
+            126 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+            n => (n as usize, 2),
+        };
+        out.push(&buf[head..head + len]);
+        buf = &buf[head + len..];
+    }
+    out
+}
+
 #[test]
 fn a_thousand_subscribers_make_one_interest_and_leaving_ends_it() {
     let log = Arc::new(Log::default());
@@ -49,7 +68,7 @@ fn a_publication_is_encoded_once_per_encoding_and_shared() {
     for s in &subs {
         hub.subscribe(&ch("c"), s);
     }
-    let d = hub.deliver(&ch("c"), 7, "ep", &Bytes::from_static(b"{\"a\":1}"));
+    let d = deliver1(&hub, &ch("c"), 7, "ep", &Bytes::from_static(b"{\"a\":1}"));
     assert_eq!(d, Delivery { queued: 6, overflowed: 0 });
     let frames: Vec<Bytes> = subs
         .iter()
@@ -69,17 +88,56 @@ fn a_publication_is_encoded_once_per_encoding_and_shared() {
 }
 
 #[test]
+fn a_batch_is_queued_as_one_shared_piece_in_offset_order() {
+    let hub = Hub::new(Arc::new(Log::default()));
+    let subs: Vec<_> = (0..3).map(|i| sub(i, Encoding::Json)).collect();
+    for s in &subs {
+        hub.subscribe(&ch("c"), s);
+    }
+    let data: Vec<Bytes> = (0..3).map(|i| Bytes::from(format!("{i}"))).collect();
+    let items: Vec<Item<'_>> =
+        data.iter().enumerate().map(|(i, d)| Item { offset: 10 + i as u64, epoch: "e", data: d }).collect();
+    assert_eq!(hub.deliver(&ch("c"), &items), Delivery { queued: 9, overflowed: 0 });
+    let mut first = Vec::new();
+    subs[0].outbox.take(&mut first);
+    assert_eq!(first.len(), 1, "one piece per subscriber");
+    let want: Vec<String> =
+        (0..3).map(|i| format!(r#"{{"pub":{{"channel":"c","offset":{},"epoch":"e","data":{i}}}}}"#, 10 + i)).collect();
+    let got: Vec<&[u8]> = payloads(&first[0]);
+    assert_eq!(got, want.iter().map(|w| w.as_bytes()).collect::<Vec<_>>());
+    let mut second = Vec::new();
+    subs[1].outbox.take(&mut second);
+    assert_eq!(second[0].as_ptr(), first[0].as_ptr(), "the piece is shared");
+}
+
+#[test]
+fn a_large_batch_is_split_into_pieces_of_bounded_size() {
+    let hub = Hub::new(Arc::new(Log::default()));
+    let s = sub(1, Encoding::Json);
+    hub.subscribe(&ch("c"), &s);
+    let data = Bytes::from(format!("\"{}\"", "x".repeat(10_000)));
+    let items: Vec<Item<'_>> = (0..20).map(|i| Item { offset: i, epoch: "e", data: &data }).collect();
+    assert_eq!(hub.deliver(&ch("c"), &items).queued, 20);
+    let mut pieces = Vec::new();
+    s.outbox.take(&mut pieces);
+    assert!(pieces.len() >= 3, "{} pieces", pieces.len());
+    assert!(pieces.iter().all(|p| p.len() < BATCH_BYTES + 11_000));
+    let frames: usize = pieces.iter().map(|p| payloads(p).len()).sum();
+    assert_eq!(frames, 20);
+}
+
+#[test]
 fn delivery_reaches_only_the_channel_subscribers() {
     let hub = Hub::new(Arc::new(Log::default()));
     let (a, b) = (sub(1, Encoding::Json), sub(2, Encoding::Json));
     hub.subscribe(&ch("x"), &a);
     hub.subscribe(&ch("y"), &b);
-    hub.deliver(&ch("x"), 1, "e", &Bytes::from_static(b"1"));
+    deliver1(&hub, &ch("x"), 1, "e", &Bytes::from_static(b"1"));
     let (mut va, mut vb) = (Vec::new(), Vec::new());
     a.outbox.take(&mut va);
     b.outbox.take(&mut vb);
     assert_eq!((va.len(), vb.len()), (1, 0));
-    assert_eq!(hub.deliver(&ch("z"), 1, "e", &Bytes::new()), Delivery::default());
+    assert_eq!(deliver1(&hub, &ch("z"), 1, "e", &Bytes::new()), Delivery::default());
 }
 
 #[test]
@@ -91,6 +149,35 @@ fn an_outbox_over_its_limit_overflows_and_refuses_more() {
     assert_eq!(outbox.push(Bytes::from(vec![0; 1])), Push::Overflow);
     assert_eq!(outbox.push(Bytes::from(vec![0; 1])), Push::Closed);
     assert_eq!(outbox.take(&mut Vec::new()), Taken::Overflowed);
+}
+
+#[test]
+fn take_swaps_buffers_in_order_and_trim_frees_a_quiet_queue() {
+    let outbox = Outbox::new(1 << 20);
+    let mut writer = Vec::new();
+    for round in 0..3u8 {
+        for i in 0..10u8 {
+            assert_eq!(outbox.push(Bytes::from(vec![round, i])), Push::Queued);
+        }
+        assert_eq!(outbox.take(&mut writer), Taken::Frames);
+        let got: Vec<Vec<u8>> = writer.iter().map(|b| b.to_vec()).collect();
+        assert_eq!(got, (0..10u8).map(|i| vec![round, i]).collect::<Vec<_>>());
+        assert_eq!(outbox.queued_bytes(), 0);
+        writer.clear();
+    }
+    // From the second round on, the queue reuses the writer's old buffer.
+    assert!(outbox.capacity() >= 10);
+    // A writer that still holds frames gets the new ones appended after them.
+    outbox.push(Bytes::from_static(b"a"));
+    writer.push(Bytes::from_static(b"z"));
+    outbox.take(&mut writer);
+    assert_eq!(writer, [Bytes::from_static(b"z"), Bytes::from_static(b"a")]);
+    outbox.trim();
+    assert_eq!(outbox.capacity(), 0);
+    // Trim leaves queued frames alone.
+    outbox.push(Bytes::from_static(b"b"));
+    outbox.trim();
+    assert_eq!(outbox.queued_bytes(), 1);
 }
 
 #[test]
@@ -113,7 +200,7 @@ fn a_slow_subscriber_overflows_without_affecting_its_neighbours() {
     let mut overflowed = 0;
     let mut drained = Vec::new();
     for i in 0..20 {
-        overflowed += hub.deliver(&ch("c"), i, "e", &Bytes::from_static(b"\"0123456789\"")).overflowed;
+        overflowed += deliver1(&hub, &ch("c"), i, "e", &Bytes::from_static(b"\"0123456789\"")).overflowed;
         fast.outbox.take(&mut drained);
     }
     assert_eq!(overflowed, 1);

@@ -35,7 +35,7 @@ pub struct Dev {
 struct PublishOnly;
 
 impl Deliver for PublishOnly {
-    fn deliver(&self, _: Publication) {}
+    fn deliver(&self, _: &[Publication]) {}
 }
 
 impl Dev {

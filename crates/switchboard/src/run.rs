@@ -83,7 +83,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
 struct Ignore;
 
 impl switchboard_bus::Deliver for Ignore {
-    fn deliver(&self, _: Publication) {}
+    fn deliver(&self, _: &[Publication]) {}
 }
 
 fn fastrand_suffix() -> String {

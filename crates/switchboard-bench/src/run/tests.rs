@@ -29,6 +29,12 @@ fn shape(plan: &Plan) -> Shape {
 fn each_scenario_plans_its_connections_channels_and_publishers() {
     let cases: &[(&str, &str, Shape)] = &[
         ("broadcast subscribes everyone to one channel", "broadcast --subscribers 50", (50, 0, 1, 1, false)),
+        ("broadcast through several gRPC publishers", "broadcast --subscribers 50 --publishers 4", (50, 0, 1, 4, true)),
+        (
+            "broadcast through a client publishes from a connection",
+            "broadcast --subscribers 50 --publish-via client",
+            (50, 1, 1, 0, false),
+        ),
         (
             "socket.io publishes through a connection",
             "broadcast --subscribers 5 --target socketio",

@@ -39,7 +39,7 @@ struct State {
 struct NoDeliver;
 
 impl Deliver for NoDeliver {
-    fn deliver(&self, _: Publication) {}
+    fn deliver(&self, _: &[Publication]) {}
 }
 
 // === impl FakeGateway ===
