@@ -5,8 +5,9 @@
 //! - one thread, no channels, no protocol, no authentication, no limits but a backlog cap;
 //! - every text or binary message a client sends is framed once and written to every other
 //!   connection;
-//! - frames that arrive in one read of the publisher leave in one write per connection,
-//!   written straight from the fan-out loop (the only buffering is what a socket refuses).
+//! - frames that arrived while the broadcaster was busy (from every publisher) leave in one
+//!   write per connection, written straight from the fan-out loop (the only buffering is
+//!   what a socket refuses).
 //!
 //! ```text
 //! bench-floor --listen 127.0.0.1:9000
@@ -54,7 +55,13 @@ fn main() -> io::Result<()> {
     local.block_on(&runtime, async move {
         let listener = TcpListener::bind(args.listen).await?;
         println!("bench-floor listening on ws://{}/", listener.local_addr()?);
-        let floor = Rc::new(Floor { conns: RefCell::new(Vec::new()), max_backlog: args.max_backlog });
+        let floor = Rc::new(Floor {
+            conns: RefCell::new(Vec::new()),
+            round: RefCell::new(Vec::new()),
+            round_ready: Notify::new(),
+            max_backlog: args.max_backlog,
+        });
+        tokio::task::spawn_local(broadcaster(floor.clone()));
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -72,7 +79,36 @@ fn main() -> io::Result<()> {
 
 struct Floor {
     conns: RefCell<Vec<Rc<Conn>>>,
+    /// Frames read since the last broadcast, with the connection each came from (a frame
+    /// is not echoed to its sender).
+    round: RefCell<Vec<(Rc<Conn>, Vec<u8>)>>,
+    round_ready: Notify,
     max_backlog: usize,
+}
+
+/// Writes each round to every connection: one write per connection for everything that
+/// arrived since the previous round (the task runs after the readers that filled it).
+async fn broadcaster(floor: Rc<Floor>) {
+    loop {
+        floor.round_ready.notified().await;
+        let round = std::mem::take(&mut *floor.round.borrow_mut());
+        let mut frames = Vec::new();
+        for (_, bytes) in &round {
+            frames.extend_from_slice(bytes);
+        }
+        for conn in floor.conns.borrow().iter() {
+            if !round.iter().any(|(from, _)| Rc::ptr_eq(from, conn)) {
+                conn.send(&frames, floor.max_backlog);
+            } else {
+                // A publisher gets the others' frames only.
+                let others: Vec<u8> =
+                    round.iter().filter(|(from, _)| !Rc::ptr_eq(from, conn)).flat_map(|(_, b)| b.iter().copied()).collect();
+                if !others.is_empty() {
+                    conn.send(&others, floor.max_backlog);
+                }
+            }
+        }
+    }
 }
 
 struct Conn {
@@ -101,12 +137,10 @@ impl Floor {
         }
     }
 
-    fn broadcast(&self, from: &Conn, frames: &[u8]) {
-        for conn in self.conns.borrow().iter() {
-            if !std::ptr::eq(&**conn, from) {
-                conn.send(frames, self.max_backlog);
-            }
-        }
+    /// Queues `frames` from `from` for the next round.
+    fn broadcast(&self, from: &Rc<Conn>, frames: &[u8]) {
+        self.round.borrow_mut().push((from.clone(), frames.to_vec()));
+        self.round_ready.notify_one();
     }
 }
 
@@ -197,7 +231,7 @@ async fn serve(floor: Rc<Floor>, mut stream: TcpStream) {
 }
 
 /// Reads what is there and handles every complete frame. False when the connection ends.
-fn read(floor: &Floor, conn: &Conn, partial: &mut Vec<u8>) -> bool {
+fn read(floor: &Floor, conn: &Rc<Conn>, partial: &mut Vec<u8>) -> bool {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let n = match conn.stream.try_read(&mut scratch) {
@@ -225,7 +259,7 @@ fn read(floor: &Floor, conn: &Conn, partial: &mut Vec<u8>) -> bool {
 }
 
 /// Handles the frames in `buf`, leaving an incomplete one in `partial`.
-fn on_bytes(floor: &Floor, conn: &Conn, mut buf: Vec<u8>, partial: &mut Vec<u8>) -> bool {
+fn on_bytes(floor: &Floor, conn: &Rc<Conn>, mut buf: Vec<u8>, partial: &mut Vec<u8>) -> bool {
     match frames(floor, conn, &mut buf) {
         Some(used) => {
             buf.drain(..used);
@@ -240,7 +274,7 @@ fn on_bytes(floor: &Floor, conn: &Conn, mut buf: Vec<u8>, partial: &mut Vec<u8>)
 
 /// Handles every complete client frame at the front of `buf` and broadcasts the data ones
 /// together. Returns the bytes used, or `None` when the connection must end.
-fn frames(floor: &Floor, conn: &Conn, buf: &mut [u8]) -> Option<usize> {
+fn frames(floor: &Floor, conn: &Rc<Conn>, buf: &mut [u8]) -> Option<usize> {
     let mut at = 0;
     let mut ok = true;
     ROUND.with(|round| {
