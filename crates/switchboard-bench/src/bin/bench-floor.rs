@@ -101,8 +101,11 @@ async fn broadcaster(floor: Rc<Floor>) {
                 conn.send(&frames, floor.max_backlog);
             } else {
                 // A publisher gets the others' frames only.
-                let others: Vec<u8> =
-                    round.iter().filter(|(from, _)| !Rc::ptr_eq(from, conn)).flat_map(|(_, b)| b.iter().copied()).collect();
+                let others: Vec<u8> = round
+                    .iter()
+                    .filter(|(from, _)| !Rc::ptr_eq(from, conn))
+                    .flat_map(|(_, b)| b.iter().copied())
+                    .collect();
                 if !others.is_empty() {
                     conn.send(&others, floor.max_backlog);
                 }
