@@ -129,6 +129,11 @@ impl Control {
         self.inner.shared.membership().live_replicas().iter().map(|id| id.to_string()).collect()
     }
 
+    /// Gateway snapshot answers merged in full since start.
+    pub fn snapshots_merged(&self) -> u64 {
+        self.inner.shared.snapshots_merged.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sessions held in the owned shards.
     pub fn session_count(&self) -> usize {
         self.inner.shared.registry().len()

@@ -4,7 +4,7 @@
 //! Locks: `membership` and `registry` are plain mutexes held for short synchronous steps,
 //! never across an await and never one inside the other.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub streams_closed: watch::Sender<bool>,
     /// Set by `Control::stop`: calls that need the ring fail at once.
     pub stopped: AtomicBool,
+    /// Gateway snapshot answers merged in full (the last chunk included).
+    pub snapshots_merged: AtomicU64,
 }
 
 /// A spawned task that is aborted when this handle is dropped.
@@ -57,6 +59,7 @@ impl Shared {
             settled: watch::Sender::new(0),
             streams_closed: watch::Sender::new(false),
             stopped: AtomicBool::new(false),
+            snapshots_merged: AtomicU64::new(0),
         }
     }
 

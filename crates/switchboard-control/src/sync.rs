@@ -156,6 +156,7 @@ pub(crate) async fn snapshot(shared: &Shared, shards: ShardSet, target: Target) 
             let (seen, seq) = partial.remove(&chunk.gateway).expect("inserted above");
             removed += shared.registry().remove_absent(&chunk.gateway, &shards, &seen, seq, Instant::now());
             expected.remove(chunk.gateway.as_str());
+            shared.snapshots_merged.fetch_add(1, Ordering::Relaxed);
         }
     }
     tracing::debug!(shards = shards.len(), merged, removed, "snapshot merged");
