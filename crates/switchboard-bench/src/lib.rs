@@ -185,7 +185,8 @@ pub enum PublishVia {
     Client,
 }
 
-/// Parses `250ms`, `30s`, `2m`, `1h`, or plain seconds.
+/// Parses `250ms`, `30s`, `2m`, `1h`, or plain seconds: every duration on the command line
+/// (the binary's flags use it too).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -217,6 +218,10 @@ mod tests {
             ("5", Some(Duration::from_secs(5))),
             ("5d", None),
             ("", None),
+            ("s", None),
+            ("10x", None),
+            ("-1s", None),
+            ("ten", None),
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration(text).ok(), *want, "{text}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use switchboard_gateway::GatewayConfig;
 
-use crate::duration;
+use switchboard_bench::parse_duration;
 
 /// Switchboard: a horizontally scaled WebSocket pub/sub gateway.
 #[derive(Debug, Parser)]
@@ -82,13 +82,13 @@ pub struct ControlArgs {
     #[arg(long, env = "SWITCHBOARD_REPLICA_ID")]
     pub replica_id: Option<String>,
     /// A gateway silent this long has its sessions dropped from the registry (at most 15s).
-    #[arg(long, env = "SWITCHBOARD_GATEWAY_LEASE", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_GATEWAY_LEASE", default_value = "10s", value_parser = parse_duration)]
     pub gateway_lease: Duration,
     /// A control replica silent this long leaves the hash ring.
-    #[arg(long, env = "SWITCHBOARD_REPLICA_LEASE", default_value = "3s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_REPLICA_LEASE", default_value = "3s", value_parser = parse_duration)]
     pub replica_lease: Duration,
     /// Time allowed for a query to another replica or a command to a gateway.
-    #[arg(long, env = "SWITCHBOARD_QUERY_TIMEOUT", default_value = "2s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_QUERY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub query_timeout: Duration,
     /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP on this address;
     /// unset: not served.
@@ -192,16 +192,16 @@ pub struct GatewayArgs {
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Time for the HTTP upgrade and then for the connect command (close 4003).
-    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
     /// Interval between server pings.
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
     pub ping_interval: Duration,
     /// Time after a server ping within which the client must send something (else close 4004).
-    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub pong_timeout: Duration,
     /// Window over which sessions are asked to reconnect when the node drains.
-    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", default_value = "5s", value_parser = parse_duration)]
     pub drain_window: Duration,
     /// Refuse client publishes (error 103); backends still publish through gRPC.
     #[arg(long, env = "SWITCHBOARD_NO_CLIENT_PUBLISH")]
@@ -210,7 +210,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond).
-    #[arg(long, env = "SWITCHBOARD_RPC_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
+    #[arg(long, env = "SWITCHBOARD_RPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]

@@ -4,7 +4,6 @@
 pub mod admin;
 pub mod cli;
 pub mod dev;
-pub mod duration;
 pub mod run;
 pub mod tools;
 
