@@ -56,8 +56,16 @@ struct BrokerInner {
 /// Listeners of addressed messages, by subject pattern.
 #[derive(Default)]
 struct Router {
-    listeners: Mutex<HashMap<String, Vec<Listener>>>,
+    listeners: Mutex<Listeners>,
     next_id: AtomicU64,
+}
+
+/// Exact subjects are looked up, only wildcard patterns are scanned: a gateway listens on
+/// one subject per connected user, and routing must not cost a scan of them all.
+#[derive(Default)]
+struct Listeners {
+    exact: HashMap<String, Vec<Listener>>,
+    wildcard: HashMap<String, Vec<Listener>>,
 }
 
 struct Listener {
@@ -135,11 +143,9 @@ impl Router {
     fn listen(self: &Arc<Self>, pattern: String, queue: Option<String>) -> Inbox {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).entry(pattern.clone()).or_default().push(Listener {
-            id,
-            queue,
-            tx,
-        });
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.by_kind(&pattern).entry(pattern.clone()).or_default().push(Listener { id, queue, tx });
+        drop(listeners);
         let guard = ListenGuard { router: self.clone(), pattern, id };
         Inbox::new(
             futures_util::stream::poll_fn(move |cx| {
@@ -155,15 +161,12 @@ impl Router {
         let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         let mut groups: HashMap<&str, Vec<&Listener>> = HashMap::new();
         let mut delivered = 0;
-        for (pattern, ls) in listeners.iter() {
-            if pattern != subject && !matches(pattern, subject) {
-                continue;
-            }
-            for l in ls {
-                match &l.queue {
-                    Some(q) => groups.entry(q.as_str()).or_default().push(l),
-                    None => delivered += l.tx.send(incoming.clone()).is_ok() as usize,
-                }
+        let exact = listeners.exact.get(subject).into_iter().flatten();
+        let wildcard = listeners.wildcard.iter().filter(|(pattern, _)| matches(pattern, subject));
+        for l in exact.chain(wildcard.flat_map(|(_, ls)| ls)) {
+            match &l.queue {
+                Some(q) => groups.entry(q.as_str()).or_default().push(l),
+                None => delivered += l.tx.send(incoming.clone()).is_ok() as usize,
             }
         }
         for members in groups.values() {
@@ -177,12 +180,20 @@ impl Router {
 impl Drop for ListenGuard {
     fn drop(&mut self) {
         let mut listeners = self.router.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let listeners = listeners.by_kind(&self.pattern);
         if let Some(ls) = listeners.get_mut(&self.pattern) {
             ls.retain(|l| l.id != self.id);
             if ls.is_empty() {
                 listeners.remove(&self.pattern);
             }
         }
+    }
+}
+
+impl Listeners {
+    /// The map `pattern` belongs in.
+    fn by_kind(&mut self, pattern: &str) -> &mut HashMap<String, Vec<Listener>> {
+        if pattern.split('.').any(|token| token == "*" || token == ">") { &mut self.wildcard } else { &mut self.exact }
     }
 }
 
