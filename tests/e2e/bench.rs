@@ -56,6 +56,24 @@ async fn several_grpc_publishers_and_a_client_publisher_keep_every_sequence() {
     node.shutdown().await;
 }
 
+/// Above 1,024 subscribers a direct fan-out is split over the two worker threads; a second
+/// run with several publishers makes bursts that are queued instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_fanout_split_over_threads_or_queued_keeps_every_sequence() {
+    let node = start_dev(gateway_config()).await;
+    for (rate, publishers) in [(5, 1), (40, 3)] {
+        let line = format!(
+            "broadcast --url ws://{http}/ws --grpc http://{grpc} --subscribers 1100 --rate {rate} \
+             --publishers {publishers} --duration 1s --payload 100 --settle 100ms --quiet",
+            http = node.http,
+            grpc = node.grpc,
+        );
+        let report = switchboard_bench::run(BenchArgs::from_args(line.split_whitespace()).unwrap()).await.unwrap();
+        assert_complete(&report, 1100);
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_floor_broadcasts_every_message_to_every_other_connection() {
     let port = free_port();

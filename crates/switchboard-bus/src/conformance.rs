@@ -24,10 +24,11 @@ pub struct Recorder {
 }
 
 impl Deliver for Recorder {
-    fn deliver(&self, batch: &[Publication]) {
+    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
         assert!(!batch.is_empty() && batch.len() <= crate::MAX_BATCH, "batches hold 1..=MAX_BATCH publications");
         self.received.lock().unwrap().extend_from_slice(batch);
         self.changed.notify_waiters();
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -44,13 +44,24 @@ pub struct Position {
 
 /// Receives the publications for the channels a node subscribed to.
 ///
-/// Called from the bus's own context (a delivery task of the node), so it must not block:
-/// queue the work and return. Each call hands over what arrived together, at most
-/// [`MAX_BATCH`] publications, in delivery order: every channel's publications in offset
-/// order, and consecutive ones often of the same channel, which lets the receiver encode
-/// and queue them as one piece.
+/// Called from the bus's own delivery task. Each call hands over what arrived together, at
+/// most [`MAX_BATCH`] publications, in delivery order: every channel's publications in
+/// offset order, and consecutive ones often of the same channel, which lets the receiver
+/// encode and queue them as one piece. The returned future may take its time (it must not
+/// block the thread): the next batch is handed over only once it completes, so what
+/// arrives meanwhile makes the next batch, and order holds without any other coordination.
 pub trait Deliver: Send + Sync + 'static {
-    fn deliver(&self, batch: &[Publication]);
+    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()>;
+}
+
+/// The [`Deliver`] of a node that publishes and sends but subscribes to no channel (the
+/// control service's).
+pub struct NoDelivery;
+
+impl Deliver for NoDelivery {
+    fn deliver<'a>(&'a self, _: &'a [Publication]) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Most publications handed to one [`Deliver::deliver`] call.

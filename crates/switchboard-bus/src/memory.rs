@@ -109,7 +109,7 @@ impl MemoryBroker {
             // Whatever queued up while the deliverer was busy goes in one call.
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                deliver.deliver(&batch);
+                deliver.deliver(&batch).await;
                 batch.clear();
             }
         });

@@ -260,7 +260,7 @@ impl Bus for NatsBus {
                     }
                 }
                 if !batch.is_empty() {
-                    deliver.deliver(&batch);
+                    deliver.deliver(&batch).await;
                     batch.clear();
                 }
             }

@@ -10,7 +10,7 @@ mod snapshots;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_bus::{Bus, Deliver, MemoryBroker, Publication};
+use switchboard_bus::{Bus, MemoryBroker, NoDelivery};
 use tokio::time::Instant;
 
 use crate::{Control, ControlConfig};
@@ -26,12 +26,6 @@ pub(crate) const LEASE: Duration = Duration::from_secs(1);
 pub(crate) const SHORT_LEASE: Duration = Duration::from_millis(300);
 /// The longest any condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(2);
-
-struct NoDeliver;
-
-impl Deliver for NoDeliver {
-    fn deliver(&self, _: &[Publication]) {}
-}
 
 pub(crate) fn config(id: &str) -> ControlConfig {
     ControlConfig {
@@ -50,7 +44,7 @@ pub(crate) async fn replica(broker: &MemoryBroker, id: &str) -> Control {
 }
 
 pub(crate) async fn replica_with(broker: &MemoryBroker, config: ControlConfig) -> Control {
-    let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDeliver)));
+    let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDelivery)));
     Control::start(config, bus).await.unwrap()
 }
 

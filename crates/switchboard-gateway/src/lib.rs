@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+mod deliver;
 mod http;
 pub mod metrics;
 mod node;
@@ -21,8 +22,8 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared as SharedFuture};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_bus::{Bus, BusError, Deliver, Publication};
-use switchboard_hub::{Hub, Interest, Item};
+use switchboard_bus::{Bus, BusError, Deliver};
+use switchboard_hub::{Hub, Interest};
 use switchboard_wire::Channel;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -93,26 +94,6 @@ impl BusInterest {
     }
 }
 
-/// Hands bus deliveries to the hub.
-struct HubDeliver {
-    hub: Arc<Hub>,
-    metrics: metrics::Metrics,
-}
-
-impl Deliver for HubDeliver {
-    fn deliver(&self, batch: &[Publication]) {
-        let mut items = Vec::with_capacity(batch.len());
-        // Runs of one channel go to the hub together.
-        for run in batch.chunk_by(|a, b| a.channel == b.channel) {
-            items.clear();
-            items.extend(run.iter().map(|p| Item { offset: p.offset, epoch: &p.epoch, data: &p.data }));
-            let d = self.hub.deliver(&run[0].channel, &items);
-            self.metrics.deliveries.increment(d.queued as u64);
-        }
-        self.metrics.publications.increment(batch.len() as u64);
-    }
-}
-
 // === impl Gateway ===
 
 impl Gateway {
@@ -130,7 +111,7 @@ impl Gateway {
         let metrics = metrics::Metrics::new();
         let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
         let hub = Arc::new(Hub::new(interest.clone()));
-        let bus = connect(Arc::new(HubDeliver { hub: hub.clone(), metrics: metrics.clone() })).await?;
+        let bus = connect(Arc::new(deliver::HubDeliver::new(hub.clone(), metrics.clone()))).await?;
         let _ = interest.bus.set(bus.clone());
         let node = node::NodeAgent::start(&config.node_id, bus.clone(), hub.clone()).await?;
         Ok(Gateway {

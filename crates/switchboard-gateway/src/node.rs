@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchboard_bus::shard::shard;
@@ -20,7 +21,7 @@ use switchboard_bus::{Address, Bus, Inbox, Incoming, Message};
 use switchboard_hub::{Hub, Push, Subscriber, frame};
 use switchboard_wire::pb::{self, gateway_command::Action, gateway_command::Target, registry_event::Event};
 use switchboard_wire::{Channel, Encoding};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Encoded bytes per snapshot chunk: well under NATS's default 1 MiB payload limit.
@@ -38,23 +39,43 @@ pub(crate) enum SessionCommand {
 /// A session as the node agent reaches it.
 pub(crate) struct SessionHandle {
     pub(crate) sub: Arc<Subscriber>,
-    commands: Mutex<Vec<SessionCommand>>,
-    pub(crate) wake: Notify,
+    commands: Mutex<Commands>,
+}
+
+/// Commands for the session, and its task's waker while it waits for some.
+#[derive(Default)]
+struct Commands {
+    queue: Vec<SessionCommand>,
+    waiting: Option<Waker>,
 }
 
 impl SessionHandle {
     pub(crate) fn new(sub: Arc<Subscriber>) -> Self {
-        SessionHandle { sub, commands: Mutex::new(Vec::new()), wake: Notify::new() }
+        SessionHandle { sub, commands: Mutex::new(Commands::default()) }
     }
 
-    /// Takes the commands queued for the session.
-    pub(crate) fn take_commands(&self) -> Vec<SessionCommand> {
-        std::mem::take(&mut *self.commands.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes the commands queued for the session, or registers its waker for the next one.
+    pub(crate) fn poll_commands(&self, cx: &mut Context<'_>) -> Poll<Vec<SessionCommand>> {
+        let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        if c.queue.is_empty() {
+            match &mut c.waiting {
+                Some(w) => w.clone_from(cx.waker()),
+                None => c.waiting = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        c.waiting = None;
+        Poll::Ready(std::mem::take(&mut c.queue))
     }
 
-    fn command(&self, c: SessionCommand) {
-        self.commands.lock().unwrap_or_else(|p| p.into_inner()).push(c);
-        self.wake.notify_one();
+    fn command(&self, command: SessionCommand) {
+        let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        c.queue.push(command);
+        let waiting = c.waiting.take();
+        drop(c);
+        if let Some(w) = waiting {
+            w.wake();
+        }
     }
 
     /// Queues a `message` push; true if it was queued.

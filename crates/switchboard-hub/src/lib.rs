@@ -11,9 +11,15 @@
 //! not once per publication. Under load batches grow by themselves, as in any broadcaster
 //! that writes what accumulated while it was busy.
 //!
-//! Architecture invariant: the hub does no I/O and knows nothing about the bus. It reports
-//! interest changes (a channel's first local subscriber arrived, its last one left) to an
-//! [`Interest`] while holding the channel's lock, so the bus sees them in order.
+//! The fan-out runs over a snapshot of the channel's subscribers (a shared list, copied on
+//! write only when a subscription changes while a fan-out holds it), not under the index's
+//! lock: with direct writes (see [`outbox`]) a fan-out makes system calls, and subscribing
+//! to other channels of the same shard must not wait for them.
+//!
+//! Architecture invariant: the hub knows nothing about the bus, and its only I/O is the
+//! non-blocking write an outbox's [`Sink`] makes. It reports interest changes (a channel's
+//! first local subscriber arrived, its last one left) to an [`Interest`] while holding the
+//! channel's lock, so the bus sees them in order.
 
 pub mod frame;
 pub mod outbox;
@@ -25,7 +31,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use switchboard_wire::{Channel, Encoding, protocol};
 
-pub use outbox::{Outbox, Push};
+pub use outbox::{Outbox, Push, Sink};
 
 const SHARDS: usize = 64;
 /// Most frame bytes queued as one piece; a larger batch is split.
@@ -57,6 +63,17 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
+/// How a fan-out hands frames to the subscribers' outboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Write to the socket at once where nothing is queued ([`Outbox::push`]): the
+    /// cheapest way while each delivery is its own write anyway.
+    Direct,
+    /// Queue for the connection's writer ([`Outbox::enqueue`]): under load, frames gather
+    /// while it waits its turn and go out several to a write.
+    Queue,
+}
+
 /// One publication handed to [`Hub::deliver`].
 #[derive(Debug, Clone, Copy)]
 pub struct Item<'a> {
@@ -65,8 +82,23 @@ pub struct Item<'a> {
     pub data: &'a Bytes,
 }
 
-/// One shard of the index: channel → (subscriber id → subscriber).
-type Shard = RwLock<HashMap<Channel, HashMap<u64, Arc<Subscriber>>>>;
+/// One shard of the index: channel → its subscribers.
+type Shard = RwLock<HashMap<Channel, Subscribers>>;
+
+/// A channel's local subscribers: a list that fan-outs share, and where each one is in it.
+#[derive(Default)]
+struct Subscribers {
+    list: Arc<Vec<Arc<Subscriber>>>,
+    index: HashMap<u64, usize>,
+}
+
+/// The subscribers and encoded frames of one fan-out, detached from the index: deliver to
+/// all of them at once ([`Hub::deliver`]) or to slices of them from several threads.
+pub struct Fanout {
+    subscribers: Arc<Vec<Arc<Subscriber>>>,
+    /// Frames per encoding in use (JSON, protobuf): pieces with their publication counts.
+    pieces: [Vec<(Bytes, usize)>; 2],
+}
 
 /// The index of local subscribers per channel.
 pub struct Hub {
@@ -96,36 +128,98 @@ impl Hub {
                 shard.entry(channel.clone()).or_default()
             }
         };
-        subs.insert(sub.id, sub.clone()).is_none()
+        if subs.index.contains_key(&sub.id) {
+            return false;
+        }
+        subs.index.insert(sub.id, subs.list.len());
+        Arc::make_mut(&mut subs.list).push(sub.clone());
+        true
     }
 
     /// Removes subscriber `id` from `channel`. Returns false if it was not there.
     pub fn unsubscribe(&self, channel: &Channel, id: u64) -> bool {
         let mut shard = self.shard(channel).write().unwrap_or_else(|p| p.into_inner());
         let Some(subs) = shard.get_mut(channel) else { return false };
-        let removed = subs.remove(&id).is_some();
-        if subs.is_empty() {
+        let Some(at) = subs.index.remove(&id) else { return false };
+        let list = Arc::make_mut(&mut subs.list);
+        list.swap_remove(at);
+        if let Some(moved) = list.get(at) {
+            subs.index.insert(moved.id, at);
+        }
+        if list.is_empty() {
             shard.remove(channel);
             self.interest.last_unsubscribed(channel);
         }
-        removed
+        true
     }
 
-    /// Queues `items`, publications of `channel` in offset order, to every local subscriber
-    /// of the channel, encoding each once per encoding in use.
+    /// Queues (or writes) `items`, publications of `channel` in offset order, to every local
+    /// subscriber of the channel, encoding each once per encoding in use.
     pub fn deliver(&self, channel: &Channel, items: &[Item<'_>]) -> Delivery {
-        let shard = self.shard(channel).read().unwrap_or_else(|p| p.into_inner());
-        let Some(subs) = shard.get(channel) else { return Delivery::default() };
-        let mut pieces: [Option<Vec<(Bytes, usize)>>; 2] = [None, None];
+        self.fanout(channel, items).map_or_else(Delivery::default, |f| f.deliver(0..f.len(), Write::Direct))
+    }
+
+    /// Prepares the delivery of `items` to the channel's current subscribers: encodes them
+    /// once per encoding in use and takes a snapshot of the subscriber list. `None` when
+    /// the channel has no local subscriber.
+    pub fn fanout(&self, channel: &Channel, items: &[Item<'_>]) -> Option<Fanout> {
+        let subscribers = {
+            let shard = self.shard(channel).read().unwrap_or_else(|p| p.into_inner());
+            shard.get(channel)?.list.clone()
+        };
+        let mut pieces = [Vec::new(), Vec::new()];
+        for sub in subscribers.iter() {
+            let slot = slot(sub.encoding);
+            if pieces[slot].is_empty() {
+                pieces[slot] = encode_batch(channel, sub.encoding, items);
+                if pieces.iter().all(|p| !p.is_empty()) {
+                    break;
+                }
+            }
+        }
+        Some(Fanout { subscribers, pieces })
+    }
+
+    /// How many local subscribers `channel` has.
+    pub fn subscribers(&self, channel: &Channel) -> usize {
+        self.shard(channel).read().unwrap_or_else(|p| p.into_inner()).get(channel).map_or(0, |s| s.list.len())
+    }
+
+    /// How many channels have at least one local subscriber.
+    pub fn channels(&self) -> usize {
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+}
+
+fn slot(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Json => 0,
+        Encoding::Protobuf => 1,
+    }
+}
+
+// === impl Fanout ===
+
+impl Fanout {
+    /// How many subscribers the fan-out reaches.
+    pub fn len(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+
+    /// Delivers to the subscribers in `range` (of `0..len()`).
+    pub fn deliver(&self, range: std::ops::Range<usize>, write: Write) -> Delivery {
         let mut delivery = Delivery::default();
-        for sub in subs.values() {
-            let slot = match sub.encoding {
-                Encoding::Json => 0,
-                Encoding::Protobuf => 1,
-            };
-            let pieces = pieces[slot].get_or_insert_with(|| encode_batch(channel, sub.encoding, items));
-            for (piece, count) in pieces.iter() {
-                match sub.outbox.push(piece.clone()) {
+        for sub in &self.subscribers[range] {
+            for (piece, count) in &self.pieces[slot(sub.encoding)] {
+                let push = match write {
+                    Write::Direct => sub.outbox.push(piece.clone()),
+                    Write::Queue => sub.outbox.enqueue(piece.clone()),
+                };
+                match push {
                     Push::Queued => delivery.queued += count,
                     Push::Overflow => delivery.overflowed += 1,
                     Push::Closed => break,
@@ -133,16 +227,6 @@ impl Hub {
             }
         }
         delivery
-    }
-
-    /// How many local subscribers `channel` has.
-    pub fn subscribers(&self, channel: &Channel) -> usize {
-        self.shard(channel).read().unwrap_or_else(|p| p.into_inner()).get(channel).map_or(0, HashMap::len)
-    }
-
-    /// How many channels have at least one local subscriber.
-    pub fn channels(&self) -> usize {
-        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 }
 

@@ -206,3 +206,123 @@ fn a_slow_subscriber_overflows_without_affecting_its_neighbours() {
     assert_eq!(overflowed, 1);
     assert_eq!(drained.len(), 20);
 }
+
+/// A socket that takes up to `room` bytes (then reports `WouldBlock`), recording them.
+struct FakeSocket {
+    room: Mutex<usize>,
+    written: Mutex<Vec<u8>>,
+}
+
+impl FakeSocket {
+    fn new(room: usize) -> Arc<Self> {
+        Arc::new(FakeSocket { room: Mutex::new(room), written: Mutex::new(Vec::new()) })
+    }
+
+    fn written(&self) -> Vec<u8> {
+        self.written.lock().unwrap().clone()
+    }
+}
+
+impl Sink for FakeSocket {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut room = self.room.lock().unwrap();
+        let n = buf.len().min(*room);
+        if n == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        *room -= n;
+        self.written.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn noop_context() -> std::task::Context<'static> {
+    std::task::Context::from_waker(std::task::Waker::noop())
+}
+
+#[test]
+fn an_idle_outbox_writes_directly_and_queues_only_what_the_socket_did_not_take() {
+    let socket = FakeSocket::new(5);
+    let outbox = Outbox::with_sink(1 << 20, socket.clone());
+    assert_eq!(outbox.push(Bytes::from_static(b"abc")), Push::Queued);
+    assert_eq!(socket.written(), b"abc", "written at once");
+    assert_eq!(outbox.queued_bytes(), 0);
+    // The socket takes two more bytes: the rest of the frame waits for the writer, and
+    // the next frame goes behind it, not to the socket.
+    assert_eq!(outbox.push(Bytes::from_static(b"defg")), Push::Queued);
+    assert_eq!(outbox.push(Bytes::from_static(b"h")), Push::Queued);
+    assert_eq!(socket.written(), b"abcde");
+    let mut writer = Vec::new();
+    assert_eq!(outbox.take(&mut writer), Taken::Frames);
+    assert_eq!(writer, [Bytes::from_static(b"fg"), Bytes::from_static(b"h")]);
+}
+
+#[test]
+fn no_direct_write_overtakes_frames_the_writer_holds() {
+    let socket = FakeSocket::new(usize::MAX);
+    let outbox = Outbox::with_sink(1 << 20, socket.clone());
+    outbox.enqueue(Bytes::from_static(b"1"));
+    assert_eq!(socket.written(), b"", "enqueue never writes");
+    let mut writer = Vec::new();
+    assert_eq!(outbox.take(&mut writer), Taken::Frames);
+    // The writer has "1" in hand: "2" must queue behind it.
+    outbox.push(Bytes::from_static(b"2"));
+    assert_eq!(socket.written(), b"");
+    writer.clear();
+    let mut cx = noop_context();
+    assert_eq!(outbox.poll_take(&mut cx, &mut writer), std::task::Poll::Ready(Taken::Frames));
+    assert_eq!(writer, [Bytes::from_static(b"2")]);
+    // Once the writer has written all it took and finds the queue empty, it is idle again.
+    writer.clear();
+    assert!(outbox.poll_take(&mut cx, &mut writer).is_pending());
+    outbox.push(Bytes::from_static(b"3"));
+    assert_eq!(socket.written(), b"3");
+    // A closed outbox lets go of the socket and writes nothing.
+    outbox.close();
+    assert_eq!(Arc::strong_count(&socket), 1);
+    assert_eq!(outbox.push(Bytes::from_static(b"4")), Push::Closed);
+}
+
+#[test]
+fn a_push_wakes_a_waiting_writer_once() {
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let count = Arc::new(Count(Default::default()));
+    let waker = std::task::Waker::from(count.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let outbox = Outbox::new(1 << 20);
+    let mut writer = Vec::new();
+    assert!(outbox.poll_take(&mut cx, &mut writer).is_pending());
+    outbox.push(Bytes::from_static(b"a"));
+    outbox.push(Bytes::from_static(b"b"));
+    assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(outbox.poll_take(&mut cx, &mut writer), std::task::Poll::Ready(Taken::Frames));
+    assert_eq!(writer.len(), 2);
+}
+
+#[test]
+fn unsubscribing_from_the_middle_keeps_every_other_subscriber_reachable() {
+    let hub = Hub::new(Arc::new(Log::default()));
+    let subs: Vec<_> = (0..10).map(|i| sub(i, Encoding::Json)).collect();
+    for s in &subs {
+        hub.subscribe(&ch("c"), s);
+    }
+    // A fan-out in flight keeps its snapshot while the list changes under it.
+    let inflight = hub.fanout(&ch("c"), &[Item { offset: 1, epoch: "e", data: &Bytes::from_static(b"1") }]).unwrap();
+    for id in [3, 0, 9, 4] {
+        assert!(hub.unsubscribe(&ch("c"), id));
+    }
+    assert!(!hub.subscribe(&ch("c"), &subs[5]), "still subscribed once");
+    assert_eq!(inflight.deliver(0..inflight.len(), Write::Queue).queued, 10);
+    assert_eq!(deliver1(&hub, &ch("c"), 2, "e", &Bytes::from_static(b"2")).queued, 6);
+    for s in &subs {
+        let mut v = Vec::new();
+        s.outbox.take(&mut v);
+        let want = if [3, 0, 9, 4].contains(&s.id) { 1 } else { 2 };
+        assert_eq!(v.len(), want, "subscriber {}", s.id);
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_bus::{Bus, Deliver, MemoryBroker, Publication};
+use switchboard_bus::{Bus, MemoryBroker, NoDelivery};
 use switchboard_control::{Control, ControlConfig};
 use switchboard_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
@@ -31,13 +31,6 @@ pub struct Dev {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// The control API's bus node publishes only.
-struct PublishOnly;
-
-impl Deliver for PublishOnly {
-    fn deliver(&self, _: &[Publication]) {}
-}
-
 impl Dev {
     /// Binds both listeners and starts serving.
     pub async fn start(config: DevConfig, prometheus: Option<PrometheusHandle>) -> anyhow::Result<Dev> {
@@ -52,7 +45,7 @@ impl Dev {
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
         let (http, grpc) = (listener.local_addr()?, grpc_listener.local_addr()?);
-        let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(PublishOnly)));
+        let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDelivery)));
         let control_config =
             ControlConfig { replica_id: "dev".into(), grpc_addr: grpc.to_string(), ..ControlConfig::default() };
         let control = Control::start(control_config, control_bus).await?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchboard_bus::{Bus, NatsBus, NatsConfig, Publication};
+use switchboard_bus::{Bus, NatsBus, NatsConfig, NoDelivery};
 use switchboard_control::{Control, ControlConfig};
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
@@ -51,7 +51,8 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(args.grpc_listen).await.with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
     let addr = listener.local_addr()?;
-    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(nats_config(&args.nats, &replica_id), Arc::new(Ignore)).await?);
+    let bus: Arc<dyn Bus> =
+        Arc::new(NatsBus::connect(nats_config(&args.nats, &replica_id), Arc::new(NoDelivery)).await?);
     let config = ControlConfig {
         replica_id: replica_id.clone(),
         grpc_addr: args.advertise_addr.clone().unwrap_or_else(|| addr.to_string()),
@@ -77,13 +78,6 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     control.serve(listener, crate::shutdown_signal()).await?;
     control.stop().await;
     Ok(())
-}
-
-/// A control replica subscribes to no channel.
-struct Ignore;
-
-impl switchboard_bus::Deliver for Ignore {
-    fn deliver(&self, _: &[Publication]) {}
 }
 
 fn fastrand_suffix() -> String {

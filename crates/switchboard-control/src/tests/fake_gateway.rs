@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use switchboard_bus::shard::shard;
-use switchboard_bus::{Address, Bus, Deliver, Inbox, MemoryBroker, Message, Publication};
+use switchboard_bus::{Address, Bus, Inbox, MemoryBroker, Message, NoDelivery};
 use switchboard_wire::pb::{self, gateway_command::Action, gateway_command::Target, registry_event::Event};
 use tokio::task::JoinHandle;
 
@@ -36,18 +36,12 @@ struct State {
     commands: Vec<pb::GatewayCommand>,
 }
 
-struct NoDeliver;
-
-impl Deliver for NoDeliver {
-    fn deliver(&self, _: &[Publication]) {}
-}
-
 // === impl FakeGateway ===
 
 impl FakeGateway {
     /// Starts answering on the bus and heartbeating every `heartbeat` (unless `silent`).
     pub async fn start(broker: &MemoryBroker, id: &str, heartbeat: Duration, silent: bool) -> FakeGateway {
-        let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDeliver)));
+        let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDelivery)));
         let state =
             Arc::new(Mutex::new(State { heartbeating: !silent, started_at_ms: unix_ms(), ..Default::default() }));
         let mut tasks = Vec::new();

@@ -1,0 +1,218 @@
+//! The fan-out: bus deliveries into the hub, and from the hub to every subscriber.
+//!
+//! Each run of one channel's publications in a batch is encoded once per encoding
+//! ([`Hub::fanout`]) and then handed to the subscribers' outboxes in one of two ways:
+//!
+//! - **Direct** while publications come slower than a fan-out takes: each frame is written
+//!   to its socket at once, saving the hand-over to the connection's task (a wake-up and a
+//!   poll), which at low rates costs about as much as all the rest of a delivery outside
+//!   the kernel. A fan-out to thousands of connections is then thousands of system calls,
+//!   so it runs in slices of [`SLICE`] subscribers and yields between them (publishers,
+//!   readers and timers sharing the thread keep running), and with several worker threads
+//!   it is split into one part per worker.
+//! - **Queued** once they come faster (the bus hands over several at once, or the last
+//!   batch arrived sooner than a direct fan-out of this size takes, see [`Pace`]): the
+//!   frames are queued and each connection's task writes whatever gathered in its outbox
+//!   when its turn comes, several frames to a system call. This keeps the cost per
+//!   delivery falling as the rate rises, which direct writes of one batch each would not.
+//!
+//! Either way the next batch is taken from the bus only when this one is done, so each
+//! channel's publications reach every subscriber in order.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use switchboard_bus::{Deliver, Publication};
+use switchboard_hub::{Delivery, Fanout, Hub, Item, Write};
+
+use crate::metrics::Metrics;
+
+/// Subscribers served between two yields (about half a millisecond of direct writes).
+const SLICE: usize = 64;
+/// Fewest subscribers per part when a fan-out is split over worker threads.
+const MIN_PART: usize = 512;
+
+/// Hands bus deliveries to the hub.
+pub(crate) struct HubDeliver {
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    pace: Pace,
+}
+
+/// What decides between direct and queued writes: how long ago the previous batch came,
+/// against how long a direct fan-out takes per subscriber (measured on the last ones).
+/// Shared by every delivery task (the NATS bus runs one per channel), so it is atomics.
+struct Pace {
+    start: Instant,
+    /// When the previous batch arrived, in nanoseconds since `start`.
+    last_batch: AtomicU64,
+    /// Recent wall time of a direct fan-out per subscriber, in nanoseconds (0 until one
+    /// was measured).
+    per_subscriber: AtomicU64,
+}
+
+impl HubDeliver {
+    pub(crate) fn new(hub: Arc<Hub>, metrics: Metrics) -> Self {
+        let pace = Pace { start: Instant::now(), last_batch: AtomicU64::new(0), per_subscriber: AtomicU64::new(0) };
+        HubDeliver { hub, metrics, pace }
+    }
+}
+
+impl Deliver for HubDeliver {
+    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let now = self.pace.now();
+            let gap = now.saturating_sub(self.pace.last_batch.swap(now, Ordering::Relaxed));
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            let mut items = Vec::with_capacity(batch.len());
+            // Runs of one channel go to the hub together.
+            for run in batch.chunk_by(|a, b| a.channel == b.channel) {
+                items.clear();
+                items.extend(run.iter().map(|p| Item { offset: p.offset, epoch: &p.epoch, data: &p.data }));
+                let Some(fanout) = self.hub.fanout(&run[0].channel, &items) else { continue };
+                let parts = workers.min(fanout.len() / MIN_PART).max(1);
+                let per_part = fanout.len().div_ceil(parts) as u64;
+                let direct = batch.len() == 1 && per_part * self.pace.per_subscriber.load(Ordering::Relaxed) <= gap;
+                let d = if direct {
+                    let started = self.pace.now();
+                    let d = fan_out(Arc::new(fanout), parts).await;
+                    self.pace.measured((self.pace.now() - started) / per_part);
+                    d
+                } else {
+                    // Queuing is cheap (no system call): done in one go, so the writers
+                    // woken by it run after the whole fan-out, each with all it got.
+                    fanout.deliver(0..fanout.len(), Write::Queue)
+                };
+                self.metrics.deliveries.increment(d.queued as u64);
+            }
+            self.metrics.publications.increment(batch.len() as u64);
+        })
+    }
+}
+
+impl Pace {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Folds in the per-subscriber time of a direct fan-out (a moving average).
+    fn measured(&self, ns: u64) {
+        let old = self.per_subscriber.load(Ordering::Relaxed);
+        let new = if old == 0 { ns } else { (old * 3 + ns) / 4 };
+        self.per_subscriber.store(new, Ordering::Relaxed);
+    }
+}
+
+/// Writes `fanout` directly to all its subscribers, in `parts` parts run on as many
+/// worker threads.
+async fn fan_out(fanout: Arc<Fanout>, parts: usize) -> Delivery {
+    let bounds = |i: usize| i * fanout.len() / parts;
+    let others: Vec<_> =
+        (1..parts).map(|i| tokio::spawn(write_range(fanout.clone(), bounds(i)..bounds(i + 1)))).collect();
+    let mut total = write_range(fanout.clone(), 0..bounds(1)).await;
+    for part in others {
+        // A part only pushes to outboxes; it cannot fail short of a panic, which the
+        // runtime has already reported.
+        if let Ok(d) = part.await {
+            total.queued += d.queued;
+            total.overflowed += d.overflowed;
+        }
+    }
+    total
+}
+
+/// Writes directly to the subscribers in `range`, yielding every [`SLICE`].
+async fn write_range(fanout: Arc<Fanout>, range: Range<usize>) -> Delivery {
+    let mut total = Delivery::default();
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + SLICE).min(range.end);
+        let d = fanout.deliver(start..end, Write::Direct);
+        total.queued += d.queued;
+        total.overflowed += d.overflowed;
+        start = end;
+        if start < range.end {
+            tokio::task::yield_now().await;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use switchboard_hub::{Interest, Outbox, Sink, Subscriber};
+    use switchboard_wire::{Channel, Encoding};
+
+    use super::*;
+
+    struct NoInterest;
+
+    impl Interest for NoInterest {
+        fn first_subscriber(&self, _: &Channel) {}
+        fn last_unsubscribed(&self, _: &Channel) {}
+    }
+
+    /// A socket that takes everything, counting the writes.
+    #[derive(Default)]
+    struct Socket(Mutex<usize>);
+
+    impl Sink for Socket {
+        fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+            *self.0.lock().unwrap() += 1;
+            Ok(buf.len())
+        }
+    }
+
+    fn publications(channel: &Channel, offsets: std::ops::Range<u64>) -> Vec<Publication> {
+        offsets
+            .map(|offset| Publication { channel: channel.clone(), offset, epoch: "e".into(), data: Bytes::from("1") })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_publications_are_written_directly_and_bursts_are_queued() {
+        let hub = Arc::new(Hub::new(Arc::new(NoInterest)));
+        let channel = Channel::parse("c").unwrap();
+        // Enough subscribers for the direct fan-out to be split over both workers.
+        let subs: Vec<_> = (0..2 * MIN_PART as u64 + 1)
+            .map(|id| {
+                let socket = Arc::new(Socket::default());
+                let outbox = Outbox::with_sink(1 << 20, socket.clone());
+                let sub = Arc::new(Subscriber { id, encoding: Encoding::Json, outbox });
+                hub.subscribe(&channel, &sub);
+                (socket, sub)
+            })
+            .collect();
+        let writes_and_queued = |writes: usize, queued: bool| {
+            subs.iter()
+                .all(|(socket, sub)| *socket.0.lock().unwrap() == writes && (sub.outbox.queued_bytes() > 0) == queued)
+        };
+        let deliver = HubDeliver::new(hub.clone(), Metrics::new());
+
+        deliver.deliver(&publications(&channel, 1..2)).await;
+        assert!(writes_and_queued(1, false), "one direct write each, nothing queued");
+
+        // Several at once: queued for the writers, nothing written by the fan-out.
+        deliver.deliver(&publications(&channel, 2..5)).await;
+        assert!(writes_and_queued(1, true));
+        for (_, sub) in &subs {
+            sub.outbox.take(&mut Vec::new());
+            assert!(
+                sub.outbox
+                    .poll_take(&mut std::task::Context::from_waker(std::task::Waker::noop()), &mut Vec::new())
+                    .is_pending()
+            );
+        }
+
+        // One alone, but sooner after the last than a direct fan-out takes: queued too.
+        deliver.pace.per_subscriber.store(std::time::Duration::from_secs(1).as_nanos() as u64, Ordering::Relaxed);
+        deliver.deliver(&publications(&channel, 5..6)).await;
+        assert!(writes_and_queued(1, true));
+    }
+}
