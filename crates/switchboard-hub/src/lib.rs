@@ -85,11 +85,13 @@ pub struct Item<'a> {
 /// One shard of the index: channel → its subscribers.
 type Shard = RwLock<HashMap<Channel, Subscribers>>;
 
-/// A channel's local subscribers: a list that fan-outs share, and where each one is in it.
+/// A channel's local subscribers: a list that fan-outs share, where each one is in it, and
+/// how many use each encoding (so a fan-out knows which to encode without a scan).
 #[derive(Default)]
 struct Subscribers {
     list: Arc<Vec<Arc<Subscriber>>>,
     index: HashMap<u64, usize>,
+    encodings: [usize; 2],
 }
 
 /// The subscribers and encoded frames of one fan-out, detached from the index: deliver to
@@ -132,6 +134,7 @@ impl Hub {
             return false;
         }
         subs.index.insert(sub.id, subs.list.len());
+        subs.encodings[slot(sub.encoding)] += 1;
         Arc::make_mut(&mut subs.list).push(sub.clone());
         true
     }
@@ -142,7 +145,8 @@ impl Hub {
         let Some(subs) = shard.get_mut(channel) else { return false };
         let Some(at) = subs.index.remove(&id) else { return false };
         let list = Arc::make_mut(&mut subs.list);
-        list.swap_remove(at);
+        let removed = list.swap_remove(at);
+        subs.encodings[slot(removed.encoding)] -= 1;
         if let Some(moved) = list.get(at) {
             subs.index.insert(moved.id, at);
         }
@@ -163,20 +167,13 @@ impl Hub {
     /// once per encoding in use and takes a snapshot of the subscriber list. `None` when
     /// the channel has no local subscriber.
     pub fn fanout(&self, channel: &Channel, items: &[Item<'_>]) -> Option<Fanout> {
-        let subscribers = {
+        let (subscribers, in_use) = {
             let shard = self.shard(channel).read().unwrap_or_else(|p| p.into_inner());
-            shard.get(channel)?.list.clone()
+            let subs = shard.get(channel)?;
+            (subs.list.clone(), subs.encodings.map(|n| n > 0))
         };
-        let mut pieces = [Vec::new(), Vec::new()];
-        for sub in subscribers.iter() {
-            let slot = slot(sub.encoding);
-            if pieces[slot].is_empty() {
-                pieces[slot] = encode_batch(channel, sub.encoding, items);
-                if pieces.iter().all(|p| !p.is_empty()) {
-                    break;
-                }
-            }
-        }
+        let pieces = [Encoding::Json, Encoding::Protobuf]
+            .map(|e| if in_use[slot(e)] { encode_batch(channel, e, items) } else { Vec::new() });
         Some(Fanout { subscribers, pieces })
     }
 
