@@ -117,8 +117,7 @@ async fn fan_out(fanout: Arc<Fanout>, parts: usize) -> Delivery {
         // A part only pushes to outboxes; it cannot fail short of a panic, which the
         // runtime has already reported.
         if let Ok(d) = part.await {
-            total.queued += d.queued;
-            total.overflowed += d.overflowed;
+            total += d;
         }
     }
     total
@@ -130,9 +129,7 @@ async fn write_range(fanout: Arc<Fanout>, range: Range<usize>) -> Delivery {
     let mut start = range.start;
     while start < range.end {
         let end = (start + SLICE).min(range.end);
-        let d = fanout.deliver(start..end, Write::Direct);
-        total.queued += d.queued;
-        total.overflowed += d.overflowed;
+        total += fanout.deliver(start..end, Write::Direct);
         start = end;
         if start < range.end {
             tokio::task::yield_now().await;

@@ -58,10 +58,7 @@ impl SessionHandle {
     pub(crate) fn poll_commands(&self, cx: &mut Context<'_>) -> Poll<Vec<SessionCommand>> {
         let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
         if c.queue.is_empty() {
-            match &mut c.waiting {
-                Some(w) => w.clone_from(cx.waker()),
-                None => c.waiting = Some(cx.waker().clone()),
-            }
+            c.waiting.get_or_insert_with(|| cx.waker().clone()).clone_from(cx.waker());
             return Poll::Pending;
         }
         c.waiting = None;

@@ -63,6 +63,13 @@ pub struct Delivery {
     pub overflowed: usize,
 }
 
+impl std::ops::AddAssign for Delivery {
+    fn add_assign(&mut self, other: Delivery) {
+        self.queued += other.queued;
+        self.overflowed += other.overflowed;
+    }
+}
+
 /// How a fan-out hands frames to the subscribers' outboxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {

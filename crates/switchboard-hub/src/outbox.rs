@@ -185,10 +185,7 @@ impl Outbox {
         if s.frames.is_empty() {
             // The writer polls only once it has written everything it took.
             s.writer_busy = false;
-            match &mut s.writer {
-                Some(w) => w.clone_from(cx.waker()),
-                None => s.writer = Some(cx.waker().clone()),
-            }
+            s.writer.get_or_insert_with(|| cx.waker().clone()).clone_from(cx.waker());
             return Poll::Pending;
         }
         // Frames queued while the writer is busy need no wake-up: it comes back for them.
