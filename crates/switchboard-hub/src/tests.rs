@@ -23,6 +23,16 @@ fn ch(s: &str) -> Channel {
     Channel::parse(s).unwrap()
 }
 
+/// A hub whose channel "c" has `n` JSON subscribers, ids `0..n`.
+fn json_subscribers_of_c(n: u64) -> (Hub, Vec<Arc<Subscriber>>) {
+    let hub = Hub::new(Arc::new(Log::default()));
+    let subs: Vec<_> = (0..n).map(|i| sub(i, Encoding::Json)).collect();
+    for s in &subs {
+        hub.subscribe(&ch("c"), s);
+    }
+    (hub, subs)
+}
+
 /// Delivers one publication.
 fn deliver1(hub: &Hub, channel: &Channel, offset: u64, epoch: &str, data: &Bytes) -> Delivery {
     hub.deliver(channel, &[Item { offset, epoch, data }])
@@ -89,11 +99,7 @@ fn a_publication_is_encoded_once_per_encoding_and_shared() {
 
 #[test]
 fn a_batch_is_queued_as_one_shared_piece_in_offset_order() {
-    let hub = Hub::new(Arc::new(Log::default()));
-    let subs: Vec<_> = (0..3).map(|i| sub(i, Encoding::Json)).collect();
-    for s in &subs {
-        hub.subscribe(&ch("c"), s);
-    }
+    let (hub, subs) = json_subscribers_of_c(3);
     let data: Vec<Bytes> = (0..3).map(|i| Bytes::from(format!("{i}"))).collect();
     let items: Vec<Item<'_>> =
         data.iter().enumerate().map(|(i, d)| Item { offset: 10 + i as u64, epoch: "e", data: d }).collect();
@@ -306,11 +312,7 @@ fn a_push_wakes_a_waiting_writer_once() {
 
 #[test]
 fn unsubscribing_from_the_middle_keeps_every_other_subscriber_reachable() {
-    let hub = Hub::new(Arc::new(Log::default()));
-    let subs: Vec<_> = (0..10).map(|i| sub(i, Encoding::Json)).collect();
-    for s in &subs {
-        hub.subscribe(&ch("c"), s);
-    }
+    let (hub, subs) = json_subscribers_of_c(10);
     // A fan-out in flight keeps its snapshot while the list changes under it.
     let inflight = hub.fanout(&ch("c"), &[Item { offset: 1, epoch: "e", data: &Bytes::from_static(b"1") }]).unwrap();
     for id in [3, 0, 9, 4] {
