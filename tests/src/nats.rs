@@ -132,6 +132,25 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the process with SIGSTOP: its sockets stay open and the kernel keeps
+    /// accepting bytes for it, but it answers nothing, like a hung or partitioned server
+    /// (which a kill on loopback would hide). [`NatsServer::thaw`] resumes it.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen process (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill runs");
+            assert!(status.success(), "kill {sig} failed");
+        }
+    }
+
     /// Kills the process if it is running, starts it again on the same ports and store dir,
     /// and waits until it greets clients.
     pub fn restart(&mut self) {
@@ -297,6 +316,17 @@ impl NatsCluster {
 
     pub fn node(&self, i: usize) -> &NatsServer {
         &self.nodes[i]
+    }
+
+    /// The index of the node a client named `name` is connected to, if any (from the
+    /// monitoring port's `/connz`).
+    pub fn node_of(&self, name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .monitor("/connz")
+                .ok()
+                .is_some_and(|c| c["connections"].as_array().is_some_and(|cs| cs.iter().any(|c| c["name"] == name)))
+        })
     }
 
     pub fn len(&self) -> usize {

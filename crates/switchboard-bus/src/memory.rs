@@ -129,6 +129,11 @@ impl Default for MemoryBroker {
 }
 
 impl BrokerInner {
+    /// The subject of `to`, refused as NATS would refuse it (see `subjects`).
+    fn subject(&self, to: &Address) -> Result<String, BusError> {
+        self.subjects.address(to).map_err(|e| BusError::Invalid(e.to_string()))
+    }
+
     fn shard(&self, channel: &Channel) -> MutexGuard<'_, HashMap<Channel, ChannelState>> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel);
@@ -266,7 +271,10 @@ impl Bus for MemoryBus {
     fn set_sequencer_shards(&self, _shards: &[u16]) {}
 
     fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        let subject = self.broker.subjects.address(to);
+        let subject = match self.broker.subject(to) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(e)).boxed(),
+        };
         self.broker.router.route(&subject, Incoming { message, reply: None });
         ready(Ok(())).boxed()
     }
@@ -290,10 +298,13 @@ impl Bus for MemoryBus {
     }
 
     fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>> {
+        let subject = match self.broker.subject(to) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(e)).boxed(),
+        };
         let router = &self.broker.router;
         let reply = format!("_INBOX.{}", router.next_id.fetch_add(1, Ordering::Relaxed));
         let inbox = router.listen(reply.clone(), None);
-        let subject = self.broker.subjects.address(to);
         let result = match router.route(&subject, Incoming { message, reply: Some(ReplyTo(reply)) }) {
             0 => Err(BusError::NoResponders),
             _ => Ok(inbox),
@@ -302,8 +313,9 @@ impl Bus for MemoryBus {
     }
 
     fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        let pattern = self.broker.subjects.address(at);
-        ready(Ok(self.broker.router.listen(pattern, queue.map(str::to_owned)))).boxed()
+        let result =
+            self.broker.subject(at).map(|pattern| self.broker.router.listen(pattern, queue.map(str::to_owned)));
+        ready(result).boxed()
     }
 
     fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {

@@ -9,8 +9,20 @@
 //!
 //! async-nats reconnects by itself and re-establishes every subscription; while it is not
 //! connected, [`Bus::is_ready`] is false and requests fail as unavailable.
+//!
+//! Start-up is bounded: [`NatsBus::connect`] waits at most `connect_timeout` for the first
+//! connection and then fails with one line naming every URL and why it could not be reached.
+//!
+//! A server that stops answering without closing the connection (frozen, partitioned) is
+//! found by a liveness round trip every `ping_interval`: a request to the node's probe
+//! subject, which nobody listens to, so the server itself answers "no responders". After
+//! `max_missed_pongs` round trips in a row without an answer the connection counts as dead:
+//! the bus reports not ready, refuses requests, and reconnects (to another server of the
+//! pool when there is one). async-nats's own pings, every 60 s by default, would take
+//! minutes to notice.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +41,8 @@ use crate::shard::shard;
 use crate::subjects::{Address, Subjects};
 use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Position, Publication, ReplyTo, new_epoch};
 
-/// How long `connect` waits for the first connection before returning anyway.
-const INITIAL_CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// The same connection error is logged at most once per this interval (with a count).
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A sequencer forgets a channel idle for this long; its next publication opens a new epoch.
 const SEQUENCER_IDLE: Duration = Duration::from_secs(600);
@@ -46,6 +58,15 @@ pub struct NatsConfig {
     pub name: String,
     /// Time allowed for a request (publish, queries). Default 5 s.
     pub request_timeout: Duration,
+    /// How long [`NatsBus::connect`] waits for the first connection before it fails.
+    /// Default 10 s.
+    pub connect_timeout: Duration,
+    /// Interval between liveness round trips to the server. Default 2 s.
+    pub ping_interval: Duration,
+    /// Round trips in a row without an answer after which the connection counts as dead
+    /// (not ready, then a reconnect). Default 2: a frozen server is noticed within
+    /// `ping_interval * (max_missed_pongs + 1)`, 6 s with the defaults.
+    pub max_missed_pongs: u32,
 }
 
 impl NatsConfig {
@@ -55,7 +76,31 @@ impl NatsConfig {
             prefix: crate::subjects::DEFAULT_PREFIX.into(),
             name: name.into(),
             request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(2),
+            max_missed_pongs: 2,
         }
+    }
+
+    /// Checks the timers; the message names the field.
+    pub fn validate(&self) -> Result<(), BusError> {
+        let invalid = |m: &str| Err(BusError::Invalid(m.to_owned()));
+        if self.urls.is_empty() {
+            return invalid("no nats url given");
+        }
+        for u in &self.urls {
+            u.parse::<ServerAddr>().map_err(|e| BusError::Invalid(format!("nats url {u:?}: {e}")))?;
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("nats connect_timeout must be positive");
+        }
+        if self.ping_interval < Duration::from_millis(100) {
+            return invalid("nats ping_interval must be at least 100ms");
+        }
+        if self.max_missed_pongs == 0 {
+            return invalid("nats max_missed_pongs must be at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -67,40 +112,58 @@ pub struct NatsBus {
     channels: Mutex<HashMap<Channel, JoinHandle<()>>>,
     sequencer: Mutex<HashMap<u16, JoinHandle<()>>>,
     request_timeout: Duration,
+    /// Set while the liveness round trips go unanswered (see the module doc).
+    stalled: Arc<AtomicBool>,
+    watchdog: JoinHandle<()>,
 }
 
 // === impl NatsBus ===
 
 impl NatsBus {
-    /// Connects (retrying in the background if no server answers yet).
+    /// Connects, waiting at most `config.connect_timeout` for the first connection; later
+    /// losses are retried in the background without end.
     pub async fn connect(config: NatsConfig, deliver: Arc<dyn Deliver>) -> Result<NatsBus, BusError> {
+        config.validate()?;
         let subjects = Subjects::new(&config.prefix).map_err(|e| BusError::Invalid(e.to_string()))?;
         let addrs = config
             .urls
             .iter()
             .map(|u| u.parse::<ServerAddr>().map_err(|e| BusError::Invalid(format!("nats url {u:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        if addrs.is_empty() {
-            return Err(BusError::Invalid("no nats url given".into()));
-        }
-        let name = config.name.clone();
+        let log = Arc::new(EventLog::new(&config.name, &config.urls));
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
             .retry_on_initial_connect()
             .max_reconnects(None)
+            .ping_interval(config.ping_interval)
+            .connection_timeout(config.ping_interval.saturating_mul(2).max(Duration::from_secs(2)))
             .event_callback(move |event| {
-                let name = name.clone();
-                async move { tracing::info!(node = %name, %event, "nats") }
+                let log = log.clone();
+                async move { log.event(event) }
             })
-            .connect(addrs)
+            .connect(addrs.clone())
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        // The client connects in the background (so a node starts while NATS is down); give
-        // it a moment, so that a node started next to a running NATS is ready at once.
-        let deadline = tokio::time::Instant::now() + INITIAL_CONNECT_WAIT;
-        while client.connection_state() != State::Connected && tokio::time::Instant::now() < deadline {
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        while client.connection_state() != State::Connected {
+            if tokio::time::Instant::now() >= deadline {
+                let why = unreachable_reasons(&config.urls, &addrs).await;
+                return Err(BusError::Unavailable(format!(
+                    "cannot reach NATS within {:?}: {why}",
+                    config.connect_timeout
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let stalled = Arc::new(AtomicBool::new(false));
+        let probe = subjects.address(&Address::Probe(Arc::from(config.name.as_str()))).map_err(invalid)?;
+        let watchdog = tokio::spawn(run_watchdog(
+            client.clone(),
+            probe,
+            config.ping_interval,
+            config.max_missed_pongs,
+            stalled.clone(),
+        ));
         Ok(NatsBus {
             client,
             subjects,
@@ -108,6 +171,8 @@ impl NatsBus {
             channels: Mutex::new(HashMap::new()),
             sequencer: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
+            stalled,
+            watchdog,
         })
     }
 
@@ -115,8 +180,12 @@ impl NatsBus {
     /// timeout in async-nats's queue, stalling the session that made it.
     fn connected(&self) -> Result<(), BusError> {
         match self.client.connection_state() {
+            State::Connected if self.stalled.load(Ordering::Relaxed) => {
+                Err(BusError::Unavailable("the nats server stopped answering; reconnecting".into()))
+            }
             State::Connected => Ok(()),
-            state => Err(BusError::Unavailable(format!("nats is {state:?}"))),
+            State::Disconnected => Err(BusError::Unavailable("nats is disconnected; reconnecting".into())),
+            State::Pending => Err(BusError::Unavailable("nats is connecting".into())),
         }
     }
 
@@ -134,7 +203,10 @@ impl NatsBus {
             return ready(Err(e)).boxed();
         }
         let shard = shard(channel.as_str());
-        let subject = self.subjects.address(&Address::Sequencer(shard));
+        let subject = match self.subjects.address(&Address::Sequencer(shard)) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(invalid(e))).boxed(),
+        };
         let request =
             async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(self.request_timeout));
         let client = self.client.clone();
@@ -156,6 +228,7 @@ impl NatsBus {
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
+        self.watchdog.abort();
         for (_, t) in self.channels.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             t.abort();
         }
@@ -196,6 +269,118 @@ fn publish(client: async_nats::Client, subject: String, message: Message) -> Box
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> BusError {
+    BusError::Invalid(e.to_string())
+}
+
+/// Logs the client's connection events with the servers named, once per kind of trouble
+/// and interval rather than once per reconnect attempt.
+struct EventLog {
+    name: String,
+    servers: String,
+    last: Mutex<Option<(String, Instant, u64)>>,
+}
+
+impl EventLog {
+    fn new(name: &str, urls: &[String]) -> Self {
+        EventLog { name: name.to_owned(), servers: urls.join(","), last: Mutex::new(None) }
+    }
+
+    fn event(&self, event: async_nats::Event) {
+        let (node, servers) = (&self.name, &self.servers);
+        match event {
+            async_nats::Event::Connected => {
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(node, servers, "connected to nats");
+            }
+            async_nats::Event::Disconnected => {
+                tracing::warn!(node, servers, "lost the nats connection; reconnecting")
+            }
+            async_nats::Event::ClientError(e) => {
+                let what = e.to_string();
+                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                match &mut *last {
+                    Some((text, at, repeats)) if *text == what && at.elapsed() < REPEAT_LOG_INTERVAL => *repeats += 1,
+                    _ => {
+                        let repeats = last.as_ref().map_or(0, |(_, _, n)| *n);
+                        tracing::warn!(node, servers, error = %what, repeats, "cannot reach nats; retrying");
+                        *last = Some((what, Instant::now(), 0));
+                    }
+                }
+            }
+            other => tracing::info!(node, servers, event = %other, "nats"),
+        }
+    }
+}
+
+/// Why none of `urls` answers, one reason per URL, from a plain TCP connect to each (the
+/// client's own error says only "IO error").
+async fn unreachable_reasons(urls: &[String], addrs: &[ServerAddr]) -> String {
+    let mut reasons = Vec::new();
+    for (url, addr) in urls.iter().zip(addrs) {
+        let target = (addr.host().to_owned(), addr.port());
+        let why = match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(target)).await {
+            Ok(Ok(_)) => "accepts TCP connections but does not answer the NATS handshake".to_owned(),
+            Ok(Err(e)) => strip_os_error(&e.to_string()),
+            Err(_) => "no answer to a TCP connect within 1s".to_owned(),
+        };
+        reasons.push(format!("{url}: {why}"));
+    }
+    reasons.join("; ")
+}
+
+/// `Connection refused (os error 111)` → `connection refused`.
+fn strip_os_error(s: &str) -> String {
+    let s = s.split(" (os error").next().unwrap_or(s);
+    let mut c = s.chars();
+    c.next().map(|f| f.to_lowercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// Sends a liveness round trip every `interval`; after `max_missed` in a row go
+/// unanswered, marks the connection stalled and makes the client reconnect.
+async fn run_watchdog(
+    client: async_nats::Client,
+    probe: String,
+    interval: Duration,
+    max_missed: u32,
+    stalled: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut missed = 0;
+    loop {
+        tick.tick().await;
+        if client.connection_state() != State::Connected {
+            // Readiness follows the connection state meanwhile; start afresh on the next one.
+            missed = 0;
+            stalled.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(interval));
+        let answered = match client.send_request(probe.clone(), request).await {
+            // Either way the server answered.
+            Ok(_) => true,
+            Err(e) => e.kind() == RequestErrorKind::NoResponders,
+        };
+        if answered {
+            missed = 0;
+            stalled.store(false, Ordering::Relaxed);
+            continue;
+        }
+        // Unless the connection dropped meanwhile (async-nats is on it), this one went
+        // unanswered.
+        if client.connection_state() == State::Connected {
+            missed += 1;
+            if missed >= max_missed {
+                tracing::warn!(missed, "the nats server stopped answering; reconnecting");
+                stalled.store(true, Ordering::Relaxed);
+                missed = 0;
+                let _ = client.force_reconnect().await;
+            }
+        }
+    }
 }
 
 impl Bus for NatsBus {
@@ -289,7 +474,7 @@ impl Bus for NatsBus {
     }
 
     fn is_ready(&self) -> bool {
-        self.client.connection_state() == State::Connected
+        self.connected().is_ok()
     }
 
     fn set_sequencer_shards(&self, shards: &[u16]) {
@@ -303,14 +488,17 @@ impl Bus for NatsBus {
         });
         for &shard in shards {
             running.entry(shard).or_insert_with(|| {
-                let subject = self.subjects.address(&Address::Sequencer(shard));
+                let subject = self.subjects.address(&Address::Sequencer(shard)).expect("a shard's subject is short");
                 tokio::spawn(run_sequencer(self.client.clone(), self.subjects.clone(), subject))
             });
         }
     }
 
     fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        publish(self.client.clone(), self.subjects.address(to), message)
+        match self.subjects.address(to) {
+            Ok(subject) => publish(self.client.clone(), subject, message),
+            Err(e) => ready(Err(invalid(e))).boxed(),
+        }
     }
 
     fn request(
@@ -322,7 +510,11 @@ impl Bus for NatsBus {
         if let Err(e) = self.connected() {
             return ready(Err(e)).boxed();
         }
-        let (client, subject) = (self.client.clone(), self.subjects.address(to));
+        let subject = match self.subjects.address(to) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(invalid(e))).boxed(),
+        };
+        let client = self.client.clone();
         let mut request = async_nats::Request::new().payload(message.payload).timeout(Some(timeout));
         if !message.headers.is_empty() {
             request = request.headers(to_headers(&message.headers));
@@ -339,7 +531,11 @@ impl Bus for NatsBus {
     }
 
     fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        let (client, subject) = (self.client.clone(), self.subjects.address(to));
+        let subject = match self.subjects.address(to) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(invalid(e))).boxed(),
+        };
+        let client = self.client.clone();
         async move {
             let inbox = client.new_inbox();
             let sub = client.subscribe(inbox.clone()).await.map_err(unavailable)?;
@@ -358,14 +554,19 @@ impl Bus for NatsBus {
     }
 
     fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        let (client, subject, queue) = (self.client.clone(), self.subjects.address(at), queue.map(str::to_owned));
+        let subject = match self.subjects.address(at) {
+            Ok(s) => s,
+            Err(e) => return ready(Err(invalid(e))).boxed(),
+        };
+        let (client, queue, timeout) = (self.client.clone(), queue.map(str::to_owned), self.request_timeout);
         async move {
             let sub = match queue {
                 Some(q) => client.queue_subscribe(subject, q).await,
                 None => client.subscribe(subject).await,
             }
             .map_err(unavailable)?;
-            client.flush().await.map_err(unavailable)?;
+            // Bounded: while NATS is unreachable the flush would wait for the reconnect.
+            tokio::time::timeout(timeout, client.flush()).await.map_err(|_| BusError::Timeout)?.map_err(unavailable)?;
             Ok(Inbox::new(sub.map(from_nats).boxed()))
         }
         .boxed()

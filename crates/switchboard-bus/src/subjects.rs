@@ -15,11 +15,19 @@
 //! | `{p}.ctl.{replica}` | `Replica(id)` | queries between control replicas | that replica |
 //! | `{p}.up.send` | `UpstreamSend` | client `send` messages | backends (queue group of their choice) |
 //! | `{p}.up.rpc.{method}` | `UpstreamRpc(method)` | client `rpc` requests | backends (queue group of their choice) |
+//! | `{p}.probe.{node}` | `Probe(id)` | liveness round trips of a node's NATS connection | nobody: the server itself answers "no responders" |
 //!
 //! A channel's name may contain `.`, which NATS reads as a token separator, so it is written
 //! as `%2E`; the channel grammar admits no `%`, `*`, `>` or whitespace, so no channel can
 //! produce a wildcard, an extra token, or another channel's subject. User ids are free-form
 //! (they come from tokens), so every byte outside `[A-Za-z0-9_-]` is percent-encoded.
+//!
+//! NATS refuses a protocol line longer than 4,096 bytes (`maximum control line exceeded`)
+//! and drops the connection that sent it, so a subject built here is at most
+//! [`MAX_SUBJECT_LEN`] bytes: [`Subjects::address`] refuses a longer one, and the prefix and
+//! channel grammar bound the rest. Callers bound the ids they accept from outside (user ids
+//! from tokens, session ids from the API) well below that, so a refusal here is a last line
+//! of defence, never the first check.
 
 use std::sync::Arc;
 
@@ -27,6 +35,13 @@ use switchboard_wire::Channel;
 
 /// The prefix every subject starts with, unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "sb";
+
+/// Longest subject built here, in bytes: with a reply inbox and the payload size it keeps
+/// a NATS protocol line far below the server's 4,096-byte limit.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+
+/// Longest subject prefix, in bytes.
+pub const MAX_PREFIX_LEN: usize = 128;
 
 /// A control-plane destination on the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,6 +64,9 @@ pub enum Address {
     Replica(Arc<str>),
     UpstreamSend,
     UpstreamRpc(Arc<str>),
+    /// Where a node sends its liveness round trips: nobody listens, so the server itself
+    /// answers "no responders", which proves the connection alive.
+    Probe(Arc<str>),
 }
 
 /// Builds subject names under one prefix.
@@ -59,8 +77,15 @@ pub struct Subjects {
 
 /// A prefix that is not one or more dot-separated tokens of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid subject prefix {0:?}: use dot-separated tokens of letters, digits, '_' and '-'")]
+#[error("invalid subject prefix {0:?}: use dot-separated tokens of letters, digits, '_' and '-', at most 128 bytes")]
 pub struct InvalidPrefix(pub String);
+
+/// An address whose subject would be longer than [`MAX_SUBJECT_LEN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("subject of {len} bytes is longer than the {MAX_SUBJECT_LEN} NATS can safely carry")]
+pub struct SubjectTooLong {
+    pub len: usize,
+}
 
 /// Whether `s` is a valid single token of `[A-Za-z0-9_-]` (node and replica ids, rpc methods).
 pub fn is_token(s: &str) -> bool {
@@ -69,7 +94,7 @@ pub fn is_token(s: &str) -> bool {
 
 impl Subjects {
     pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
-        if !prefix.is_empty() && prefix.split('.').all(is_token) {
+        if !prefix.is_empty() && prefix.len() <= MAX_PREFIX_LEN && prefix.split('.').all(is_token) {
             Ok(Subjects { prefix: prefix.to_owned() })
         } else {
             Err(InvalidPrefix(prefix.to_owned()))
@@ -80,7 +105,8 @@ impl Subjects {
         &self.prefix
     }
 
-    /// The subject a channel's publications travel on.
+    /// The subject a channel's publications travel on. Always within [`MAX_SUBJECT_LEN`]:
+    /// a channel is at most 255 bytes, and only its `.`s grow (to three bytes each).
     pub fn publication(&self, channel: &Channel) -> String {
         let ns = match channel.namespace() {
             "" => "_",
@@ -100,8 +126,17 @@ impl Subjects {
         s
     }
 
-    /// The subject of a control-plane address.
-    pub fn address(&self, a: &Address) -> String {
+    /// The subject of a control-plane address; refused when it would be longer than
+    /// [`MAX_SUBJECT_LEN`] (an id from outside that nobody bounded).
+    pub fn address(&self, a: &Address) -> Result<String, SubjectTooLong> {
+        let subject = self.format(a);
+        match subject.len() {
+            len if len > MAX_SUBJECT_LEN => Err(SubjectTooLong { len }),
+            _ => Ok(subject),
+        }
+    }
+
+    fn format(&self, a: &Address) -> String {
         let p = &self.prefix;
         match a {
             Address::Sequencer(shard) => format!("{p}.seq.{shard}"),
@@ -115,6 +150,7 @@ impl Subjects {
             Address::Replica(id) => format!("{p}.ctl.{}", escape(id)),
             Address::UpstreamSend => format!("{p}.up.send"),
             Address::UpstreamRpc(method) => format!("{p}.up.rpc.{}", escape(method)),
+            Address::Probe(id) => format!("{p}.probe.{}", escape(id)),
         }
     }
 }
@@ -187,8 +223,22 @@ mod tests {
             ("x y", "app.prod.user.x%20y"),
             ("", "app.prod.user.%00"),
         ] {
-            assert_eq!(s.address(&Address::User(user.into())), subject);
+            assert_eq!(s.address(&Address::User(user.into())).unwrap(), subject);
         }
+    }
+
+    #[test]
+    fn subjects_nats_cannot_carry_are_refused() {
+        let s = Subjects::default();
+        // 1,000 dots escape to 3,000 bytes: far past the limit.
+        let dots: Arc<str> = ".".repeat(1000).into();
+        assert_eq!(s.address(&Address::User(dots)), Err(SubjectTooLong { len: 3008 }));
+        let long_session: Arc<str> = "g".repeat(5000).into();
+        assert!(s.address(&Address::Node(long_session)).is_err());
+        // The longest channel still fits, dots and all.
+        let channel = Channel::parse(&format!("{}:{}", "n".repeat(64), ".".repeat(190))).unwrap();
+        assert!(s.publication(&channel).len() <= MAX_SUBJECT_LEN);
+        assert!(Subjects::new(&"p".repeat(MAX_PREFIX_LEN + 1)).is_err());
     }
 
     #[test]

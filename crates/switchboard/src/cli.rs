@@ -16,7 +16,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard_gateway=debug`.
-    #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info")]
+    /// The NATS client's own messages are kept to warnings: switchboard logs its connection
+    /// events itself, with the servers named.
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info,async_nats=warn")]
     pub log: String,
 }
 
@@ -53,6 +55,18 @@ pub struct NatsArgs {
     /// Prefix of every NATS subject (dot-separated tokens of [A-Za-z0-9_-]).
     #[arg(long, env = "SWITCHBOARD_SUBJECT_PREFIX", default_value = "sb")]
     pub subject_prefix: String,
+    /// Time to wait for the first NATS connection at start-up; the process then exits with
+    /// status 1, naming each URL and why it could not be reached.
+    #[arg(long, env = "SWITCHBOARD_NATS_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub nats_connect_timeout: Duration,
+    /// Interval between liveness round trips to the NATS server.
+    #[arg(long, env = "SWITCHBOARD_NATS_PING_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub nats_ping_interval: Duration,
+    /// Round trips in a row without an answer after which the NATS connection counts as dead:
+    /// not ready, then a reconnect to another server (a frozen server is noticed within
+    /// ping interval x (this + 1)).
+    #[arg(long, env = "SWITCHBOARD_NATS_MAX_MISSED_PONGS", default_value_t = 2)]
+    pub nats_max_missed_pongs: u32,
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +229,13 @@ pub struct GatewayArgs {
     /// Most `rpc` commands one session may have waiting (error 109 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]
     pub max_pending_rpcs: usize,
+    /// Longest user id (a token's `sub`) in bytes, at most 256; a longer one is refused (4501).
+    #[arg(long, env = "SWITCHBOARD_MAX_USER_ID_LEN", default_value_t = 256)]
+    pub max_user_id_len: usize,
+    /// Most bytes of an HTTP request head (request line and headers), at least 8192; a
+    /// longer one gets 431.
+    #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16384)]
+    pub max_header_bytes: usize,
 }
 
 impl GatewayArgs {
@@ -236,6 +257,8 @@ impl GatewayArgs {
             token_secret: self.token_secret.clone(),
             rpc_timeout: self.rpc_timeout,
             max_pending_rpcs: self.max_pending_rpcs,
+            max_user_id_len: self.max_user_id_len,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }

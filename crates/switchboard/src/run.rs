@@ -3,17 +3,32 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchboard_bus::{Bus, NatsBus, NatsConfig, NoDelivery};
+use switchboard_bus::{Bus, Deliver, NatsBus, NatsConfig, NoDelivery};
 use switchboard_control::{Control, ControlConfig};
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 
+use crate::UsageError;
 use crate::cli::{ControlArgs, GatewayCmdArgs, NatsArgs};
 
-fn nats_config(args: &NatsArgs, name: &str) -> NatsConfig {
+/// The NATS settings, checked before any connection attempt (a bad one exits 64).
+fn nats_config(args: &NatsArgs, name: &str) -> Result<NatsConfig, UsageError> {
     let mut config = NatsConfig::new(args.urls.clone(), name);
     config.prefix = args.subject_prefix.clone();
-    config
+    config.connect_timeout = args.nats_connect_timeout;
+    config.ping_interval = args.nats_ping_interval;
+    config.max_missed_pongs = args.nats_max_missed_pongs;
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    switchboard_bus::subjects::Subjects::new(&config.prefix).map_err(|e| UsageError(e.to_string()))?;
+    Ok(config)
+}
+
+/// Connects to NATS, or fails with one line naming the servers and why.
+async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::Result<NatsBus> {
+    tracing::info!(servers = %config.urls.join(","), "connecting to nats");
+    NatsBus::connect(config, deliver)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (is nats-server running there? `make deps` installs it)"))
 }
 
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
@@ -21,10 +36,11 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
     let mut config = args.gateway.config(args.listen);
+    config.validate().map_err(UsageError)?;
     config.serve_page = args.page;
-    let nats = nats_config(&args.nats, &config.node_id);
+    let nats = nats_config(&args.nats, &config.node_id)?;
     let gateway = Gateway::new(config.clone(), Some(prometheus), |deliver| async move {
-        Ok::<_, anyhow::Error>(Arc::new(NatsBus::connect(nats, deliver).await?) as Arc<dyn Bus>)
+        Ok::<_, anyhow::Error>(Arc::new(connect_nats(nats, deliver).await?) as Arc<dyn Bus>)
     })
     .await?;
     let listener = gateway.bind().await.with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -48,22 +64,28 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_control::metrics::describe();
     let replica_id = args.replica_id.clone().unwrap_or_else(|| format!("c{}", fastrand_suffix()));
-    let listener =
-        TcpListener::bind(args.grpc_listen).await.with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
-    let addr = listener.local_addr()?;
-    let bus: Arc<dyn Bus> =
-        Arc::new(NatsBus::connect(nats_config(&args.nats, &replica_id), Arc::new(NoDelivery)).await?);
-    let config = ControlConfig {
+    let mut config = ControlConfig {
         replica_id: replica_id.clone(),
-        grpc_addr: args.advertise_addr.clone().unwrap_or_else(|| addr.to_string()),
+        grpc_addr: args.advertise_addr.clone().unwrap_or_else(|| args.grpc_listen.to_string()),
         gateway_lease: args.gateway_lease,
         replica_lease: args.replica_lease,
         query_timeout: args.query_timeout,
         ..ControlConfig::default()
     };
+    // Every setting is checked before any connection attempt.
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let nats = nats_config(&args.nats, &replica_id)?;
+    // NATS first: the gRPC port opens only once the API can answer.
+    let bus: Arc<dyn Bus> = Arc::new(connect_nats(nats, Arc::new(NoDelivery)).await?);
+    let listener =
+        TcpListener::bind(args.grpc_listen).await.with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
+    let addr = listener.local_addr()?;
+    if args.advertise_addr.is_none() {
+        config.grpc_addr = addr.to_string();
+    }
     let control = match Control::start(config, bus).await {
         Ok(c) => c,
-        Err(e @ switchboard_control::StartError::Config(_)) => return Err(crate::UsageError(e.to_string()).into()),
+        Err(e @ switchboard_control::StartError::Config(_)) => return Err(UsageError(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };
     if let Some(addr) = args.metrics_listen {

@@ -1,0 +1,129 @@
+//! NATS missing or frozen, as a newcomer or an operator meets it: processes that cannot
+//! reach NATS say why and exit within their bound, and a node that stops answering is
+//! noticed within the ping bound and left for another.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use switchboard_tests::nats::NatsCluster;
+use switchboard_tests::procs::{self, user_client, wait_ready};
+use switchboard_tests::{DEADLINE, binary, eventually_async, free_port, grpc};
+use switchboard_wire::pb;
+
+/// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(binary()).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), err, started.elapsed());
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("switchboard {args:?} still running after {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn control_and_gateway_exit_naming_the_url_when_nats_is_unreachable() {
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let (grpc, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let cases: [(&str, Vec<&str>); 2] = [
+        ("control", vec!["control", "--nats", &dead, "--grpc-listen", &grpc, "--nats-connect-timeout", "1s"]),
+        ("gateway", vec!["gateway", "--nats", &dead, "--listen", &http, "--nats-connect-timeout", "1s"]),
+    ];
+    for (role, args) in cases {
+        let (code, err, took) = run_to_exit(&args);
+        assert_eq!(code, Some(1), "{role}: {err}");
+        assert!(err.contains(&format!("{dead}: connection refused")), "{role} names the url and the error: {err}");
+        assert!(took < Duration::from_secs(5), "{role} took {took:?}");
+        assert!(!err.contains("\x1b["), "{role}: no colour when stderr is not a terminal: {err}");
+        assert!(std::net::TcpStream::connect(&grpc).is_err(), "control never opened its gRPC port");
+    }
+}
+
+#[test]
+fn invalid_nats_settings_exit_64_before_any_connection_attempt() {
+    let port = free_port();
+    // Nothing listens on the port, and no attempt is made: the exit comes at once.
+    let url = format!("nats://127.0.0.1:{port}");
+    let cases: [&[&str]; 4] = [
+        &["control", "--nats", &url, "--gateway-lease", "20s"],
+        &["control", "--nats", &url, "--nats-ping-interval", "10ms"],
+        &["gateway", "--nats", &url, "--nats-max-missed-pongs", "0"],
+        &["gateway", "--nats", &url, "--max-user-id-len", "5000"],
+    ];
+    for args in cases {
+        let (code, err, took) = run_to_exit(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_another() {
+    let nats = NatsCluster::start(3);
+    // 500 ms pings, 2 missed: a frozen node is noticed within 1.5 s.
+    let fast_pings = ["--nats-ping-interval", "500ms", "--nats-max-missed-pongs", "2"];
+    let g1 = procs::gateway("g1", &nats.urls(), &fast_pings);
+    let mut on = None;
+    eventually_async("g1 is connected to a NATS node", || {
+        on = nats.node_of("g1");
+        futures_util::future::ready(on.is_some())
+    })
+    .await;
+    let frozen = on.unwrap();
+    let others: Vec<String> = (0..3).filter(|&i| i != frozen).map(|i| nats.url(i)).collect();
+    let c1 = procs::control("c1", &others, &[]);
+    wait_ready(c1.addr(), 1, 1).await;
+    let mut a = user_client(&g1, "a").await;
+    a.subscribe("f:x").await.unwrap();
+    let mut api = grpc(c1.addr()).await;
+    let publish = |api: &mut switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient<_>, n: u32| {
+        let req = pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from(n.to_string()) };
+        let mut api = api.clone();
+        async move { api.publish(req).await.map(|_| ()) }
+    };
+    publish(&mut api, 0).await.unwrap();
+    assert_eq!(tokio::time::timeout(DEADLINE, a.next_publication()).await.unwrap().unwrap().data, "0");
+
+    nats.node(frozen).freeze();
+    let frozen_at = Instant::now();
+    eventually_async("g1 reports not ready", || readyz(g1.addr()).map(|r| !r)).await;
+    let noticed = frozen_at.elapsed();
+    println!("frozen node noticed after {noticed:?}");
+    // 3 x 500 ms at most, with room for a loaded machine.
+    assert!(noticed < Duration::from_secs(4), "noticed after {noticed:?}");
+    eventually_async("g1 is ready again on another node", || readyz(g1.addr())).await;
+    let back = frozen_at.elapsed();
+    println!("g1 back on another node after {back:?}");
+    assert_ne!(nats.node_of("g1"), Some(frozen), "g1 left the frozen node");
+    // Publications reach the subscriber again: its subscription followed it.
+    for n in 1.. {
+        publish(&mut api, n).await.unwrap();
+        if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(500), a.next_publication()).await {
+            assert_eq!(p.channel, "f:x");
+            break;
+        }
+        assert!(frozen_at.elapsed() < DEADLINE * 2, "no delivery after the freeze");
+    }
+    nats.node(frozen).thaw();
+}
+
+/// Whether `GET /readyz` answers 200.
+async fn readyz(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
+    out.starts_with("HTTP/1.1 200")
+}
