@@ -60,6 +60,17 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 // === impl Api ===
 
 impl Api {
+    /// Runs `call` only while the bus is connected: every call but `Info` needs it, and
+    /// one made while NATS is unreachable fails at once instead of hanging its caller.
+    async fn gated<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        if !self.shared.bus.is_ready() {
+            return Err(Status::unavailable(
+                "this control replica has no NATS connection; try again or another replica",
+            ));
+        }
+        call.await
+    }
+
     async fn publish_one(&self, req: pb::PublishApiRequest) -> Result<pb::PublishApiResponse, Status> {
         let channel = parse_channel(&req.channel)?;
         self.publish_to(&channel, req.data).await.map(position).map_err(bus_status)
@@ -117,69 +128,69 @@ impl Api {
 #[tonic::async_trait]
 impl SwitchboardApi for Api {
     async fn publish(&self, req: Request<pb::PublishApiRequest>) -> Result<Response<pb::PublishApiResponse>, Status> {
-        counted("Publish", self.publish_one(req.into_inner()).await)
+        counted("Publish", self.gated(self.publish_one(req.into_inner())).await)
     }
 
     async fn broadcast(&self, req: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
-        counted("Broadcast", self.broadcast_all(req.into_inner()).await)
+        counted("Broadcast", self.gated(self.broadcast_all(req.into_inner())).await)
     }
 
     async fn send_to_session(
         &self,
         req: Request<pb::SendToSessionRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        counted("SendToSession", self.send_session(req.into_inner()).await)
+        counted("SendToSession", self.gated(self.send_session(req.into_inner())).await)
     }
 
     async fn send_to_user(&self, req: Request<pb::SendToUserRequest>) -> Result<Response<pb::SendResponse>, Status> {
-        counted("SendToUser", self.send_user(req.into_inner()).await)
+        counted("SendToUser", self.gated(self.send_user(req.into_inner())).await)
     }
 
     async fn disconnect(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        counted("Disconnect", self.close(req.into_inner()).await)
+        counted("Disconnect", self.gated(self.close(req.into_inner())).await)
     }
 
     async fn subscribe(
         &self,
         req: Request<pb::ServerSubscribeRequest>,
     ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
-        counted("Subscribe", self.server_subscribe(req.into_inner(), true).await)
+        counted("Subscribe", self.gated(self.server_subscribe(req.into_inner(), true)).await)
     }
 
     async fn unsubscribe(
         &self,
         req: Request<pb::ServerSubscribeRequest>,
     ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
-        counted("Unsubscribe", self.server_subscribe(req.into_inner(), false).await)
+        counted("Unsubscribe", self.gated(self.server_subscribe(req.into_inner(), false)).await)
     }
 
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
-        counted("GetSession", self.session(req.into_inner()).await)
+        counted("GetSession", self.gated(self.session(req.into_inner())).await)
     }
 
     async fn list_sessions(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        counted("ListSessions", self.sessions_of(req.into_inner()).await)
+        counted("ListSessions", self.gated(self.sessions_of(req.into_inner())).await)
     }
 
     async fn presence(&self, req: Request<pb::PresenceRequest>) -> Result<Response<pb::PresenceResponse>, Status> {
-        counted("Presence", self.presence_of(req.into_inner()).await)
+        counted("Presence", self.gated(self.presence_of(req.into_inner())).await)
     }
 
     async fn presence_stats(
         &self,
         req: Request<pb::PresenceRequest>,
     ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
-        counted("PresenceStats", self.stats_of(req.into_inner()).await)
+        counted("PresenceStats", self.gated(self.stats_of(req.into_inner())).await)
     }
 
     async fn channels(&self, req: Request<pb::ChannelsRequest>) -> Result<Response<pb::ChannelsResponse>, Status> {
-        counted("Channels", self.channel_counts(req.into_inner()).await)
+        counted("Channels", self.gated(self.channel_counts(req.into_inner())).await)
     }
 
     async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
@@ -192,6 +203,6 @@ impl SwitchboardApi for Api {
         &self,
         _: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        counted("WatchEvents", self.watch().await)
+        counted("WatchEvents", self.gated(self.watch()).await)
     }
 }

@@ -112,6 +112,7 @@ impl Control {
         };
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(SwitchboardApiServer::new(self.api()))
@@ -167,6 +168,21 @@ impl Control {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
     }
+}
+
+/// tonic answers a request over its size limit with `OUT_OF_RANGE`; gRPC's convention (and
+/// what clients retry on, or not) is `RESOURCE_EXHAUSTED`.
+fn too_large_is_resource_exhausted<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    use tonic::codegen::http::HeaderValue;
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers.get("grpc-message").is_some_and(|m| m.as_bytes().windows(9).any(|w| w == b"too%20large"));
+    if too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+    response
 }
 
 #[cfg(test)]

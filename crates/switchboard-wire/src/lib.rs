@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod codes;
+pub mod ids;
 pub mod protocol;
 
 pub use channel::{Channel, ChannelError};

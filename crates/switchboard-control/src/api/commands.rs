@@ -5,6 +5,7 @@
 //! A session id names its gateway: `{gateway}-{id}`, split at the last `-`.
 
 use switchboard_bus::{Address, BusError, Message};
+use switchboard_wire::ids::{MAX_SESSION_ID_LEN, MAX_USER_ID_LEN};
 use switchboard_wire::pb::server_subscribe_request;
 use switchboard_wire::pb::{self, disconnect_request, gateway_command::Action, gateway_command::Target};
 use tonic::Status;
@@ -96,9 +97,7 @@ impl Api {
                 Ok(reply.sessions)
             }
             To::User(user) => {
-                if user.is_empty() {
-                    return Err(Status::invalid_argument("user is empty"));
-                }
+                check_user(&user)?;
                 let address = Address::User(user.as_str().into());
                 let command = pb::GatewayCommand { target: Some(Target::User(user)), action: Some(action) };
                 self.shared.bus.send(&address, Message::proto(&command)).await.map_err(bus_status)?;
@@ -113,10 +112,24 @@ pub(crate) fn session_gateway(session: &str) -> Result<&str, Status> {
     if session.is_empty() {
         return Err(Status::invalid_argument("session is empty"));
     }
+    if session.len() > MAX_SESSION_ID_LEN {
+        return Err(Status::invalid_argument(format!("session is longer than {MAX_SESSION_ID_LEN} bytes")));
+    }
     match session.rsplit_once('-') {
         Some((gateway, id)) if !gateway.is_empty() && !id.is_empty() => Ok(gateway),
         _ => Err(Status::invalid_argument(format!("session {session:?} is not a session id ({{gateway}}-{{id}})"))),
     }
+}
+
+/// A user id as the API accepts it: not empty, at most [`MAX_USER_ID_LEN`] bytes.
+pub(crate) fn check_user(user: &str) -> Result<(), Status> {
+    if user.is_empty() {
+        return Err(Status::invalid_argument("user is empty"));
+    }
+    if user.len() > MAX_USER_ID_LEN {
+        return Err(Status::invalid_argument(format!("user is longer than {MAX_USER_ID_LEN} bytes")));
+    }
+    Ok(())
 }
 
 fn not_connected() -> Status {

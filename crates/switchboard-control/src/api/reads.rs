@@ -23,9 +23,7 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 
 impl Api {
     pub(super) async fn session(&self, req: pb::GetSessionRequest) -> Result<pb::SessionInfo, Status> {
-        if req.session.is_empty() {
-            return Err(Status::invalid_argument("session is empty"));
-        }
+        super::commands::session_gateway(&req.session)?;
         let reply = self.shared.ask_owner(shard(&req.session), Query::GetSession(req.session.clone())).await?;
         match reply.sessions.into_iter().find(|r| r.session == req.session) {
             Some(r) => Ok(info(r)),
@@ -46,6 +44,7 @@ impl Api {
             // to know whether another page follows.
             Query::AllSessions(pb::SessionPage { after: req.page_token.clone(), limit: size as u32 + 1 })
         } else {
+            super::commands::check_user(&req.user)?;
             Query::UserSessions(req.user)
         };
         let replies = self.shared.gather(query).await?;

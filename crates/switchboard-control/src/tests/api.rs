@@ -137,6 +137,29 @@ async fn bad_requests_get_the_documented_status_codes() {
         ("send to a session without a gateway", code!(api.send_to_session(req(send("nodash")))), Err(Invalid)),
         ("send to a session with an empty gateway", code!(api.send_to_session(req(send("-abc")))), Err(Invalid)),
         ("send to an empty user", code!(api.send_to_user(req(pb::SendToUserRequest::default()))), Err(Invalid)),
+        // Ids that would make a subject NATS cannot carry are refused at once.
+        (
+            "send to a 5,000-byte user",
+            code!(api.send_to_user(req(pb::SendToUserRequest { user: "u".repeat(5000), data: Bytes::new() }))),
+            Err(Invalid),
+        ),
+        (
+            "send to a 257-byte user",
+            code!(api.send_to_user(req(pb::SendToUserRequest { user: "u".repeat(257), data: Bytes::new() }))),
+            Err(Invalid),
+        ),
+        ("send to a 5,000-byte session", code!(api.send_to_session(req(send(&"g".repeat(5000))))), Err(Invalid)),
+        (
+            "disconnect a 5,000-byte user",
+            code!(api.disconnect(req(disconnect(Some(disconnect_request::Target::User(".".repeat(5000))), 0, "")))),
+            Err(Invalid),
+        ),
+        (
+            "get a 5,000-byte session",
+            code!(api.get_session(req(pb::GetSessionRequest { session: format!("{}-1", "g".repeat(5000)) }))),
+            Err(Invalid),
+        ),
+        ("list a 5,000-byte user's sessions", code!(api.list_sessions(req(list(&"u".repeat(5000), 0)))), Err(Invalid)),
         ("disconnect nobody", code!(api.disconnect(req(disconnect(None, 0, "")))), Err(Invalid)),
         ("disconnect with code 3999", code!(api.disconnect(req(disconnect(session(&s), 3999, "")))), Err(Invalid)),
         ("disconnect with code 5000", code!(api.disconnect(req(disconnect(session(&s), 5000, "")))), Err(Invalid)),
