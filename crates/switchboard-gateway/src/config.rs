@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_wire::ids::MAX_USER_ID_LEN;
+
 /// How a gateway behaves. Every limit has a default here, a flag in the binary, a metric
 /// (`switchboard_gateway_limit_hits_total{limit=…}`) and a test.
 #[derive(Debug, Clone)]
@@ -42,6 +44,12 @@ pub struct GatewayConfig {
     pub rpc_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: usize,
+    /// Longest user id (a token's `sub`), bytes; a longer one is refused at connect (4501).
+    /// At most [`MAX_USER_ID_LEN`] (256), the default: user ids travel in bus subjects.
+    pub max_user_id_len: usize,
+    /// Most bytes of an HTTP request head (request line and headers); a longer head gets
+    /// `431`. Default 16 KiB, at least 8 KiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -62,7 +70,25 @@ impl Default for GatewayConfig {
             token_secret: None,
             rpc_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
+            max_user_id_len: MAX_USER_ID_LEN,
+            max_header_bytes: 16 * 1024,
         }
+    }
+}
+
+/// The smallest request-head bound hyper allows.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+impl GatewayConfig {
+    /// Checks the settings that have a range; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_user_id_len == 0 || self.max_user_id_len > MAX_USER_ID_LEN {
+            return Err(format!("max_user_id_len must be 1 to {MAX_USER_ID_LEN}, not {}", self.max_user_id_len));
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(format!("max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}", self.max_header_bytes));
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP side of the gateway: the accept loop, the routes, and the WebSocket upgrade.
 //!
 //! Routes: `GET /ws` (WebSocket, client protocol v1), `GET /healthz` (the process is up),
-//! `GET /readyz` (the bus is reachable and the node is not draining), `GET /metrics`
+//! `GET /readyz` (the node is not draining, the bus is reachable, and a control replica was
+//! heard within 3 s; otherwise `503` saying which), `GET /metrics`
 //! (Prometheus text format), and `GET /` (the demo page, when enabled).
 
 use std::convert::Infallible;
@@ -25,6 +26,10 @@ type Body = Full<Bytes>;
 
 const PAGE: &str = include_str!("page.html");
 
+/// HTTP connections a node holding `max_connections` still accepts, to answer them `503`;
+/// past that a new connection is closed at once.
+pub(crate) const FULL_NODE_SLACK: usize = 64;
+
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let mut draining = shared.draining.subscribe();
     loop {
@@ -41,18 +46,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        // Connections still in HTTP (before or without an upgrade) count against the limit
+        // too: each may hold a request head of up to `max_header_bytes` meanwhile. A full
+        // node still takes a few more, to answer their upgrades `503`.
+        let open = shared.connections.load(Ordering::Acquire) + shared.http_connections.load(Ordering::Acquire);
+        if open >= shared.config.max_connections + FULL_NODE_SLACK {
+            shared.metrics.limit_connections.increment(1);
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        shared.http_connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|req| route(shared.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(shared.config.handshake_timeout)
+                .max_header_size(shared.config.max_header_bytes)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
+                if e.is_parse_too_large() {
+                    shared.metrics.limit_header_bytes.increment(1);
+                } else if e.is_timeout() {
+                    shared.metrics.limit_header_timeout.increment(1);
+                }
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
+            shared.http_connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
     // Keep the drain going until the sessions have left.
@@ -68,6 +90,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else if !shared.bus.is_ready() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+            } else if !shared.node.control_reachable() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "waiting for a control replica (none heard on the bus for 3s)\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -104,6 +128,14 @@ fn metrics(shared: &Shared) -> Response<Body> {
     r
 }
 
+/// Whether the request's `Sec-WebSocket-Key` is 16 bytes in base64, as RFC 6455 §4.2.1 asks
+/// (fastwebsockets only checks that it is there).
+fn valid_key(req: &Request<Incoming>) -> bool {
+    use base64::Engine as _;
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else { return true };
+    base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|k| k.len() == 16)
+}
+
 fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         shared.metrics.limit_handshake.increment(1);
@@ -130,6 +162,14 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
         .map(str::trim)
         .collect::<Vec<_>>();
     let (encoding, subprotocol) = Encoding::negotiate(offered);
+    if !valid_key(&req) {
+        shared.connections.fetch_sub(1, Ordering::AcqRel);
+        shared.metrics.limit_handshake.increment(1);
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad websocket handshake: Sec-WebSocket-Key must be 16 bytes in base64\n",
+        );
+    }
     // Take hyper's upgrade handle ourselves: the session reads and writes the raw socket.
     // fastwebsockets checks the key and version and builds the 101 response; its own
     // upgrade future (which would allocate a WebSocket we do not use) is dropped unused.

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     /// Four random characters that tag this process's session ids.
     boot: String,
     connections: AtomicUsize,
+    /// HTTP connections not (or not yet) upgraded to WebSocket.
+    http_connections: AtomicUsize,
     /// Flips to true when the node starts draining.
     draining: watch::Sender<bool>,
 }
@@ -126,6 +128,7 @@ impl Gateway {
                 next_session: AtomicU64::new(1),
                 boot: config::random_node_id()[1..5].to_owned(),
                 connections: AtomicUsize::new(0),
+                http_connections: AtomicUsize::new(0),
                 draining: watch::channel(false).0,
             }),
         })
@@ -159,6 +162,11 @@ impl Gateway {
     /// Open sessions on this node.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections still speaking HTTP (not, or not yet, upgraded to WebSocket).
+    pub fn http_connections(&self) -> usize {
+        self.shared.http_connections.load(Ordering::Relaxed)
     }
 
     /// The hub (for introspection: channels and local subscriber counts).

@@ -25,6 +25,9 @@ pub const LIMITS: &[&str] = &[
     "token",
     "pending_rpcs",
     "rpc_timeout",
+    "header_bytes",
+    "header_timeout",
+    "user_id",
 ];
 
 /// Describes every metric. Call once, after installing the recorder.
@@ -57,6 +60,9 @@ pub struct Metrics {
     pub limit_token: Counter,
     pub limit_pending_rpcs: Counter,
     pub limit_rpc_timeout: Counter,
+    pub limit_header_bytes: Counter,
+    pub limit_header_timeout: Counter,
+    pub limit_user_id: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
     pub bus_subscriptions: Gauge,
@@ -80,6 +86,9 @@ impl Metrics {
             limit_token: limit("token"),
             limit_pending_rpcs: limit("pending_rpcs"),
             limit_rpc_timeout: limit("rpc_timeout"),
+            limit_header_bytes: limit("header_bytes"),
+            limit_header_timeout: limit("header_timeout"),
+            limit_user_id: limit("user_id"),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),
             bus_subscriptions: metrics::gauge!(BUS_SUBSCRIPTIONS),

@@ -12,6 +12,7 @@
 //!   goes away.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,9 @@ use tokio::task::JoinHandle;
 /// Encoded bytes per snapshot chunk: well under NATS's default 1 MiB payload limit.
 const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A gateway counts control as reachable while it heard a control replica's heartbeat
+/// within this long (three of their heartbeats, as control's own replica lease).
+const CONTROL_SILENCE: Duration = Duration::from_secs(3);
 
 /// What a session is asked to do by a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +111,8 @@ pub(crate) struct NodeAgent {
     hub: Arc<Hub>,
     started_at_ms: i64,
     http_addr: OnceLock<String>,
+    /// When a control replica's heartbeat was last heard (ms since the epoch, 0: never).
+    control_heard_ms: AtomicI64,
     state: Mutex<State>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -142,6 +148,7 @@ impl NodeAgent {
             hub,
             started_at_ms: now_ms(),
             http_addr: OnceLock::new(),
+            control_heard_ms: AtomicI64::new(0),
             // The event sequence starts at the start-up time in microseconds, so it keeps
             // increasing across restarts of a gateway with the same id.
             state: Mutex::new(State { seq: now_ms() as u64 * 1000, ..State::default() }),
@@ -149,7 +156,15 @@ impl NodeAgent {
         });
         let node_inbox = bus.listen(&Address::Node(agent.id.clone()), None).await?;
         let all_inbox = bus.listen(&Address::Gateways, None).await?;
+        let mut control_inbox = bus.listen(&Address::ControlHeartbeat, None).await?;
         let mut tasks = Vec::new();
+        let weak = Arc::downgrade(&agent);
+        tasks.push(tokio::spawn(async move {
+            while control_inbox.next().await.is_some() {
+                let Some(agent) = weak.upgrade() else { return };
+                agent.control_heard_ms.store(now_ms(), Ordering::Relaxed);
+            }
+        }));
         for inbox in [node_inbox, all_inbox] {
             let weak = Arc::downgrade(&agent);
             tasks.push(tokio::spawn(serve_inbox(weak, inbox)));
@@ -169,6 +184,13 @@ impl NodeAgent {
 
     pub(crate) fn set_http_addr(&self, addr: String) {
         let _ = self.http_addr.set(addr);
+    }
+
+    /// Whether a control replica was heard lately: on NATS, subscribe and publish need one
+    /// (its sequencers), so until then `/readyz` says what the gateway waits for.
+    pub(crate) fn control_reachable(&self) -> bool {
+        let heard = self.control_heard_ms.load(Ordering::Relaxed);
+        heard > 0 && now_ms().saturating_sub(heard) <= CONTROL_SILENCE.as_millis() as i64
     }
 
     pub(crate) fn sessions(&self) -> usize {

@@ -172,6 +172,13 @@ impl Session {
                         return End::Gone;
                     }
                 }
+                // A client that stops reading leaves the writer waiting for writability,
+                // possibly forever (it may still send pings); the queue behind it overflows
+                // meanwhile, and that alone ends the session.
+                () = poll_fn(|cx| self.sub.outbox.poll_overflow(cx)), if !self.pending.is_empty() => {
+                    self.shared.metrics.limit_outbound_queue.increment(1);
+                    return End::Close(CloseCode::SLOW_CONSUMER);
+                }
                 commands = poll_fn(|cx| self.handle.poll_commands(cx)) => {
                     for command in commands {
                         if let Some(end) = Box::pin(self.on_backend_command(command)).await {
@@ -410,6 +417,13 @@ impl Session {
         let user = match &self.shared.config.token_secret {
             None => String::new(),
             Some(secret) => match crate::auth::verify(secret, &req.token) {
+                // User ids travel in bus subjects: an unbounded one could cut the gateway
+                // off its bus.
+                Ok(user) if user.len() > self.shared.config.max_user_id_len => {
+                    tracing::debug!(len = user.len(), "connect token refused: its sub is too long");
+                    self.shared.metrics.limit_user_id.increment(1);
+                    return Err(End::Close(CloseCode::UNAUTHORIZED));
+                }
                 Ok(user) => user,
                 Err(e) => {
                     tracing::debug!(error = %e, "connect token rejected");
@@ -570,9 +584,10 @@ impl Session {
         let close = frame::close(code, reason);
         let client_closed = matches!(end, End::ClientClosed(_));
         if matches!(end, End::Close(CloseCode::SLOW_CONSUMER)) {
-            // What is queued is what the client could not take; do not wait on it.
-            self.pending.clear();
-            self.head = 0;
+            // What is queued is what the client could not take; do not wait on it. The
+            // frame being written may be partly out already: it is finished, or the close
+            // frame would land inside it.
+            self.pending.truncate((self.head + 1).min(self.pending.len()));
         }
         self.pending.push(close);
         let deadline = Instant::now() + CLOSE_GRACE;

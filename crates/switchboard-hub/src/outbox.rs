@@ -68,6 +68,9 @@ struct State {
     /// The writer holds frames it took and has not finished writing: no direct write may
     /// overtake them.
     writer_busy: bool,
+    /// The writer while it waits for its socket to take what it holds: woken only when the
+    /// outbox overflows ([`Outbox::poll_overflow`]).
+    overflow_waiter: Option<Waker>,
     sink: Option<Arc<dyn Sink>>,
 }
 
@@ -145,9 +148,9 @@ impl Outbox {
             s.overflowed = true;
             s.frames = Vec::new();
             s.bytes = 0;
-            let writer = s.writer.take();
+            let (writer, waiter) = (s.writer.take(), s.overflow_waiter.take());
             drop(s);
-            if let Some(w) = writer {
+            for w in [writer, waiter].into_iter().flatten() {
                 w.wake();
             }
             return Push::Overflow;
@@ -194,6 +197,19 @@ impl Outbox {
         Poll::Ready(Taken::Frames)
     }
 
+    /// Ready once the outbox has overflowed; until then registers the waker to be woken by
+    /// the overflow alone (not by every push). For a writer that waits on its socket while
+    /// frames keep arriving: a client that stops reading is found even though its socket
+    /// never becomes writable again.
+    pub fn poll_overflow(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.overflowed {
+            return Poll::Ready(());
+        }
+        s.overflow_waiter.get_or_insert_with(|| cx.waker().clone()).clone_from(cx.waker());
+        Poll::Pending
+    }
+
     /// Frees the queue's spare capacity if nothing is queued: called by the writer from
     /// time to time, so a connection that had a burst and went quiet holds no queue memory.
     pub fn trim(&self) {
@@ -215,6 +231,7 @@ impl Outbox {
         s.frames = Vec::new();
         s.bytes = 0;
         s.writer = None;
+        s.overflow_waiter = None;
         // The socket closes when the connection's owner drops it, not when the hub does.
         s.sink = None;
     }

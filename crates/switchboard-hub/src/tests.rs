@@ -157,6 +157,34 @@ fn an_outbox_over_its_limit_overflows_and_refuses_more() {
     assert_eq!(outbox.take(&mut Vec::new()), Taken::Overflowed);
 }
 
+/// Counts its wake-ups.
+struct CountWakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_writer_waiting_on_its_socket_is_woken_by_the_overflow_alone() {
+    let outbox = Outbox::new(100);
+    // The writer took a frame and waits for its socket: it holds frames, the queue fills.
+    outbox.push(Bytes::from(vec![0; 10]));
+    outbox.take(&mut Vec::new());
+    let wakes = Arc::new(CountWakes(Default::default()));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(outbox.poll_overflow(&mut cx).is_pending());
+    for _ in 0..2 {
+        assert_eq!(outbox.push(Bytes::from(vec![0; 50])), Push::Queued);
+    }
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0, "pushes that fit do not wake it");
+    assert_eq!(outbox.push(Bytes::from(vec![0; 1])), Push::Overflow);
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the overflow does");
+    assert!(outbox.poll_overflow(&mut cx).is_ready());
+}
+
 #[test]
 fn take_swaps_buffers_in_order_and_trim_frees_a_quiet_queue() {
     let outbox = Outbox::new(1 << 20);

@@ -94,6 +94,7 @@ pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
     switchboard_gateway::metrics::describe();
     switchboard_control::metrics::describe();
     let mut gateway = args.gateway.config(args.listen);
+    gateway.validate().map_err(crate::UsageError)?;
     gateway.serve_page = !args.no_page;
     let node = Dev::start(DevConfig { gateway, grpc_listen: args.grpc_listen }, Some(prometheus)).await?;
     println!("switchboard dev is running (in-process bus, no NATS)");
