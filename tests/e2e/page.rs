@@ -46,7 +46,12 @@ async fn the_page_can_be_turned_off() {
 async fn health_readiness_and_unknown_paths_answer_with_plain_statuses() {
     let node = start_dev(gateway_config()).await;
     assert_eq!(get(node.http, "/healthz").await.0, 200);
-    assert_eq!(get(node.http, "/readyz").await.0, 200);
+    // Ready once the control replica's first heartbeat was heard.
+    let deadline = tokio::time::Instant::now() + switchboard_tests::DEADLINE;
+    while get(node.http, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "/readyz never became 200");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(get(node.http, "/nope").await.0, 404);
     assert_eq!(get(node.http, "/ws").await.0, 426, "a plain GET on /ws asks for an upgrade");
     // Without a recorder installed, /metrics says so rather than serving an empty page.

@@ -71,20 +71,37 @@ struct JsonRpc<'a> {
 struct JsonCommand<'a> {
     #[serde(default)]
     id: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     connect: Option<JsonConnect>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     subscribe: Option<JsonChannel>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     unsubscribe: Option<JsonChannel>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     publish: Option<JsonPublish<'a>>,
     #[serde(default, deserialize_with = "present_empty", skip_serializing_if = "Option::is_none")]
     ping: Option<Empty>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     send: Option<JsonSend<'a>>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     rpc: Option<JsonRpc<'a>>,
+}
+
+/// A command member that must be a JSON object, or `null` (absent). serde's derive would
+/// also read a struct from an array (`"subscribe":["ch"]`), which the protocol does not
+/// allow.
+fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match <Option<&'de RawValue>>::deserialize(d)? {
+        None => Ok(None),
+        Some(raw) if raw.get().starts_with('{') => {
+            serde_json::from_str(raw.get()).map(Some).map_err(serde::de::Error::custom)
+        }
+        Some(_) => Err(serde::de::Error::custom("a command member must be an object")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -94,6 +111,14 @@ struct JustId {
 }
 
 pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError> {
+    // A command is an object; serde's derive would also read one from an array.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DecodeError {
+            id: None,
+            code: ErrorCode::BAD_REQUEST,
+            message: "a command must be a JSON object".into(),
+        });
+    }
     let parsed: JsonCommand<'_> = match serde_json::from_slice(payload) {
         Ok(c) => c,
         Err(e) => {

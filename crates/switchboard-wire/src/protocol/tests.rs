@@ -43,6 +43,12 @@ fn json_errors_keep_the_id_when_there_is_one() {
     let cases: &[(&str, Option<u32>, ErrorCode)] = &[
         ("not json", None, ErrorCode::BAD_REQUEST),
         ("[1,2]", None, ErrorCode::BAD_REQUEST),
+        // serde would read the command struct from an array: [id, connect, subscribe, …].
+        (r#"[2,null,null,null,null,{}]"#, None, ErrorCode::BAD_REQUEST),
+        (r#"  [7]"#, None, ErrorCode::BAD_REQUEST),
+        (r#"{"id":3,"subscribe":["ch"]}"#, Some(3), ErrorCode::BAD_REQUEST),
+        (r#"{"id":3,"connect":[]}"#, Some(3), ErrorCode::BAD_REQUEST),
+        (r#"{"id":3,"publish":["ch",1]}"#, Some(3), ErrorCode::BAD_REQUEST),
         (r#"{"subscribe":{"channel":"a"}}"#, None, ErrorCode::BAD_REQUEST),
         (r#"{"id":7}"#, Some(7), ErrorCode::UNKNOWN_COMMAND),
         (r#"{"id":7,"frobnicate":{}}"#, Some(7), ErrorCode::UNKNOWN_COMMAND),
