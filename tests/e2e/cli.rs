@@ -36,6 +36,17 @@ fn sub_prints_what_pub_sends_through_a_dev_node() {
 }
 
 #[test]
+fn dev_logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    let node = DevNode::start(&[]);
+    let deadline = std::time::Instant::now() + kit::LIMIT;
+    while !node.log().contains("control replica started") {
+        assert!(std::time::Instant::now() < deadline, "no start-up log line:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!node.log().contains("\x1b["), "ANSI escapes in a piped log:\n{:?}", node.log());
+}
+
+#[test]
 fn bad_flags_exit_64_and_help_lists_every_command() {
     let out = run(&["dev", "--listen", "not-an-address"]);
     assert_eq!(out.code, Some(64), "{}", out.stderr);
