@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kit::{DevNode, Running, closed_port, run, silent_port};
+use kit::{DevNode, Running, closed_port, root, run, run_shell, silent_port};
+use switchboard_tests::binary;
 
 #[test]
 fn sub_prints_what_pub_sends_through_a_dev_node() {
@@ -33,6 +34,23 @@ fn sub_prints_what_pub_sends_through_a_dev_node() {
     assert_eq!(first["epoch"], ack["epoch"]);
     assert_eq!(second["data"], serde_json::json!([1, 2]));
     assert_eq!(sub.exit_code(), Some(0), "sub exits 0 after --count publications");
+}
+
+#[test]
+fn the_dev_banner_commands_work_as_printed_from_the_workspace_root() {
+    let mut node = DevNode::start(&[]);
+    let bin = binary().canonicalize().unwrap();
+    let shown = bin.strip_prefix(root()).map(|p| p.display().to_string()).unwrap_or_else(|_| bin.display().to_string());
+    let sub = node.banner_line("subscribe:");
+    let publish = node.banner_line("publish:");
+    assert_eq!(sub, format!("{shown} sub --url ws://127.0.0.1:{}/ws chat:lobby", node.http));
+    assert_eq!(publish, format!("{shown} pub --grpc 127.0.0.1:{} chat:lobby '{{\"text\":\"hi\"}}'", node.grpc));
+    let out = run_shell(&format!("{sub} --count 0"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run_shell(&publish);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let ack: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((ack["channel"].as_str(), ack["offset"].as_u64()), (Some("chat:lobby"), Some(1)));
 }
 
 #[test]

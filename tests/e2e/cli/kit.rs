@@ -43,6 +43,13 @@ pub fn run(args: &[&str]) -> Run {
     run_command(cmd)
 }
 
+/// Runs a shell command line from the workspace root, as a user pastes it.
+pub fn run_shell(line: &str) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", line]).current_dir(root());
+    run_command(cmd)
+}
+
 fn run_command(mut cmd: Command) -> Run {
     let started = Instant::now();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
