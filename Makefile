@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build test lint fmt deps cluster
+.PHONY: help run build install test lint fmt deps cluster
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ run: ## Build and run `switchboard dev` (gateway + gRPC API + in-process bus, no
 
 build: ## Build every crate and the switchboard binary (release)
 	$(CARGO) build --release --workspace
+
+install: ## Install the switchboard binary into ~/.cargo/bin (cargo install --path crates/switchboard --locked)
+	$(CARGO) install --path crates/switchboard --locked
 
 cluster: deps ## Run a local cluster: 3 NATS nodes, 2 control replicas, 3 gateways (Ctrl-C stops it)
 	$(CARGO) build --release -p switchboard

@@ -51,6 +51,14 @@ fi
 DETACH=()
 if command -v setsid >/dev/null 2>&1; then DETACH=(setsid); fi
 
+# nap SECONDS: sleeps in the background and waits for it with stderr silenced, so that bash
+# reports a child that died meanwhile (e.g. "line 1: 1234 Killed ...") to /dev/null instead
+# of the terminal; `wait PID` still gets each child's exit status.
+nap() {
+  sleep "$1" &
+  wait $! 2>/dev/null || true
+}
+
 # True if something accepts TCP connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -131,7 +139,7 @@ wait_until() {
     if ((SECONDS >= deadline)); then
       fail_start "$name" "did not $what within ${START_DEADLINE}s"
     fi
-    sleep 0.1
+    nap 0.1
   done
 }
 
@@ -151,7 +159,7 @@ stop_pids() {
       kill -KILL "${alive[@]}" 2>/dev/null || true
       break
     fi
-    sleep 0.1
+    nap 0.1
     waited=$((waited + 1))
   done
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
@@ -268,8 +276,7 @@ say "running; Ctrl-C stops the cluster"
 
 # Report processes that die later (e.g. killed to try failover) and keep serving with the rest.
 while :; do
-  sleep 1 &
-  wait $! || true
+  nap 1
   for i in "${!NAMES[@]}"; do
     [[ -n ${PIDS[i]} ]] || continue
     if ! kill -0 "${PIDS[i]}" 2>/dev/null; then

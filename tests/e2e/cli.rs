@@ -1,128 +1,279 @@
-//! The binary itself: `dev`, `sub` and `pub` as a user runs them.
+//! The binary itself: `dev` and the client tools as a user runs them, their messages and
+//! their exit statuses (0 ok, 1 runtime failure, 64 usage error).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod kit;
 
-use switchboard_tests::{binary, free_port};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use kit::{DevNode, Running, closed_port, root, run, run_shell, silent_port};
+use switchboard_tests::binary;
 
 #[test]
 fn sub_prints_what_pub_sends_through_a_dev_node() {
-    let (http, grpc) = (free_port(), free_port());
-    let bin = binary();
-    let dev = Command::new(&bin)
-        .args(["dev", "--listen", &format!("127.0.0.1:{http}"), "--grpc-listen", &format!("127.0.0.1:{grpc}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut dev = Kill(dev);
-    let mut banner = String::new();
-    let mut out = BufReader::new(dev.0.stdout.take().unwrap());
-    while !banner.contains("grpc:") {
-        out.read_line(&mut banner).unwrap();
-    }
-    assert!(banner.contains(&format!("http://127.0.0.1:{http}/")), "{banner}");
-    assert!(banner.contains(&format!("ws://127.0.0.1:{http}/ws")), "{banner}");
-    wait_for_port(grpc);
-
-    let sub = Command::new(&bin)
-        .args(["sub", "--url", &format!("ws://127.0.0.1:{http}/ws"), "--count", "2", "t:a", "t:b"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sub = Kill(sub);
-    // The subscriber is ready once its session shows up in the gateway's metrics-free view:
-    // poll by publishing until the first line arrives.
-    let mut lines = BufReader::new(sub.0.stdout.take().unwrap()).lines();
+    let node = DevNode::start(&[]);
+    assert!(node.banner.contains(&format!("http://127.0.0.1:{}/", node.http)), "{}", node.banner);
+    assert!(node.banner.contains(&node.ws()), "{}", node.banner);
+    let mut sub = Running::start(&["sub", "--url", &node.ws(), "--count", "2", "t:a", "t:b"]);
+    node.wait_presence("t:a", 1);
+    node.wait_presence("t:b", 1);
     let publish = |channel: &str, data: &str| {
-        let out = Command::new(&bin)
-            .args(["pub", "--grpc", &format!("http://127.0.0.1:{grpc}"), channel, data])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pub failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        let out = run(&["pub", "--grpc", &node.grpc_url(), channel, data]);
+        assert_eq!(out.code, Some(0), "pub failed: {}", out.stderr);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
     };
-    // The subscriber prints nothing until a publication: wait until the registry shows it
-    // subscribed to both channels.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let presence = |ch: &str| {
-            let out = Command::new(&bin)
-                .args(["presence", "--grpc", &format!("http://127.0.0.1:{grpc}"), ch])
-                .output()
-                .unwrap();
-            !out.stdout.is_empty()
-        };
-        if presence("t:a") && presence("t:b") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the subscriber never showed up in presence");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let ack = publish("t:a", r#"{"text":"hi"}"#);
     assert_eq!(ack["offset"], 1);
     publish("t:b", "[1,2]");
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let line = || serde_json::from_str::<serde_json::Value>(&sub.stdout.recv_timeout(kit::LIMIT).unwrap()).unwrap();
+    let (first, second) = (line(), line());
     assert_eq!(first["channel"], "t:a");
     assert_eq!(first["data"], serde_json::json!({"text": "hi"}));
     assert_eq!(first["offset"], 1);
     assert_eq!(first["epoch"], ack["epoch"]);
     assert_eq!(second["data"], serde_json::json!([1, 2]));
-    let status = sub.0.wait().unwrap();
-    assert!(status.success(), "sub exits 0 after --count publications");
+    assert_eq!(sub.exit_code(), Some(0), "sub exits 0 after --count publications");
+}
+
+#[test]
+fn the_dev_banner_commands_work_as_printed_from_the_workspace_root() {
+    let mut node = DevNode::start(&[]);
+    let bin = binary().canonicalize().unwrap();
+    let shown = bin.strip_prefix(root()).map(|p| p.display().to_string()).unwrap_or_else(|_| bin.display().to_string());
+    let sub = node.banner_line("subscribe:");
+    let publish = node.banner_line("publish:");
+    assert_eq!(sub, format!("{shown} sub --url ws://127.0.0.1:{}/ws chat:lobby", node.http));
+    assert_eq!(publish, format!("{shown} pub --grpc 127.0.0.1:{} chat:lobby '{{\"text\":\"hi\"}}'", node.grpc));
+    let out = run_shell(&format!("{sub} --count 0"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run_shell(&publish);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let ack: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((ack["channel"].as_str(), ack["offset"].as_u64()), (Some("chat:lobby"), Some(1)));
+}
+
+#[test]
+fn dev_logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    let node = DevNode::start(&[]);
+    let deadline = std::time::Instant::now() + kit::LIMIT;
+    while !node.log().contains("control replica started") {
+        assert!(std::time::Instant::now() < deadline, "no start-up log line:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!node.log().contains("\x1b["), "ANSI escapes in a piped log:\n{:?}", node.log());
 }
 
 #[test]
 fn bad_flags_exit_64_and_help_lists_every_command() {
-    let bin = binary();
-    let out = Command::new(&bin).args(["dev", "--listen", "not-an-address"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(&bin).args(["dev", "--ping-interval", "soon"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let help = Command::new(&bin).arg("--help").output().unwrap();
-    assert!(help.status.success());
-    let help = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["dev", "sub", "pub"] {
-        assert!(help.contains(cmd), "--help lacks {cmd}");
+    let out = run(&["dev", "--listen", "not-an-address"]);
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+    assert_eq!(run(&["dev", "--ping-interval", "soon"]).code, Some(64));
+    let help = run(&["--help"]);
+    assert_eq!(help.code, Some(0));
+    for cmd in ["dev", "sub", "pub", "sessions", "presence", "send", "disconnect"] {
+        assert!(help.stdout.contains(cmd), "--help lacks {cmd}");
     }
-    let dev_help =
-        String::from_utf8_lossy(&Command::new(&bin).args(["dev", "--help"]).output().unwrap().stdout).into_owned();
+    let dev_help = run(&["dev", "--help"]).stdout;
     for flag in ["--listen", "--grpc-listen", "--max-message-size", "--max-queue-bytes", "SWITCHBOARD_LISTEN"] {
         assert!(dev_help.contains(flag), "dev --help lacks {flag}");
     }
+    for cmd in ["sub", "pub", "sessions", "presence", "send", "disconnect"] {
+        let help = run(&[cmd, "--help"]).stdout;
+        assert!(help.contains("--timeout") && help.contains("SWITCHBOARD_TIMEOUT"), "{cmd} --help lacks --timeout");
+    }
+    let send_help = run(&["send", "--help"]).stdout;
+    assert!(send_help.contains(r#"{"sent":true}"#) && send_help.contains("no one counts"), "{send_help}");
 }
 
 #[test]
 fn an_invalid_control_setting_exits_64() {
-    let out = Command::new(binary())
-        .args(["control", "--nats", "nats://127.0.0.1:1", "--grpc-listen", "127.0.0.1:0", "--replica-id", "bad id"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        run(&["control", "--nats", "nats://127.0.0.1:1", "--grpc-listen", "127.0.0.1:0", "--replica-id", "bad id"]);
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+}
+
+/// What a tool can tell before contacting a server exits 64; an unreachable server exits 1,
+/// at once, saying `connection refused` once with the address.
+#[test]
+fn exit_statuses_follow_the_documented_table() {
+    let grpc = format!("127.0.0.1:{}", closed_port());
+    let ws = format!("ws://127.0.0.1:{}/ws", closed_port());
+    let cases: [(&[&str], i32, &str); 12] = [
+        (&["pub", "--grpc", &grpc, "a b", "1"], 64, "invalid channel \"a b\": channel name has a character"),
+        (&["pub", "--grpc", &grpc, "a:b", "not json"], 64, "DATA must be one JSON value"),
+        (&["sub", "--url", &ws, "ok:a", "ns:"], 64, "invalid channel \"ns:\": channel name part is empty"),
+        (&["presence", "--grpc", &grpc, ""], 64, "invalid channel \"\": channel name is empty"),
+        (&["send", "--grpc", &grpc, "--user", "u", "{"], 64, "DATA must be one JSON value"),
+        (&["disconnect", "--grpc", &grpc, "--user", "u", "--code", "1000"], 64, "--code 1000 is outside 4000..=4999"),
+        (&["pub", "--grpc", "https://127.0.0.1:1", "a:b", "1"], 64, "https is not supported"),
+        (&["sub", "--url", "http://127.0.0.1:1/ws", "a:b"], 64, "only ws:// URLs"),
+        (&["pub", "--timeout", "soon", "a:b", "1"], 64, "not a duration"),
+        (&["pub", "--grpc", &grpc, "a:b", "1"], 1, &format!("cannot connect to http://{grpc}: connection refused")),
+        (&["sessions", "--grpc", &grpc], 1, &format!("cannot connect to http://{grpc}: connection refused")),
+        (&["sub", "--url", &ws, "a:b"], 1, &format!("cannot connect to {ws}: connection refused")),
+    ];
+    for (args, code, message) in cases {
+        let out = run(args);
+        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{args:?}: {:?} lacks {message:?}", out.stderr);
+        assert_eq!(out.stderr.matches("refused").count(), usize::from(code == 1), "{args:?}: {}", out.stderr);
+        assert!(out.took < Duration::from_secs(3), "{args:?} took {:?}", out.took);
+    }
+}
+
+/// Against a server that accepts and never answers, every tool gives up at its --timeout.
+#[test]
+fn every_tool_gives_up_on_a_silent_server_within_its_timeout() {
+    let port = silent_port();
+    let grpc = format!("127.0.0.1:{port}");
+    let ws = format!("ws://127.0.0.1:{port}/ws");
+    let cases: [&[&str]; 6] = [
+        &["pub", "--grpc", &grpc, "a:b", "1"],
+        &["sessions", "--grpc", &grpc],
+        &["presence", "--grpc", &grpc, "a:b"],
+        &["send", "--grpc", &grpc, "--session", "s", "1"],
+        &["disconnect", "--grpc", &grpc, "--user", "u"],
+        &["sub", "--url", &ws, "a:b"],
+    ];
+    for args in cases {
+        let out = run(&[args, &["--timeout", "1s"]].concat());
+        let url = if args[0] == "sub" { ws.clone() } else { format!("http://{grpc}") };
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("no answer from {url} within 1s (is ")), "{args:?}: {}", out.stderr);
+        assert!(out.took < Duration::from_secs(3), "{args:?} took {:?}", out.took);
+    }
+}
+
+/// A tool pointed at the wrong port or path says what answered there, in one line.
+#[test]
+fn a_wrong_port_or_path_is_named() {
+    let node = DevNode::start(&[]);
+    let nats = switchboard_tests::nats::NatsServer::start();
+    let (http, grpc, nats) = (node.http, node.grpc, nats.port());
+    let cases: [(&[&str], String); 5] = [
+        (
+            &["sub", "--url", &format!("ws://127.0.0.1:{grpc}/ws"), "a:b"],
+            format!("ws://127.0.0.1:{grpc}/ws did not upgrade to WebSocket: got HTTP/2 frames (is this the gRPC port?"),
+        ),
+        (
+            &["sub", "--url", &format!("ws://127.0.0.1:{http}/wss"), "a:b"],
+            format!("404 Not Found at ws://127.0.0.1:{http}/wss: the WebSocket endpoint is /ws"),
+        ),
+        (
+            &["sub", "--url", &format!("ws://127.0.0.1:{nats}/ws"), "a:b"],
+            "got a NATS greeting (is this the NATS port?".into(),
+        ),
+        (
+            &["pub", "--grpc", &format!("127.0.0.1:{http}"), "a:b", "1"],
+            format!("http://127.0.0.1:{http} answered HTTP/1.1, not gRPC (is this the WebSocket port?"),
+        ),
+        (
+            &["pub", "--grpc", &format!("127.0.0.1:{nats}"), "a:b", "1"],
+            format!("http://127.0.0.1:{nats} greeted as a NATS server, not gRPC (is this the NATS port?"),
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run(args);
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(&message), "{args:?}: {:?} lacks {message:?}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+    }
 }
 
 #[test]
-fn pub_rejects_data_that_is_not_json_before_sending() {
-    let out = Command::new(binary()).args(["pub", "--grpc", "http://127.0.0.1:1", "a:b", "not json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JSON"));
+fn a_rejected_token_is_reported_with_its_close_code_and_not_retried() {
+    let node = DevNode::start(&["--token-secret", "s3cret"]);
+    let out = run(&["sub", "--url", &node.ws(), "--token", "not-a-jwt", "a:b"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let expected = format!(
+        "switchboard: {} closed the session: 4501 unauthorized (the connect token was rejected; not retrying)\n",
+        node.ws()
+    );
+    assert_eq!(out.stderr, expected);
+    assert!(out.took < Duration::from_secs(2), "not retried: took {:?}", out.took);
+}
+
+#[test]
+fn sub_reports_disconnects_in_words_and_stops_on_a_code_that_says_not_to_reconnect() {
+    let node = DevNode::start(&[]);
+    let mut sub = Running::start(&["sub", "--url", &node.ws(), "d:x"]);
+    let first = node.wait_presence("d:x", 1)[0]["session"].as_str().unwrap().to_owned();
+    let out = run(&["disconnect", "--grpc", &node.grpc_url(), "--session", &first]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(sub.stderr_line("disconnected"), "disconnected: 4005 disconnected, reconnecting");
+    let deadline = std::time::Instant::now() + kit::LIMIT;
+    let second = loop {
+        let now = node.presence("d:x");
+        if let Some(s) = now.first().and_then(|s| s["session"].as_str()).filter(|s| *s != first) {
+            break s.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "sub never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out =
+        run(&["disconnect", "--grpc", &node.grpc_url(), "--session", &second, "--code", "4503", "--reason", "bye"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line = sub.stderr_line("closed the session");
+    assert_eq!(
+        line,
+        format!(
+            "switchboard: {} closed the session: 4503 bye (disconnected by a backend, which asked the client not to reconnect; not retrying)",
+            node.ws()
+        )
+    );
+    assert_eq!(sub.exit_code(), Some(1));
+}
+
+#[test]
+fn send_counts_sessions_for_a_session_and_leaves_the_count_out_for_a_user() {
+    let node = DevNode::start(&[]);
+    let _sub = Running::start(&["sub", "--url", &node.ws(), "s:x"]);
+    let session = node.wait_presence("s:x", 1)[0]["session"].as_str().unwrap().to_owned();
+    let cases =
+        [("--session", session.as_str(), r#"{"sent":true,"sessions":1}"#), ("--user", "alice", r#"{"sent":true}"#)];
+    for (flag, target, printed) in cases {
+        let out = run(&["send", "--grpc", &node.grpc_url(), flag, target, r#"{"n":1}"#]);
+        assert_eq!(out.code, Some(0), "{flag}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), printed, "{flag}");
+    }
+}
+
+/// `pub` retries UNAVAILABLE within its --timeout: a server that refuses the first two
+/// calls gets the third; one that always refuses is reported after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_retries_unavailable_within_its_timeout() {
+    use switchboard_wire::pb::switchboard_api_server::SwitchboardApiServer;
+    let node = switchboard_tests::start_dev(switchboard_tests::gateway_config()).await;
+    let cases = [
+        (2, "5s", Some(0), "\"offset\":1"),
+        (usize::MAX, "1s", Some(1), "publish failed: UNAVAILABLE: warming up (still after 1s)"),
+    ];
+    for (refusals, timeout, code, output) in cases {
+        let left = Arc::new(AtomicUsize::new(refusals));
+        let counter = left.clone();
+        let server = SwitchboardApiServer::with_interceptor(node.control.api(), move |req| {
+            match counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+                Ok(_) => Err(tonic::Status::unavailable("warming up")),
+                Err(_) => Ok(req),
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let grpc = addr.to_string();
+        let out = tokio::task::spawn_blocking(move || run(&["pub", "--grpc", &grpc, "--timeout", timeout, "r:x", "1"]))
+            .await
+            .unwrap();
+        serving.abort();
+        assert_eq!(out.code, code, "{refusals} refusals: {}", out.stderr);
+        assert!(format!("{}{}", out.stdout, out.stderr).contains(output), "{refusals} refusals: {out:?}");
+        if refusals != usize::MAX {
+            assert_eq!(left.load(Ordering::SeqCst), 0, "both refusals were met");
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! The backend gRPC API: Broadcast, status codes, health and reflection.
+//! The backend gRPC API: Broadcast, status codes, health and reflection (v1 and v1alpha).
 
 use bytes::Bytes;
 use switchboard_tests::{client, gateway_config, grpc, start_dev};
@@ -51,32 +51,70 @@ async fn bad_requests_get_invalid_argument() {
 }
 
 #[tokio::test]
-async fn health_reports_serving_and_reflection_lists_the_api() {
+async fn health_reports_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let node = start_dev(gateway_config()).await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", node.grpc)).unwrap().connect().await.unwrap();
-    let mut health = HealthClient::new(channel.clone());
+    let mut health = HealthClient::new(channel(node.grpc).await);
     for service in ["", "switchboard.v1.SwitchboardApi"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(r.status(), ServingStatus::Serving, "{service:?}");
     }
+}
 
+/// Lists services through both reflection versions: v1, and v1alpha that grpcurl before
+/// 1.8.8 and Python's grpcio-reflection speak.
+#[tokio::test]
+async fn reflection_lists_the_api_in_both_versions() {
+    let node = start_dev(gateway_config()).await;
+    let channel = channel(node.grpc).await;
+    let cases = [("v1", list_services_v1(channel.clone()).await), ("v1alpha", list_services_v1alpha(channel).await)];
+    for (version, names) in cases {
+        for service in [
+            "switchboard.v1.SwitchboardApi",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(names.iter().any(|n| n == service), "{version} lacks {service}: {names:?}");
+        }
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+async fn list_services_v1(channel: tonic::transport::Channel) -> Vec<String> {
     use tokio_stream::StreamExt;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = reflection.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
+    let mut client = ServerReflectionClient::new(channel);
+    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"switchboard.v1.SwitchboardApi"), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+async fn list_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    list.service.into_iter().map(|s| s.name).collect()
 }

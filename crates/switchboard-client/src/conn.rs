@@ -4,24 +4,24 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocketWrite};
-use http_body_util::Empty;
-use hyper::Request;
-use hyper::header;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketWrite};
 use switchboard_wire::CloseCode;
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use crate::{ClientConfig, ClientError, Event, Pending, backoff};
+use crate::{ClientConfig, ClientError, Event, NotWebSocket, Pending, backoff};
 
-type Io = TokioIo<Upgraded>;
-type Reader = FragmentCollectorRead<ReadHalf<Io>>;
-type Writer = WebSocketWrite<WriteHalf<Io>>;
+// The read half keeps its buffer: bytes that arrived right behind the upgrade response
+// belong to the WebSocket.
+type Reader = FragmentCollectorRead<BufReader<OwnedReadHalf>>;
+type Writer = WebSocketWrite<OwnedWriteHalf>;
+
+/// Longest HTTP response head the upgrade reads before giving up.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
@@ -50,6 +50,11 @@ where
 
 impl Shared {
     pub(crate) async fn request(&self, cmd: C) -> Result<R, ClientError> {
+        self.request_until(cmd, Instant::now() + self.config.request_timeout).await
+    }
+
+    /// Sends `cmd` and waits for its reply until `deadline`.
+    pub(crate) async fn request_until(&self, cmd: C, deadline: Instant) -> Result<R, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed).max(1);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
@@ -57,7 +62,7 @@ impl Shared {
             self.pending.lock().unwrap().remove(&id);
             return Err(e);
         }
-        let reply = match tokio::time::timeout(self.config.request_timeout, rx).await {
+        let reply = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => return Err(ClientError::Disconnected),
             Err(_) => {
@@ -94,53 +99,133 @@ impl Shared {
     }
 }
 
-/// Opens a connection, sends connect, and restores subscriptions. Returns the reader.
+/// Opens a connection, sends connect, and restores subscriptions, within the connect
+/// timeout. Returns the reader.
 pub(crate) async fn open(shared: &Arc<Shared>) -> Result<Reader, ClientError> {
+    let deadline = Instant::now() + shared.config.connect_timeout;
+    tokio::time::timeout_at(deadline, open_until(shared, deadline)).await.map_err(|_| ClientError::Timeout)?
+}
+
+async fn open_until(shared: &Arc<Shared>, deadline: Instant) -> Result<Reader, ClientError> {
     let config = &shared.config;
-    let uri: hyper::Uri = config.url.parse().map_err(|e| ClientError::Url(format!("{}: {e}", config.url)))?;
+    let url = &config.url;
+    let bad_url = |why: &str| ClientError::Url(format!("{url}: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad_url(&e.to_string()))?;
     if uri.scheme_str() != Some("ws") {
-        return Err(ClientError::Url(format!("{}: only ws:// URLs are supported", config.url)));
+        return Err(bad_url("only ws:// URLs are supported"));
     }
-    let host = uri.host().ok_or_else(|| ClientError::Url(format!("{}: no host", config.url)))?;
+    let host = uri.host().ok_or_else(|| bad_url("no host"))?;
     let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host, port)).await.map_err(|e| ClientError::Connect(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let req = Request::builder()
-        .method("GET")
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(header::HOST, format!("{host}:{port}"))
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::SEC_WEBSOCKET_KEY, fastwebsockets::handshake::generate_key())
-        .header(header::SEC_WEBSOCKET_VERSION, "13")
-        .header(header::SEC_WEBSOCKET_PROTOCOL, config.encoding.subprotocol())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ClientError::Url(e.to_string()))?;
-    let (ws, _resp) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
+    let stream = TcpStream::connect((host, port))
         .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    let (read, write) = ws.split(tokio::io::split);
+        .map_err(|e| ClientError::Connect { url: url.clone(), why: io_error_text(&e) })?;
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
+        path = uri.path_and_query().map_or("/", |p| p.as_str()),
+        key = fastwebsockets::handshake::generate_key(),
+        protocol = config.encoding.subprotocol(),
+    );
+    let lost = |e: std::io::Error| ClientError::Connect { url: url.clone(), why: io_error_text(&e) };
+    write.write_all(request.as_bytes()).await.map_err(lost)?;
+    let mut read = BufReader::new(read);
+    upgrade_response(&mut read).await.map_err(|found| match found {
+        Upgrade::Io(e) => lost(e),
+        Upgrade::Not(found) => ClientError::Handshake { url: url.clone(), found },
+    })?;
+    let (read, write) = fastwebsockets::after_handshake_split(read, write, Role::Client);
     let mut reader = FragmentCollectorRead::new(read);
     *shared.writer.lock().await = Some(write);
 
     // connect, then re-subscribe, reading replies inline (no reader task runs yet).
     let connect = pb::ConnectRequest { token: config.token.clone(), name: config.name.clone(), version: String::new() };
-    match call(shared, &mut reader, C::Connect(connect)).await? {
+    match call(shared, &mut reader, C::Connect(connect), deadline).await? {
         R::Connect(c) => *shared.session.lock().unwrap() = c.session,
         other => return Err(ClientError::Encode(format!("unexpected connect reply {other:?}"))),
     }
     let channels: Vec<String> = shared.channels.lock().unwrap().iter().cloned().collect();
     for channel in channels {
-        call(shared, &mut reader, C::Subscribe(pb::SubscribeRequest { channel })).await?;
+        call(shared, &mut reader, C::Subscribe(pb::SubscribeRequest { channel }), deadline).await?;
     }
     Ok(reader)
 }
 
+/// Why the upgrade did not happen.
+enum Upgrade {
+    Io(std::io::Error),
+    Not(NotWebSocket),
+}
+
+/// Reads the answer to the upgrade request up to the end of its head, leaving whatever
+/// follows in `read`'s buffer; succeeds on `101` with `Upgrade: websocket`.
+async fn upgrade_response(read: &mut BufReader<OwnedReadHalf>) -> Result<(), Upgrade> {
+    let mut head = Vec::new();
+    let end = loop {
+        let chunk = read.fill_buf().await.map_err(Upgrade::Io)?;
+        if chunk.is_empty() {
+            return Err(Upgrade::Not(NotWebSocket::classify(&head).unwrap_or(NotWebSocket::Closed)));
+        }
+        let start = head.len();
+        head.extend_from_slice(chunk);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) {
+            read.consume(end - start);
+            break end;
+        }
+        let taken = head.len() - start;
+        read.consume(taken);
+        if let Some(found) = NotWebSocket::classify(&head) {
+            return Err(Upgrade::Not(found));
+        }
+        if head.len() > MAX_RESPONSE_HEAD {
+            return Err(Upgrade::Not(NotWebSocket::Other(format!("a response head over {MAX_RESPONSE_HEAD} bytes"))));
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(&head[..end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(Upgrade::Not(NotWebSocket::Other("a malformed HTTP response".into()))),
+    }
+    let code = response.code.unwrap_or(0);
+    if code != 101 {
+        let reason = response.reason.unwrap_or("").to_owned();
+        return Err(Upgrade::Not(NotWebSocket::Status { code, reason }));
+    }
+    let upgrade = response.headers.iter().find(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    if !upgrade.is_some_and(|h| h.value.eq_ignore_ascii_case(b"websocket")) {
+        return Err(Upgrade::Not(NotWebSocket::Other("101 Switching Protocols without Upgrade: websocket".into())));
+    }
+    Ok(())
+}
+
+/// An I/O error as a person reads it: `connection refused`, without `(os error 111)`.
+fn io_error_text(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::HostUnreachable => "host unreachable".into(),
+        K::NetworkUnreachable => "network unreachable".into(),
+        K::TimedOut => "timed out".into(),
+        K::AddrNotAvailable => "address not available".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// Sends a command and reads frames until its reply (used before the reader task runs).
-async fn call(shared: &Arc<Shared>, reader: &mut Reader, cmd: C) -> Result<R, ClientError> {
+async fn call(shared: &Arc<Shared>, reader: &mut Reader, cmd: C, deadline: Instant) -> Result<R, ClientError> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed).max(1);
     shared.send(pb::Command { id, command: Some(cmd) }).await?;
-    let deadline = tokio::time::Instant::now() + shared.config.request_timeout;
+    let deadline = deadline.min(Instant::now() + shared.config.request_timeout);
     loop {
         let frame = tokio::time::timeout_at(deadline, read_frame(shared, reader))
             .await
@@ -192,7 +277,8 @@ fn decode(shared: &Shared, frame: Incoming) -> Result<Option<pb::Reply>, ClientE
         Incoming::Data(data) => {
             shared.config.encoding.decode_reply(&data).map(Some).map_err(|e| ClientError::Encode(e.message))
         }
-        Incoming::Close(..) => Err(ClientError::Disconnected),
+        // The close frame's code, or 1005 (no status received) for an empty one.
+        Incoming::Close(code, reason) => Err(ClientError::Closed { code: code.unwrap_or(1005), reason }),
     }
 }
 
@@ -217,6 +303,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut reader: Reader, events: mpsc::S
             attempt = attempt.saturating_add(1);
             match open(&shared).await {
                 Ok(r) => break r,
+                // A close code that says not to come back ends the reconnecting.
+                Err(ClientError::Closed { code, reason }) if !CloseCode::should_reconnect(code) => {
+                    let _ = events.send(Event::Disconnected { code: Some(code), reason, reconnecting: false }).await;
+                    return;
+                }
                 Err(e) => tracing::debug!(error = %e, attempt, "reconnect failed"),
             }
         };

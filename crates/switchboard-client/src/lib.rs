@@ -25,6 +25,7 @@ use bytes::Bytes;
 use switchboard_wire::Encoding;
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 pub use conn::SpawnExecutor;
 pub use switchboard_wire::pb::Publication;
@@ -45,8 +46,12 @@ pub struct ClientConfig {
     /// jitter. Defaults 100 ms and 10 s.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
-    /// Time allowed for a command's reply. Default 10 s.
+    /// Time allowed for a command's reply; [`Client::subscribe`] retries a temporary error
+    /// within it. Default 10 s.
     pub request_timeout: Duration,
+    /// Time allowed for one connection attempt: the TCP connect, the WebSocket upgrade, the
+    /// connect command and the re-subscribes. Default 10 s.
+    pub connect_timeout: Duration,
     /// Events buffered before the connection stops reading (back-pressure). Default 1024.
     pub event_buffer: usize,
 }
@@ -62,6 +67,7 @@ impl ClientConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
             event_buffer: 1024,
         }
     }
@@ -97,7 +103,8 @@ pub enum Event {
     Connected {
         session: String,
     },
-    /// The connection ended with this close code (None when it broke without one).
+    /// The connection ended with this close code (None when it broke without one);
+    /// `reconnecting` is false once the client gives up (or was told not to come back).
     Disconnected {
         code: Option<u16>,
         reason: String,
@@ -108,10 +115,20 @@ pub enum Event {
 /// A failed client operation.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid url: {0}")]
+    /// The URL is not a `ws://host:port/path` URL.
+    #[error("invalid url {0}")]
     Url(String),
-    #[error("connect failed: {0}")]
-    Connect(String),
+    /// No connection to the gateway's address (`why` is e.g. `connection refused`).
+    #[error("cannot connect to {url}: {why}")]
+    Connect { url: String, why: String },
+    /// Something answered at the address, but not with a WebSocket upgrade.
+    #[error("{url} did not upgrade to WebSocket: got {found}")]
+    Handshake { url: String, found: NotWebSocket },
+    /// The server closed the session while it was being set up, with this close code
+    /// (1005 when the close frame had none); `CloseCode::should_reconnect` says whether
+    /// trying again may help.
+    #[error("the server closed the session: {code}{}", space_before(.reason))]
+    Closed { code: u16, reason: String },
     #[error("server error {code}: {message}")]
     Server { code: u32, message: String, temporary: bool },
     #[error("not connected")]
@@ -130,6 +147,61 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Whether trying again later may succeed: a temporary error reply, or a close code
+    /// that allows reconnecting.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            ClientError::Server { temporary, .. } => *temporary,
+            ClientError::Closed { code, .. } => switchboard_wire::CloseCode::should_reconnect(*code),
+            _ => false,
+        }
+    }
+}
+
+/// What answered a WebSocket upgrade request instead of `101 Switching Protocols`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotWebSocket {
+    /// An HTTP/1 response with another status, e.g. `404 Not Found` for a wrong path.
+    #[error("HTTP {code} {reason}")]
+    Status { code: u16, reason: String },
+    /// HTTP/2 frames: an HTTP/2-only server, such as a gRPC API.
+    #[error("HTTP/2 frames")]
+    Http2,
+    /// A NATS server's `INFO` greeting.
+    #[error("a NATS greeting")]
+    Nats,
+    /// The connection closed before any answer.
+    #[error("no answer before the connection closed")]
+    Closed,
+    /// Anything else, described or quoted.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NotWebSocket {
+    /// Classifies the first bytes of an answer that does not (yet) look like HTTP/1:
+    /// `None` while `head` may still become an HTTP/1 response or needs more bytes.
+    fn classify(head: &[u8]) -> Option<NotWebSocket> {
+        const HTTP: &[u8] = b"HTTP/";
+        const INFO: &[u8] = b"INFO ";
+        let prefix = |p: &[u8]| head.starts_with(p) || p.starts_with(head);
+        if head.is_empty() || prefix(HTTP) {
+            return None;
+        }
+        if prefix(INFO) {
+            return (head.len() >= INFO.len()).then_some(NotWebSocket::Nats);
+        }
+        // An HTTP/2 server speaks first: a SETTINGS (or GOAWAY) frame on stream 0.
+        if head[0] == 0 && head.len() < 9 {
+            return None;
+        }
+        if head.len() >= 9 && matches!(head[3], 4 | 7) && head[5..9] == [0; 4] {
+            return Some(NotWebSocket::Http2);
+        }
+        let shown = &head[..head.len().min(40)];
+        Some(NotWebSocket::Other(format!("\"{}\"", shown.escape_ascii())))
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<pb::Reply>>>>;
@@ -145,8 +217,9 @@ pub struct Client {
 // === impl Client ===
 
 impl Client {
-    /// Connects and sends the connect command. Fails if the first attempt fails; later
-    /// drops are retried in the background when `config.reconnect` is set.
+    /// Connects and sends the connect command, within `config.connect_timeout`. Fails if
+    /// the first attempt fails; later drops are retried in the background when
+    /// `config.reconnect` is set, until a close code says not to.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let (tx, events) = mpsc::channel(config.event_buffer.max(1));
         let shared = Arc::new(conn::Shared {
@@ -182,9 +255,37 @@ impl Client {
         }
     }
 
+    /// Subscribes to `channel`. A temporary error (e.g. `110` while a cluster's sequencers
+    /// come up) is retried with [`backoff`] until `request_timeout` has passed since the
+    /// call; then the last error is returned. [`Client::subscribe_once`] does not retry.
     pub async fn subscribe(&self, channel: &str) -> Result<pb::SubscribeResult, ClientError> {
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.request_timeout;
+        let mut attempt = 0;
+        loop {
+            match self.subscribe_until(channel, deadline).await {
+                Err(e @ ClientError::Server { temporary: true, .. }) => {
+                    let delay = backoff(config, attempt);
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(%channel, error = %e, attempt, "subscribe failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Subscribes to `channel` in one attempt: the server's answer as it is.
+    pub async fn subscribe_once(&self, channel: &str) -> Result<pb::SubscribeResult, ClientError> {
+        self.subscribe_until(channel, Instant::now() + self.shared.config.request_timeout).await
+    }
+
+    async fn subscribe_until(&self, channel: &str, deadline: Instant) -> Result<pb::SubscribeResult, ClientError> {
         let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.into() });
-        match self.shared.request(cmd).await? {
+        match self.shared.request_until(cmd, deadline).await? {
             R::Subscribe(r) => {
                 self.shared.channels.lock().unwrap().insert(channel.to_owned());
                 Ok(r)
@@ -246,6 +347,11 @@ impl Drop for Client {
     }
 }
 
+/// `" reason"`, or nothing for an empty reason.
+fn space_before(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(" {reason}") }
+}
+
 fn unexpected(reply: R) -> ClientError {
     ClientError::Encode(format!("unexpected reply: {reply:?}"))
 }
@@ -260,19 +366,4 @@ pub fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_ceiling_with_jitter() {
-        let config = ClientConfig::new("ws://x");
-        for attempt in 0..30 {
-            let d = backoff(&config, attempt);
-            let ceiling = (config.min_backoff * 2u32.pow(attempt.min(20))).min(config.max_backoff);
-            assert!(d >= config.min_backoff / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
-        }
-        let late: Vec<_> = (0..50).map(|_| backoff(&config, 10)).collect();
-        assert!(late.iter().any(|d| *d > Duration::from_secs(2)), "the ceiling is reached");
-        assert!(late.windows(2).any(|w| w[0] != w[1]), "delays are jittered");
-    }
-}
+mod tests;

@@ -99,10 +99,20 @@ impl Control {
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<SwitchboardApiServer<Api>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(switchboard_wire::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl before 1.8.8 and Python's grpcio-reflection speak
+        // only v1alpha. Each lists both, so either version shows the whole server.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(switchboard_wire::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
             .build_v1()
+            .expect("the embedded descriptor sets are valid");
+        let reflection_v1alpha = reflection()
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
             .expect("the embedded descriptor sets are valid");
         let shared = self.inner.shared.clone();
         shared.streams_closed.send_replace(false);
@@ -114,7 +124,8 @@ impl Control {
             .tcp_nodelay(true)
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(SwitchboardApiServer::new(self.api()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await

@@ -39,6 +39,9 @@ pub enum Command {
     /// List the sessions subscribed to a channel, one JSON line each, through the gRPC API.
     Presence(PresenceArgs),
     /// Send JSON data to one session or to every session of a user, through the gRPC API.
+    ///
+    /// Prints `{"sent":true,"sessions":1}` for `--session`, and `{"sent":true}` for `--user`:
+    /// a send to a user is fire and forget on the bus, so no one counts the sessions it reaches.
     Send(SendArgs),
     /// Disconnect one session or every session of a user, through the gRPC API.
     Disconnect(DisconnectArgs),
@@ -112,12 +115,15 @@ pub struct ControlArgs {
     pub nats: NatsArgs,
 }
 
-/// Where the gRPC API is.
+/// Where the gRPC API is, and how long to wait for it.
 #[derive(Debug, Clone, Args)]
 pub struct GrpcArgs {
-    /// gRPC API URL.
+    /// gRPC API URL, or `host:port` for `http://host:port`.
     #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "http://127.0.0.1:50051")]
     pub grpc: String,
+    /// Time allowed for each call, connecting included; UNAVAILABLE is retried within it.
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +283,10 @@ pub struct SubArgs {
     /// Connect token (a JWT when the gateway checks tokens).
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
+    /// Time allowed to connect, and for each subscribe; temporary failures are retried
+    /// within it. A drop later on is retried until a close code says not to.
+    #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Channels to subscribe to.
     #[arg(required = true)]
     pub channels: Vec<String>,

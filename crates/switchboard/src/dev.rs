@@ -101,9 +101,38 @@ pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
     println!("  browser:   http://{}/", node.http);
     println!("  websocket: ws://{}/ws", node.http);
     println!("  grpc:      http://{}", node.grpc);
-    println!("  try:       switchboard sub chat:lobby   and   switchboard pub chat:lobby '{{\"text\":\"hi\"}}'");
+    // Commands that work as printed: this binary's path, and the addresses unless default.
+    let me = command_name();
+    let default = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let url = if node.http == default(8080) { String::new() } else { format!(" --url ws://{}/ws", node.http) };
+    let grpc = if node.grpc == default(50051) { String::new() } else { format!(" --grpc {}", node.grpc) };
+    println!("  subscribe: {me} sub{url} chat:lobby");
+    println!("  publish:   {me} pub{grpc} chat:lobby '{{\"text\":\"hi\"}}'");
     crate::shutdown_signal().await;
     println!("draining…");
     node.shutdown().await;
     Ok(())
+}
+
+/// How to run this very binary from the current directory, for the banner: `switchboard`
+/// when it is the one on `PATH`, else its path, relative when under the current directory
+/// (`target/release/switchboard`).
+fn command_name() -> String {
+    let Some(exe) = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok()) else {
+        return "switchboard".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|dirs| {
+        std::env::split_paths(&dirs).any(|d| d.join("switchboard").canonicalize().is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return "switchboard".into();
+    }
+    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    let shown = cwd.and_then(|d| exe.strip_prefix(d).ok().map(|p| p.to_path_buf())).unwrap_or(exe);
+    let shown = shown.display().to_string();
+    if shown.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b)) {
+        shown
+    } else {
+        format!("'{}'", shown.replace('\'', r"'\''"))
+    }
 }

@@ -1,25 +1,42 @@
-//! Client tools: `switchboard sub` and `switchboard pub`.
+//! Client tools: `switchboard sub` over WebSocket, and `pub`, `sessions`, `presence`, `send`
+//! and `disconnect` through the gRPC API, each with a deadline (`--timeout`).
+//!
+//! What a tool can check before contacting a server (a channel name, DATA that is not JSON)
+//! fails as a [`UsageError`] (exit status 64); everything else is a runtime failure (1),
+//! said in one line that names the address and, where it can tell, what answered there.
+
+mod api;
 
 use std::io::Write;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use switchboard_client::{Client, ClientConfig, Event};
-use switchboard_wire::Encoding;
-use switchboard_wire::pb::{self, switchboard_api_client::SwitchboardApiClient};
+use switchboard_client::{Client, ClientConfig, ClientError, Event, NotWebSocket, backoff};
+use switchboard_wire::pb;
+use switchboard_wire::{Channel, CloseCode, Encoding};
+use tokio::time::Instant;
 
+use crate::UsageError;
 use crate::cli::{DisconnectArgs, PresenceArgs, PubArgs, SendArgs, SessionsArgs, SubArgs};
+use api::Api;
 
 /// Prints one JSON line per publication: `{"channel":…,"offset":…,"epoch":…,"data":…}`
 /// (`b64data` instead of `data` when the data is not JSON).
 pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
+    let channels = args.channels.iter().map(|c| channel(c)).collect::<Result<Vec<_>, _>>()?;
     let encoding = if args.protobuf { Encoding::Protobuf } else { Encoding::Json };
     let mut config = ClientConfig::new(&args.url).encoding(encoding);
     config.token = args.token.clone();
-    let mut client = Client::connect(config).await.with_context(|| format!("cannot connect to {}", args.url))?;
-    for channel in &args.channels {
-        client.subscribe(channel).await.with_context(|| format!("cannot subscribe to {channel}"))?;
+    config.connect_timeout = args.timeout;
+    config.request_timeout = args.timeout;
+    let mut client = connect(&config).await?;
+    for channel in &channels {
+        client.subscribe(channel.as_str()).await.map_err(|e| match e {
+            ClientError::Timeout => no_answer(&args.url, args.timeout, "a gateway"),
+            e => anyhow!("cannot subscribe to {channel}: {e}"),
+        })?;
     }
     let mut stdout = std::io::stdout().lock();
     let mut seen = 0u64;
@@ -37,12 +54,14 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
                     break;
                 }
             }
-            Event::Disconnected { code, reason, reconnecting } => {
-                eprintln!("disconnected (code {code:?} {reason}){}", if reconnecting { ", reconnecting" } else { "" });
-                if !reconnecting {
-                    bail!("connection closed");
-                }
+            Event::Disconnected { code: Some(code), reason, reconnecting: true } => {
+                eprintln!("disconnected: {code}{}, reconnecting", space_before(reason_or_table(code, &reason)));
             }
+            Event::Disconnected { code: None, reconnecting: true, .. } => eprintln!("connection lost, reconnecting"),
+            Event::Disconnected { code: Some(code), reason, reconnecting: false } => {
+                bail!("{} closed the session: {}", args.url, close_text(code, &reason));
+            }
+            Event::Disconnected { code: None, reconnecting: false, .. } => bail!("lost the connection to {}", args.url),
             Event::Connected { session } => tracing::info!(%session, "connected"),
             Event::Message(data) => tracing::info!(data = %String::from_utf8_lossy(&data), "message from a backend"),
             Event::Subscribed { channel, .. } => tracing::info!(%channel, "subscribed by a backend"),
@@ -64,25 +83,19 @@ pub fn publication_line(p: &pb::Publication) -> String {
     line.to_string()
 }
 
-/// Publishes through gRPC and prints `{"offset":…,"epoch":…}`.
+/// Publishes through gRPC and prints `{"channel":…,"offset":…,"epoch":…}`.
 pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    serde_json::from_str::<&RawValue>(&args.data).context("DATA must be one JSON value, e.g. '{\"text\":\"hi\"}'")?;
-    let mut api = api(&args.grpc.grpc).await?;
+    channel(&args.channel)?;
+    let req = pb::PublishApiRequest { channel: args.channel.clone(), data: json_data(&args.data)? };
+    let api = Api::connect(&args.grpc).await?;
     let reply = api
-        .publish(pb::PublishApiRequest { channel: args.channel.clone(), data: Bytes::from(args.data.into_bytes()) })
-        .await
-        .map_err(|s| anyhow::anyhow!("publish failed: {:?}: {}", s.code(), s.message()))?
-        .into_inner();
+        .call("publish", |mut c| {
+            let req = req.clone();
+            async move { c.publish(req).await }
+        })
+        .await?;
     println!("{}", serde_json::json!({ "channel": args.channel, "offset": reply.offset, "epoch": reply.epoch }));
     Ok(())
-}
-
-async fn api(url: &str) -> anyhow::Result<SwitchboardApiClient<tonic::transport::Channel>> {
-    SwitchboardApiClient::connect(url.to_owned()).await.with_context(|| format!("cannot connect to {url}"))
-}
-
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
 /// One JSON line for a session.
@@ -100,18 +113,20 @@ pub fn session_line(s: &pb::SessionInfo) -> String {
 
 /// `switchboard sessions`: every session (or one user's), one JSON line each.
 pub async fn sessions(args: SessionsArgs) -> anyhow::Result<()> {
-    let mut api = api(&args.grpc.grpc).await?;
+    let api = Api::connect(&args.grpc).await?;
     let mut page_token = String::new();
     loop {
+        let req = pb::ListSessionsRequest {
+            user: args.user.clone().unwrap_or_default(),
+            page_size: 1000,
+            page_token: page_token.clone(),
+        };
         let page = api
-            .list_sessions(pb::ListSessionsRequest {
-                user: args.user.clone().unwrap_or_default(),
-                page_size: 1000,
-                page_token: page_token.clone(),
+            .call("list sessions", |mut c| {
+                let req = req.clone();
+                async move { c.list_sessions(req).await }
             })
-            .await
-            .map_err(status)?
-            .into_inner();
+            .await?;
         for s in &page.sessions {
             println!("{}", session_line(s));
         }
@@ -124,29 +139,50 @@ pub async fn sessions(args: SessionsArgs) -> anyhow::Result<()> {
 
 /// `switchboard presence CHANNEL`: the channel's sessions, one JSON line each.
 pub async fn presence(args: PresenceArgs) -> anyhow::Result<()> {
-    let mut api = api(&args.grpc.grpc).await?;
-    let reply = api.presence(pb::PresenceRequest { channel: args.channel }).await.map_err(status)?.into_inner();
+    channel(&args.channel)?;
+    let api = Api::connect(&args.grpc).await?;
+    let req = pb::PresenceRequest { channel: args.channel };
+    let reply = api
+        .call("presence", |mut c| {
+            let req = req.clone();
+            async move { c.presence(req).await }
+        })
+        .await?;
     for s in &reply.sessions {
         println!("{}", session_line(s));
     }
     Ok(())
 }
 
-/// `switchboard send --user U | --session S DATA`.
+/// `switchboard send --user U | --session S DATA`: prints `{"sent":true,"sessions":1}`, or
+/// `{"sent":true}` for a user, whose sessions are not counted (SendToUser is fire and forget).
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
-    serde_json::from_str::<&RawValue>(&args.data).context("DATA must be one JSON value")?;
-    let mut api = api(&args.grpc.grpc).await?;
-    let data = Bytes::from(args.data.into_bytes());
-    let sessions = match (args.target.session, args.target.user) {
+    let data = json_data(&args.data)?;
+    let line = match (args.target.session, args.target.user) {
         (Some(session), _) => {
-            api.send_to_session(pb::SendToSessionRequest { session, data }).await.map_err(status)?.into_inner().sessions
+            let api = Api::connect(&args.grpc).await?;
+            let req = pb::SendToSessionRequest { session, data };
+            let reply = api
+                .call("send", |mut c| {
+                    let req = req.clone();
+                    async move { c.send_to_session(req).await }
+                })
+                .await?;
+            serde_json::json!({ "sent": true, "sessions": reply.sessions })
         }
         (None, Some(user)) => {
-            api.send_to_user(pb::SendToUserRequest { user, data }).await.map_err(status)?.into_inner().sessions
+            let api = Api::connect(&args.grpc).await?;
+            let req = pb::SendToUserRequest { user, data };
+            api.call("send", |mut c| {
+                let req = req.clone();
+                async move { c.send_to_user(req).await }
+            })
+            .await?;
+            serde_json::json!({ "sent": true })
         }
-        (None, None) => bail!("give --session or --user"),
+        (None, None) => return Err(UsageError("give --session or --user".into()).into()),
     };
-    println!("{}", serde_json::json!({ "sent": true, "sessions": sessions }));
+    println!("{line}");
     Ok(())
 }
 
@@ -156,12 +192,118 @@ pub async fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
     let target = match (args.target.session, args.target.user) {
         (Some(s), _) => Target::Session(s),
         (None, Some(u)) => Target::User(u),
-        (None, None) => bail!("give --session or --user"),
+        (None, None) => return Err(UsageError("give --session or --user".into()).into()),
     };
-    let mut api = api(&args.grpc.grpc).await?;
-    api.disconnect(pb::DisconnectRequest { target: Some(target), code: args.code, reason: args.reason })
-        .await
-        .map_err(status)?;
+    if !(4000..=4999).contains(&args.code) {
+        return Err(UsageError(format!("--code {} is outside 4000..=4999", args.code)).into());
+    }
+    let api = Api::connect(&args.grpc).await?;
+    let req = pb::DisconnectRequest { target: Some(target), code: args.code, reason: args.reason };
+    api.call("disconnect", |mut c| {
+        let req = req.clone();
+        async move { c.disconnect(req).await }
+    })
+    .await?;
     println!("{}", serde_json::json!({ "disconnected": true }));
     Ok(())
+}
+
+/// Connects, retrying what may pass (a temporary error reply, a close code that allows
+/// reconnecting) with backoff until `config.connect_timeout` has passed.
+async fn connect(config: &ClientConfig) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + config.connect_timeout;
+    let mut attempt = 0;
+    loop {
+        let mut this = config.clone();
+        this.connect_timeout = deadline.saturating_duration_since(Instant::now());
+        let e = match Client::connect(this).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        let delay = backoff(config, attempt);
+        if !e.is_temporary() || Instant::now() + delay >= deadline {
+            return Err(connect_error(&config.url, config.connect_timeout, e));
+        }
+        tracing::debug!(error = %e, attempt, "connect failed, retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// A failed connect as one line a person can act on.
+fn connect_error(url: &str, timeout: Duration, e: ClientError) -> anyhow::Error {
+    let wrong_path = url.parse::<hyper::Uri>().is_ok_and(|u| u.path() != "/ws");
+    match e {
+        ClientError::Url(_) => UsageError(e.to_string()).into(),
+        ClientError::Timeout => no_answer(url, timeout, "a gateway"),
+        ClientError::Handshake { found: NotWebSocket::Status { code, reason }, .. } if wrong_path => {
+            anyhow!("{code} {reason} at {url}: the WebSocket endpoint is /ws")
+        }
+        ClientError::Handshake { found: NotWebSocket::Http2, .. } => {
+            anyhow!("{e} (is this the gRPC port? a gateway's WebSocket URL is like ws://127.0.0.1:8080/ws)")
+        }
+        ClientError::Handshake { found: NotWebSocket::Nats, .. } => {
+            anyhow!("{e} (is this the NATS port? a gateway's WebSocket URL is like ws://127.0.0.1:8080/ws)")
+        }
+        ClientError::Closed { code, reason } => anyhow!("{url} closed the session: {}", close_text(code, &reason)),
+        ClientError::Disconnected => anyhow!("{url} dropped the connection during connect"),
+        ClientError::Server { .. } => anyhow!("{url} refused the connect command: {e}"),
+        e => anyhow!(e),
+    }
+}
+
+/// `4501 unauthorized (the connect token was rejected; not retrying)`.
+fn close_text(code: u16, reason: &str) -> String {
+    let retry = if CloseCode::should_reconnect(code) { "gave up retrying" } else { "not retrying" };
+    match CloseCode::from_code(code) {
+        Some(c) => {
+            let mut why = c.description.trim_end_matches('.').to_owned();
+            if let Some(first) = why.get_mut(..1) {
+                first.make_ascii_lowercase();
+            }
+            format!("{code}{} ({why}; {retry})", space_before(reason_or_table(code, reason)))
+        }
+        None => format!("{code}{} ({retry})", space_before(reason)),
+    }
+}
+
+/// The close reason, or the table's for the code when the close frame carried none.
+fn reason_or_table(code: u16, reason: &str) -> &str {
+    match CloseCode::from_code(code) {
+        Some(c) if reason.is_empty() => c.reason,
+        _ => reason,
+    }
+}
+
+fn space_before(s: &str) -> String {
+    if s.is_empty() { String::new() } else { format!(" {s}") }
+}
+
+/// The expiry of `--timeout`, naming what should have answered.
+fn no_answer(url: &str, timeout: Duration, what: &str) -> anyhow::Error {
+    anyhow!("no answer from {url} within {} (is {what} or switchboard dev running there?)", human(timeout))
+}
+
+/// A duration as the flags take it: `5s`, `250ms`, `1.5s`.
+pub(crate) fn human(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) && d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// A channel name checked against the grammar before anything is sent.
+fn channel(s: &str) -> Result<Channel, UsageError> {
+    Channel::parse(s).map_err(|e| UsageError(format!("invalid channel {s:?}: {e}")))
+}
+
+/// DATA checked to be one JSON value before anything is sent.
+fn json_data(s: &str) -> Result<Bytes, UsageError> {
+    match serde_json::from_str::<&RawValue>(s) {
+        Ok(_) => Ok(Bytes::from(s.to_owned())),
+        Err(e) => Err(UsageError(format!("DATA must be one JSON value, e.g. '{{\"text\":\"hi\"}}' ({e})"))),
+    }
 }
