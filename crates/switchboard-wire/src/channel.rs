@@ -5,7 +5,7 @@
 //! ```text
 //! channel   = [ namespace ":" ] name          ; at most 255 bytes in all
 //! namespace = 1*64( ALPHA / DIGIT / "_" / "-" )
-//! name      = 1*( ALPHA / DIGIT / "_" / "-" / "=" / "@" / "." / "," / ";" / "/" / "!" / "~" / "+" )
+//! name      = 1*( ALPHA / DIGIT / "_" / "-" / "=" / "@" / "." / "," / ";" / "/" / "!" / "~" / "+" / "#" )
 //! ```
 //!
 //! ASCII only. The alphabet excludes whitespace, `*`, `>` and `%`, so a channel can never
@@ -61,6 +61,12 @@ impl Channel {
     pub fn name(&self) -> &str {
         self.0.split_once(':').map_or(&self.0, |(_, name)| name)
     }
+
+    /// The users of a personal channel: a name with a `#` is only for the users listed,
+    /// comma-separated, after its last `#` (`notes:#alice`, `dm:a-b#alice,bob`).
+    pub fn users(&self) -> Option<impl Iterator<Item = &str>> {
+        self.name().rsplit_once('#').map(|(_, users)| users.split(',').filter(|u| !u.is_empty()))
+    }
 }
 
 impl fmt::Display for Channel {
@@ -87,7 +93,7 @@ fn is_namespace_byte(b: u8) -> bool {
 }
 
 fn is_name_byte(b: u8) -> bool {
-    is_namespace_byte(b) || b"=@.,;/!~+".contains(&b)
+    is_namespace_byte(b) || b"=@.,;/!~+#".contains(&b)
 }
 
 fn validate(s: &str) -> Result<(), ChannelError> {
@@ -129,10 +135,23 @@ mod tests {
             ("chat:room-1", "chat", "room-1"),
             ("orders:eu.42", "orders", "eu.42"),
             ("a:b=c@d,e;f/g!h~i+j", "a", "b=c@d,e;f/g!h~i+j"),
+            ("notes:#alice", "notes", "#alice"),
         ] {
             let ch = Channel::parse(s).unwrap();
             assert_eq!((ch.namespace(), ch.name()), (ns, name), "{s}");
         }
+    }
+
+    #[test]
+    fn personal_channels_name_their_users_after_the_last_hash() {
+        let users = |s: &str| {
+            let ch = Channel::parse(s).unwrap();
+            ch.users().map(|u| u.map(str::to_owned).collect::<Vec<String>>())
+        };
+        assert_eq!(users("notes:#alice"), Some(vec!["alice".to_owned()]));
+        assert_eq!(users("dm:a#b#alice,bob"), Some(vec!["alice".to_owned(), "bob".to_owned()]));
+        assert_eq!(users("dm:x#"), Some(vec![]));
+        assert_eq!(users("chat:lobby"), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ close_codes! {
     CONNECT_TIMEOUT = 4003, "connect timeout", true, "No connect command arrived within the handshake timeout.";
     NO_PONG = 4004, "no pong", true, "The client sent nothing within the pong timeout after a server ping.";
     DISCONNECTED = 4005, "disconnected", true, "Disconnected by a backend (the default code of the Disconnect API); may reconnect.";
+    TOKEN_EXPIRED = 4006, "token expired", true, "The connect token expired without a `refresh`; reconnect with a fresh token.";
     BAD_REQUEST = 4500, "bad request", false, "A frame that is not a command at all (malformed JSON or protobuf); reconnecting would repeat it.";
     UNAUTHORIZED = 4501, "unauthorized", false, "The connect token was rejected.";
     FORCE_DISCONNECT = 4503, "force disconnect", false, "Disconnected by a backend, which asked the client not to reconnect.";

@@ -85,6 +85,14 @@ struct JsonCommand<'a> {
     send: Option<JsonSend<'a>>,
     #[serde(borrow, default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     rpc: Option<JsonRpc<'a>>,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    refresh: Option<JsonRefresh>,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct JsonRefresh {
+    #[serde(default)]
+    token: String,
 }
 
 /// A command member that must be a JSON object, or `null` (absent). serde's derive would
@@ -158,6 +166,9 @@ pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError>
         let data = p.data.ok_or_else(|| bad("rpc.data is required"))?;
         commands.push(C::Rpc(pb::RpcRequest { method: p.method, data: raw_bytes(data) }));
     }
+    if let Some(r) = parsed.refresh {
+        commands.push(C::Refresh(pb::RefreshRequest { token: r.token }));
+    }
     if commands.len() > 1 && id != 0 {
         return Err(bad("a command object carries exactly one command"));
     }
@@ -197,6 +208,7 @@ pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(),
             raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(not_json)?;
             json.rpc = Some(JsonRpc { method: p.method.clone(), data: Some(raw) });
         }
+        Some(C::Refresh(r)) => json.refresh = Some(JsonRefresh { token: r.token.clone() }),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
     Ok(())
@@ -221,6 +233,18 @@ struct JsonConnectResult {
     version: String,
     #[serde(default)]
     ping_interval: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonRefreshResult {
+    #[serde(default)]
+    expires_at: u64,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -314,6 +338,8 @@ struct JsonReply<'a> {
     subscribed: Option<JsonSubscribed>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unsubscribed: Option<JsonChannelOnly>,
+    #[serde(rename = "refresh", skip_serializing_if = "Option::is_none")]
+    refresh_result: Option<JsonRefreshResult>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -336,6 +362,7 @@ impl JsonReply<'_> {
             message: None,
             subscribed: None,
             unsubscribed: None,
+            refresh_result: None,
         }
     }
 }
@@ -353,6 +380,7 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
                 user: c.user.clone(),
                 version: c.version.clone(),
                 ping_interval: c.ping_interval,
+                expires_at: c.expires_at,
             })
         }
         Some(R::Subscribe(s)) => json.subscribe = Some(JsonOffset { offset: s.offset, epoch: s.epoch.clone() }),
@@ -377,6 +405,7 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
                 Some(JsonSubscribed { channel: s.channel.clone(), epoch: s.epoch.clone(), offset: s.offset })
         }
         Some(R::Unsubscribed(u)) => json.unsubscribed = Some(JsonChannelOnly { channel: u.channel.clone() }),
+        Some(R::Refresh(r)) => json.refresh_result = Some(JsonRefreshResult { expires_at: r.expires_at }),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
 }
@@ -395,6 +424,7 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
             user: c.user,
             version: c.version,
             ping_interval: c.ping_interval,
+            expires_at: c.expires_at,
         }))
     } else if let Some(s) = json.subscribe {
         Some(R::Subscribe(pb::SubscribeResult { offset: s.offset, epoch: s.epoch }))
@@ -431,7 +461,7 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
     } else if let Some(u) = json.unsubscribed {
         Some(R::Unsubscribed(pb::Unsubscribed { channel: u.channel }))
     } else {
-        None
+        json.refresh_result.map(|r| R::Refresh(pb::RefreshResult { expires_at: r.expires_at }))
     };
     Ok(pb::Reply { id: json.id, reply })
 }

@@ -73,6 +73,7 @@ fn replies_round_trip_in_both_encodings() {
                 user: "u".into(),
                 version: "0.1".into(),
                 ping_interval: 25,
+                expires_at: 1_900_000_000,
             })),
         },
         pb::Reply { id: 2, reply: Some(R::Subscribe(pb::SubscribeResult { epoch: "e".into(), offset: 4 })) },
