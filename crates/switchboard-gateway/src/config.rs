@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use switchboard_wire::ids::MAX_USER_ID_LEN;
 
+use crate::auth::AuthConfig;
+use crate::permissions::ChannelRules;
+
 /// How a gateway behaves. Every limit has a default here, a flag in the binary, a metric
 /// (`switchboard_gateway_limit_hits_total{limit=…}`) and a test.
 #[derive(Debug, Clone)]
@@ -32,14 +35,17 @@ pub struct GatewayConfig {
     pub pong_timeout: Duration,
     /// Window over which sessions are asked to reconnect when the node drains. Default 5 s.
     pub drain_window: Duration,
-    /// Whether clients may publish (the per-namespace permissions replace this once
-    /// authentication exists). Default true.
+    /// Whether clients may publish at all; when true, the namespace rules decide. Default
+    /// true.
     pub client_publish: bool,
     /// Whether to serve the demo page at `/`. Default false (on in `switchboard dev`).
     pub serve_page: bool,
-    /// HMAC secret for HS256 connect tokens (JWT; `sub` is the user, `exp` is required).
-    /// When unset every session is anonymous (user ""). Default unset.
-    pub token_secret: Option<String>,
+    /// How connect tokens are checked (see `auth`). Default: no keys, anonymous refused, so
+    /// a gateway must be given keys or `allow_anonymous`.
+    pub auth: AuthConfig,
+    /// Who may subscribe and publish, per namespace (see `permissions`). Default: anyone,
+    /// on every channel.
+    pub channels: ChannelRules,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond). Default 5 s.
     pub rpc_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
@@ -67,7 +73,8 @@ impl Default for GatewayConfig {
             drain_window: Duration::from_secs(5),
             client_publish: true,
             serve_page: false,
-            token_secret: None,
+            auth: AuthConfig::default(),
+            channels: ChannelRules::default(),
             rpc_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
             max_user_id_len: MAX_USER_ID_LEN,
@@ -85,6 +92,12 @@ impl GatewayConfig {
         if self.max_user_id_len == 0 || self.max_user_id_len > MAX_USER_ID_LEN {
             return Err(format!("max_user_id_len must be 1 to {MAX_USER_ID_LEN}, not {}", self.max_user_id_len));
         }
+        if !self.auth.checks_tokens() && !self.auth.allow_anonymous {
+            return Err("no connect-token keys are configured and anonymous sessions are not allowed: configure \
+                        auth keys (or a jwks url, or --token-secret), or allow anonymous sessions explicitly"
+                .into());
+        }
+        crate::auth::Verifier::check(&self.auth)?;
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(format!("max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}", self.max_header_bytes));
         }

@@ -128,6 +128,23 @@ fn metrics(shared: &Shared) -> Response<Body> {
     r
 }
 
+/// The token of an `Authorization: Bearer …` header.
+fn bearer_token(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The token in query parameter `param` of the upgrade URL, when one is configured.
+fn query_token(req: &Request<Incoming>, param: Option<&str>) -> Option<String> {
+    let param = param?;
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        // Tokens are base64url and dots: nothing to percent-decode.
+        (k == param && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
 /// Whether the request's `Sec-WebSocket-Key` is 16 bytes in base64, as RFC 6455 §4.2.1 asks
 /// (fastwebsockets only checks that it is there).
 fn valid_key(req: &Request<Incoming>) -> bool {
@@ -162,6 +179,9 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
         .map(str::trim)
         .collect::<Vec<_>>();
     let (encoding, subprotocol) = Encoding::negotiate(offered);
+    // A token may come with the upgrade (clients that can set headers, or a URL parameter
+    // where configured); one in `connect` takes precedence.
+    let token = bearer_token(&req).or_else(|| query_token(&req, shared.config.auth.query_param.as_deref()));
     if !valid_key(&req) {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
         shared.metrics.limit_handshake.increment(1);
@@ -200,7 +220,7 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
             }
         };
         match stream {
-            Some((stream, initial)) => session::run(shared, stream, initial, encoding).await,
+            Some((stream, initial)) => session::run(shared, stream, initial, encoding, token).await,
             None => {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
             }

@@ -11,6 +11,7 @@ mod deliver;
 mod http;
 pub mod metrics;
 mod node;
+pub mod permissions;
 mod session;
 pub mod ws;
 
@@ -41,6 +42,7 @@ pub(crate) struct Shared {
     config: GatewayConfig,
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
+    verifier: auth::Verifier,
     interest: Arc<BusInterest>,
     node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
@@ -111,6 +113,7 @@ impl Gateway {
         E: From<BusError>,
     {
         let metrics = metrics::Metrics::new();
+        let verifier = auth::Verifier::new(config.auth.clone()).map_err(BusError::Invalid)?;
         let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
         let hub = Arc::new(Hub::new(interest.clone()));
         let bus = connect(Arc::new(deliver::HubDeliver::new(hub.clone(), metrics.clone()))).await?;
@@ -121,6 +124,7 @@ impl Gateway {
                 config,
                 hub,
                 bus,
+                verifier,
                 interest,
                 node,
                 metrics,

@@ -28,6 +28,7 @@ pub const LIMITS: &[&str] = &[
     "header_bytes",
     "header_timeout",
     "user_id",
+    "token_expired",
 ];
 
 /// Describes every metric. Call once, after installing the recorder.
@@ -63,6 +64,7 @@ pub struct Metrics {
     pub limit_header_bytes: Counter,
     pub limit_header_timeout: Counter,
     pub limit_user_id: Counter,
+    pub limit_token_expired: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
     pub bus_subscriptions: Gauge,
@@ -89,6 +91,7 @@ impl Metrics {
             limit_header_bytes: limit("header_bytes"),
             limit_header_timeout: limit("header_timeout"),
             limit_user_id: limit("user_id"),
+            limit_token_expired: limit("token_expired"),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),
             bus_subscriptions: metrics::gauge!(BUS_SUBSCRIPTIONS),

@@ -23,7 +23,9 @@ use tokio::time::{Instant, sleep_until};
 use switchboard_bus::{Address, BusError};
 
 use crate::Shared;
+use crate::auth::{Claims, Grants};
 use crate::node::{SessionCommand, SessionHandle, now_ms};
+use crate::permissions::Op;
 
 use crate::ws::{FrameReader, Message, ReadError};
 
@@ -57,6 +59,11 @@ struct Session {
     /// Set by the connect command.
     session_id: Option<Box<str>>,
     user: String,
+    /// A token that came with the upgrade request (header or URL), for `connect`.
+    upgrade_token: Option<String>,
+    /// What the session's token grants, and when it expires (Unix seconds, 0: never).
+    grants: Grants,
+    expires_at: u64,
     /// `rpc` commands waiting for a backend.
     pending_rpcs: Arc<AtomicUsize>,
     channels: Vec<Channel>,
@@ -66,7 +73,13 @@ struct Session {
     last_seen: Instant,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, encoding: Encoding) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    initial: Bytes,
+    encoding: Encoding,
+    upgrade_token: Option<String>,
+) {
     shared.metrics.connections_total.increment(1);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let config = &shared.config;
@@ -81,6 +94,9 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
         stream,
         session_id: None,
         user: String::new(),
+        upgrade_token,
+        grants: Grants::default(),
+        expires_at: 0,
         pending_rpcs: Arc::new(AtomicUsize::new(0)),
         channels: Vec::new(),
         pending: Vec::new(),
@@ -139,11 +155,13 @@ impl Session {
         let timer = sleep_until(connect_deadline);
         tokio::pin!(timer);
         loop {
+            let expiry = self.expiry();
             let wake = [
                 Some(next_ping),
                 pong_deadline.map(|(_, deadline)| deadline),
                 self.session_id.is_none().then_some(connect_deadline),
                 drain_at,
+                expiry,
             ]
             .into_iter()
             .flatten()
@@ -204,6 +222,10 @@ impl Session {
                     }
                     if drain_at.is_some_and(|t| now >= t) {
                         return End::Close(CloseCode::SHUTDOWN);
+                    }
+                    if expiry.is_some_and(|t| now >= t) {
+                        self.shared.metrics.limit_token_expired.increment(1);
+                        return End::Close(CloseCode::TOKEN_EXPIRED);
                     }
                     if let Some((sent, deadline)) = pong_deadline && now >= deadline {
                         if self.last_seen < sent {
@@ -298,7 +320,8 @@ impl Session {
                 Err(end) => return Some(end),
             },
             _ if self.session_id.is_none() => Err((ErrorCode::NOT_CONNECTED, "send connect first".into())),
-            C::Subscribe(s) => self.subscribe(&s.channel).await,
+            C::Subscribe(s) => self.subscribe(&s.channel, Checked::Yes).await,
+            C::Refresh(r) => self.refresh(r).await,
             C::Unsubscribe(u) => self.unsubscribe(&u.channel).await,
             C::Publish(p) => self.publish(&p.channel, p.data).await,
             C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
@@ -318,7 +341,8 @@ impl Session {
         match command {
             SessionCommand::Disconnect(code, reason) => Some(End::CloseWith(code, reason)),
             SessionCommand::Subscribe(channel) => {
-                if let Ok(R::Subscribe(r)) = self.subscribe(channel.as_str()).await {
+                // The backend decided: no permission check.
+                if let Ok(R::Subscribe(r)) = self.subscribe(channel.as_str(), Checked::No).await {
                     self.push(R::Subscribed(pb::Subscribed {
                         channel: channel.to_string(),
                         epoch: r.epoch,
@@ -414,24 +438,32 @@ impl Session {
         if self.session_id.is_some() {
             return Ok(Err((ErrorCode::ALREADY_CONNECTED, "this session is connected".into())));
         }
-        let user = match &self.shared.config.token_secret {
-            None => String::new(),
-            Some(secret) => match crate::auth::verify(secret, &req.token) {
+        let token =
+            if req.token.is_empty() { self.upgrade_token.take().unwrap_or_default() } else { req.token.clone() };
+        let auth = &self.shared.config.auth;
+        let claims = if !auth.checks_tokens() || (token.is_empty() && auth.allow_anonymous) {
+            // No keys: every session is anonymous, whatever it sends.
+            Claims::default()
+        } else {
+            match self.shared.verifier.verify(&token).await {
                 // User ids travel in bus subjects: an unbounded one could cut the gateway
                 // off its bus.
-                Ok(user) if user.len() > self.shared.config.max_user_id_len => {
-                    tracing::debug!(len = user.len(), "connect token refused: its sub is too long");
+                Ok(claims) if claims.user.len() > self.shared.config.max_user_id_len => {
+                    tracing::debug!(len = claims.user.len(), "connect token refused: its sub is too long");
                     self.shared.metrics.limit_user_id.increment(1);
                     return Err(End::Close(CloseCode::UNAUTHORIZED));
                 }
-                Ok(user) => user,
+                Ok(claims) => claims,
                 Err(e) => {
                     tracing::debug!(error = %e, "connect token rejected");
                     self.shared.metrics.limit_token.increment(1);
                     return Err(End::Close(CloseCode::UNAUTHORIZED));
                 }
-            },
+            }
         };
+        let user = claims.user.clone();
+        self.grants = claims.grants;
+        self.expires_at = claims.expires_at;
         // The boot tag keeps ids unique across restarts of a gateway with the same node id.
         let session = format!("{}-{}{:x}", self.shared.config.node_id, self.shared.boot, self.sub.id);
         self.session_id = Some(session.clone().into());
@@ -452,11 +484,44 @@ impl Session {
             user,
             version: env!("CARGO_PKG_VERSION").into(),
             ping_interval: self.shared.config.ping_interval.as_secs() as u32,
+            expires_at: self.expires_at,
         })))
     }
 
-    async fn subscribe(&mut self, name: &str) -> CommandResult {
+    /// When the session's token expires, with the verifier's leeway, as a timer instant.
+    fn expiry(&self) -> Option<Instant> {
+        if self.expires_at == 0 {
+            return None;
+        }
+        let left = self.expires_at.saturating_sub(now_ms() as u64 / 1000);
+        Some(Instant::now() + Duration::from_secs(left) + self.shared.config.auth.leeway)
+    }
+
+    /// A new token for the same user: its grants and expiry replace the current ones.
+    async fn refresh(&mut self, req: pb::RefreshRequest) -> CommandResult {
+        if !self.shared.config.auth.checks_tokens() {
+            return Err((ErrorCode::BAD_REQUEST, "this gateway does not check tokens".into()));
+        }
+        let claims = match self.shared.verifier.verify(&req.token).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.shared.metrics.limit_token.increment(1);
+                return Err((ErrorCode::PERMISSION_DENIED, format!("refresh token refused: {e}")));
+            }
+        };
+        if claims.user != self.user {
+            return Err((ErrorCode::PERMISSION_DENIED, "the refresh token is for another user".into()));
+        }
+        self.grants = claims.grants;
+        self.expires_at = claims.expires_at;
+        Ok(R::Refresh(pb::RefreshResult { expires_at: self.expires_at }))
+    }
+
+    async fn subscribe(&mut self, name: &str, checked: Checked) -> CommandResult {
         let channel = parse_channel(name)?;
+        if checked == Checked::Yes {
+            self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+        }
         if self.channels.contains(&channel) {
             return Err((ErrorCode::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
         }
@@ -508,6 +573,7 @@ impl Session {
         if !self.shared.config.client_publish {
             return Err((ErrorCode::PERMISSION_DENIED, "clients may not publish on this gateway".into()));
         }
+        self.shared.config.channels.check(Op::Publish, &channel, &self.user, &self.grants).map_err(denied)?;
         match self.shared.bus.publish(&channel, data).await {
             Ok(p) => Ok(R::Publish(pb::PublishResult { offset: p.offset, epoch: p.epoch.to_string() })),
             Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
@@ -619,6 +685,18 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether a subscribe is checked against the channel rules (a client's) or not (a
+/// backend's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    Yes,
+    No,
+}
+
+fn denied(why: String) -> (ErrorCode, String) {
+    (ErrorCode::PERMISSION_DENIED, why)
 }
 
 fn parse_channel(name: &str) -> Result<Channel, (ErrorCode, String)> {
