@@ -160,7 +160,7 @@ def start_system(name, binary, cpus, logdir):
         gateways = []
         for i in (1, 2):
             port = free_port()
-            g = s.start(f"gateway-g{i}", [binary, "gateway", "--nats", url, "--listen", f"127.0.0.1:{port}",
+            g = s.start(f"gateway-g{i}", [binary, "gateway", "--allow-anonymous", "--nats", url, "--listen", f"127.0.0.1:{port}",
                                           "--node-id", f"g{i}", "--max-connections", "200000", "--log", "warn"],
                         cpus, logdir)
             gateways.append((g, port))

@@ -244,9 +244,12 @@ for n in 1 2; do
   wait_until "control$n" "listen on 127.0.0.1:${CONTROL_PORTS[n - 1]}" listening "${CONTROL_PORTS[n - 1]}"
 done
 
+# Without a token secret the gateways admit anonymous sessions; with one they check tokens.
+ANONYMOUS=()
+[[ -n ${SWITCHBOARD_TOKEN_SECRET:-} ]] || ANONYMOUS=(--allow-anonymous)
 for n in 1 2 3; do
   port=${GATEWAY_PORTS[n - 1]}
-  start "gateway$n" "ws://127.0.0.1:$port/ws" -- "$BIN" gateway \
+  start "gateway$n" "ws://127.0.0.1:$port/ws" -- "$BIN" gateway "${ANONYMOUS[@]}" \
     --nats "nats://127.0.0.1:${NATS_CLIENT_PORTS[n - 1]}" --listen "127.0.0.1:$port" --node-id "gateway$n"
 done
 for n in 1 2 3; do

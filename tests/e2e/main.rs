@@ -1,6 +1,7 @@
 //! End-to-end tests over real TCP: a real node (`switchboard dev`'s code path), real
 //! WebSocket clients, real gRPC. One binary, one module per concern.
 
+mod auth;
 mod bad_input;
 mod bench;
 mod cli;

@@ -36,7 +36,10 @@ fn control_and_gateway_exit_naming_the_url_when_nats_is_unreachable() {
     let (grpc, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let cases: [(&str, Vec<&str>); 2] = [
         ("control", vec!["control", "--nats", &dead, "--grpc-listen", &grpc, "--nats-connect-timeout", "1s"]),
-        ("gateway", vec!["gateway", "--nats", &dead, "--listen", &http, "--nats-connect-timeout", "1s"]),
+        (
+            "gateway",
+            vec!["gateway", "--allow-anonymous", "--nats", &dead, "--listen", &http, "--nats-connect-timeout", "1s"],
+        ),
     ];
     for (role, args) in cases {
         let (code, err, took) = run_to_exit(&args);
@@ -56,8 +59,8 @@ fn invalid_nats_settings_exit_64_before_any_connection_attempt() {
     let cases: [&[&str]; 4] = [
         &["control", "--nats", &url, "--gateway-lease", "20s"],
         &["control", "--nats", &url, "--nats-ping-interval", "10ms"],
-        &["gateway", "--nats", &url, "--nats-max-missed-pongs", "0"],
-        &["gateway", "--nats", &url, "--max-user-id-len", "5000"],
+        &["gateway", "--allow-anonymous", "--nats", &url, "--nats-max-missed-pongs", "0"],
+        &["gateway", "--allow-anonymous", "--nats", &url, "--max-user-id-len", "5000"],
     ];
     for args in cases {
         let (code, err, took) = run_to_exit(args);

@@ -66,17 +66,22 @@ pub enum Received {
 impl RawWs {
     /// Opens `/ws`, offering `subprotocol` if given.
     pub async fn connect(addr: SocketAddr, subprotocol: Option<&str>) -> RawWs {
+        RawWs::connect_with(addr, "/ws", subprotocol.map(|p| ("Sec-WebSocket-Protocol", p)).as_slice()).await
+    }
+
+    /// Opens `path` (e.g. `/ws?token=…`) with extra request headers.
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawWs {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut req = Request::builder()
             .method("GET")
-            .uri("/ws")
+            .uri(path)
             .header("Host", addr.to_string())
             .header("Upgrade", "websocket")
             .header("Connection", "upgrade")
             .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
             .header("Sec-WebSocket-Version", "13");
-        if let Some(p) = subprotocol {
-            req = req.header("Sec-WebSocket-Protocol", p);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let (mut ws, _) =
             fastwebsockets::handshake::client(&SpawnExecutor, req.body(Empty::<Bytes>::new()).unwrap(), stream)

@@ -2,10 +2,10 @@
 //! `--help` (`SWITCHBOARD_…`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use switchboard_gateway::GatewayConfig;
 
 use switchboard_bench::parse_duration;
 
@@ -45,6 +45,10 @@ pub enum Command {
     Send(SendArgs),
     /// Disconnect one session or every session of a user, through the gRPC API.
     Disconnect(DisconnectArgs),
+    /// Check, create or describe a configuration file.
+    Config(ConfigCmd),
+    /// Mint a connect token (a JWT) for tries and tests.
+    Token(TokenArgs),
     /// Load-test a gateway and report throughput, latency, loss and server cost.
     Bench(switchboard_bench::BenchArgs),
 }
@@ -53,7 +57,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URLs, comma-separated (any one is enough; the rest are for failover).
-    #[arg(long = "nats", env = "SWITCHBOARD_NATS", value_delimiter = ',', required = true)]
+    /// Required, here or as `nats.urls` in the configuration file.
+    #[arg(long = "nats", env = "SWITCHBOARD_NATS", value_delimiter = ',')]
     pub urls: Vec<String>,
     /// Prefix of every NATS subject (dot-separated tokens of [A-Za-z0-9_-]).
     #[arg(long, env = "SWITCHBOARD_SUBJECT_PREFIX", default_value = "sb")]
@@ -74,6 +79,8 @@ pub struct NatsArgs {
 
 #[derive(Debug, Args)]
 pub struct GatewayCmdArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// HTTP and WebSocket listen address (also serves /healthz, /readyz, /metrics).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -88,6 +95,8 @@ pub struct GatewayCmdArgs {
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// gRPC (backend API) listen address.
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
@@ -180,6 +189,8 @@ pub struct DisconnectArgs {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// HTTP and WebSocket listen address.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -226,7 +237,8 @@ pub struct GatewayArgs {
     /// Refuse client publishes (error 103); backends still publish through gRPC.
     #[arg(long, env = "SWITCHBOARD_NO_CLIENT_PUBLISH")]
     pub no_client_publish: bool,
-    /// HMAC secret for HS256 connect tokens (`sub` = user, `exp` required); unset: anonymous sessions.
+    /// HMAC secret for HS256 connect tokens (`sub` = user, `exp` required): a shorthand for
+    /// one `[[auth.keys]]` entry. Other algorithms, several keys and JWKS: the config file.
     #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond).
@@ -242,31 +254,80 @@ pub struct GatewayArgs {
     /// longer one gets 431.
     #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16384)]
     pub max_header_bytes: usize,
+    /// Let sessions connect without a token (user ""). A gateway with no token keys refuses
+    /// to start without this; `dev` allows anonymous sessions unless the config file says not.
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
 }
 
-impl GatewayArgs {
-    pub fn config(&self, listen: SocketAddr) -> GatewayConfig {
-        let defaults = GatewayConfig::default();
-        GatewayConfig {
-            listen,
-            node_id: self.node_id.clone().unwrap_or(defaults.node_id),
-            max_message_size: self.max_message_size,
-            max_queue_bytes: self.max_queue_bytes,
-            max_subscriptions: self.max_subscriptions,
-            max_connections: self.max_connections,
-            handshake_timeout: self.handshake_timeout,
-            ping_interval: self.ping_interval,
-            pong_timeout: self.pong_timeout,
-            drain_window: self.drain_window,
-            client_publish: !self.no_client_publish,
-            serve_page: false,
-            token_secret: self.token_secret.clone(),
-            rpc_timeout: self.rpc_timeout,
-            max_pending_rpcs: self.max_pending_rpcs,
-            max_user_id_len: self.max_user_id_len,
-            max_header_bytes: self.max_header_bytes,
-        }
-    }
+/// The configuration file.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// A TOML configuration file (see `switchboard config init`); flags and environment
+    /// variables override what it says.
+    #[arg(long = "config", env = "SWITCHBOARD_CONFIG")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCmd {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Check what a server would run with (file, environment, flags), by the same code as
+    /// its start-up: exit 0, or 64 with the errors. E.g. `config check gateway --config F`.
+    Check {
+        #[command(subcommand)]
+        role: Box<Role>,
+    },
+    /// Print a complete, commented configuration file with every default.
+    Init,
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+/// A server role, with its flags.
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    Dev(DevArgs),
+    Gateway(GatewayCmdArgs),
+    Control(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user (`sub` claim).
+    #[arg(long)]
+    pub user: String,
+    /// Time to live (`exp` = now + this).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// A channel pattern the token grants subscribing to (repeat; `chat:*` for a prefix).
+    #[arg(long = "channel")]
+    pub channels: Vec<String>,
+    /// A channel pattern the token grants publishing on (repeat).
+    #[arg(long = "publish")]
+    pub publish: Vec<String>,
+    /// Client info (any JSON) for the `info` claim.
+    #[arg(long)]
+    pub info: Option<String>,
+    /// HMAC secret to sign with (HS256); default: the first HMAC key of `--config`.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// A PEM private key to sign with instead (RSA, EC or Ed25519).
+    #[arg(long, conflicts_with = "secret")]
+    pub private_key: Option<PathBuf>,
+    /// The algorithm; default HS256 for a secret, RS256, ES256 or EdDSA for a private key.
+    #[arg(long)]
+    pub alg: Option<String>,
+    /// The `kid` header; default the `kid` of the configured key used.
+    #[arg(long)]
+    pub kid: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]

@@ -89,14 +89,18 @@ impl Drop for Dev {
 }
 
 /// `switchboard dev`: runs until SIGINT/SIGTERM, then drains.
-pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
+pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) -> anyhow::Result<()> {
+    let (gateway, grpc_listen) = crate::config::dev(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
     switchboard_control::metrics::describe();
-    let mut gateway = args.gateway.config(args.listen);
-    gateway.validate().map_err(crate::UsageError)?;
-    gateway.serve_page = !args.no_page;
-    let node = Dev::start(DevConfig { gateway, grpc_listen: args.grpc_listen }, Some(prometheus)).await?;
+    if gateway.auth.allow_anonymous {
+        tracing::warn!(
+            "anonymous sessions are allowed: anyone who reaches this port may connect \
+             (fine for trying it; configure [auth] keys before exposing it)"
+        );
+    }
+    let node = Dev::start(DevConfig { gateway, grpc_listen }, Some(prometheus)).await?;
     println!("switchboard dev is running (in-process bus, no NATS)");
     println!("  browser:   http://{}/", node.http);
     println!("  websocket: ws://{}/ws", node.http);

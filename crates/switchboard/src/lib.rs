@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod dev;
 pub mod run;
+pub mod token;
 pub mod tools;
 
 /// Resolves on SIGINT or SIGTERM.

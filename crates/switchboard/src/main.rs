@@ -1,16 +1,18 @@
 //! `switchboard`: one binary for the gateway, control, dev mode and client tools.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use switchboard::cli::{Cli, Command};
-use switchboard::{dev, run, tools};
+use switchboard::config::Explicit;
+use switchboard::{dev, run, token, tools};
 
 /// Exit status for a usage or configuration error (EX_USAGE).
 const EXIT_USAGE: i32 = 64;
 
 #[tokio::main]
 async fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command().try_get_matches().and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
             std::process::exit(EXIT_USAGE);
@@ -26,10 +28,14 @@ async fn main() {
         // Colour only for a person at a terminal, not in log files (`make run > log 2>&1`).
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Which settings came from a flag or the environment: they win over the config file.
+    let explicit = Explicit::from_matches(&matches);
     let result = match cli.command {
-        Command::Dev(args) => dev::run(args).await,
-        Command::Gateway(args) => run::gateway(args).await,
-        Command::Control(args) => run::control(args).await,
+        Command::Dev(args) => dev::run(args, &explicit).await,
+        Command::Gateway(args) => run::gateway(args, &explicit).await,
+        Command::Control(args) => run::control(args, &explicit).await,
+        Command::Config(cmd) => switchboard::config::command(cmd, &explicit),
+        Command::Token(args) => token::run(args),
         Command::Sub(args) => tools::sub(args).await,
         Command::Pub(args) => tools::publish(args).await,
         Command::Sessions(args) => tools::sessions(args).await,

@@ -4,24 +4,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchboard_bus::{Bus, Deliver, NatsBus, NatsConfig, NoDelivery};
-use switchboard_control::{Control, ControlConfig};
+use switchboard_control::Control;
 use switchboard_gateway::Gateway;
 use tokio::net::TcpListener;
 
 use crate::UsageError;
-use crate::cli::{ControlArgs, GatewayCmdArgs, NatsArgs};
-
-/// The NATS settings, checked before any connection attempt (a bad one exits 64).
-fn nats_config(args: &NatsArgs, name: &str) -> Result<NatsConfig, UsageError> {
-    let mut config = NatsConfig::new(args.urls.clone(), name);
-    config.prefix = args.subject_prefix.clone();
-    config.connect_timeout = args.nats_connect_timeout;
-    config.ping_interval = args.nats_ping_interval;
-    config.max_missed_pongs = args.nats_max_missed_pongs;
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
-    switchboard_bus::subjects::Subjects::new(&config.prefix).map_err(|e| UsageError(e.to_string()))?;
-    Ok(config)
-}
+use crate::cli::{ControlArgs, GatewayCmdArgs};
+use crate::config::{ControlSettings, Explicit};
 
 /// Connects to NATS, or fails with one line naming the servers and why.
 async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::Result<NatsBus> {
@@ -32,13 +21,14 @@ async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::
 }
 
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
-pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
+pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Result<()> {
+    let (config, nats) = crate::config::gateway(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
-    let mut config = args.gateway.config(args.listen);
-    config.validate().map_err(UsageError)?;
-    config.serve_page = args.page;
-    let nats = nats_config(&args.nats, &config.node_id)?;
+    if config.auth.allow_anonymous {
+        tracing::warn!("anonymous sessions are allowed (--allow-anonymous)");
+    }
+    let servers = nats.urls.join(",");
     let gateway = Gateway::new(config.clone(), Some(prometheus), |deliver| async move {
         Ok::<_, anyhow::Error>(Arc::new(connect_nats(nats, deliver).await?) as Arc<dyn Bus>)
     })
@@ -47,8 +37,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!(
         "switchboard gateway {} listening on http://{addr} (websocket ws://{addr}/ws), nats {}",
-        config.node_id,
-        args.nats.urls.join(",")
+        config.node_id, servers
     );
     let serving = gateway.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await });
@@ -60,35 +49,27 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
 }
 
 /// Runs a control replica until SIGINT/SIGTERM.
-pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
+pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<()> {
+    // Every setting is checked before any connection attempt.
+    let ControlSettings { mut config, nats, grpc_listen, advertise_addr, metrics_listen } =
+        crate::config::control(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_control::metrics::describe();
-    let replica_id = args.replica_id.clone().unwrap_or_else(|| format!("c{}", fastrand_suffix()));
-    let mut config = ControlConfig {
-        replica_id: replica_id.clone(),
-        grpc_addr: args.advertise_addr.clone().unwrap_or_else(|| args.grpc_listen.to_string()),
-        gateway_lease: args.gateway_lease,
-        replica_lease: args.replica_lease,
-        query_timeout: args.query_timeout,
-        ..ControlConfig::default()
-    };
-    // Every setting is checked before any connection attempt.
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
-    let nats = nats_config(&args.nats, &replica_id)?;
+    let servers = nats.urls.join(",");
     // NATS first: the gRPC port opens only once the API can answer.
     let bus: Arc<dyn Bus> = Arc::new(connect_nats(nats, Arc::new(NoDelivery)).await?);
-    let listener =
-        TcpListener::bind(args.grpc_listen).await.with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
+    let listener = TcpListener::bind(grpc_listen).await.with_context(|| format!("cannot listen on {grpc_listen}"))?;
     let addr = listener.local_addr()?;
-    if args.advertise_addr.is_none() {
+    if advertise_addr.is_none() {
         config.grpc_addr = addr.to_string();
     }
+    let replica_id = config.replica_id.clone();
     let control = match Control::start(config, bus).await {
         Ok(c) => c,
         Err(e @ switchboard_control::StartError::Config(_)) => return Err(UsageError(e.to_string()).into()),
         Err(e) => return Err(e.into()),
     };
-    if let Some(addr) = args.metrics_listen {
+    if let Some(addr) = metrics_listen {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         println!("switchboard control {replica_id} serving metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(crate::admin::serve(listener, prometheus, {
@@ -96,12 +77,8 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
             move || control.is_ready()
         }));
     }
-    println!("switchboard control {replica_id} serving gRPC on http://{addr}, nats {}", args.nats.urls.join(","));
+    println!("switchboard control {replica_id} serving gRPC on http://{addr}, nats {servers}");
     control.serve(listener, crate::shutdown_signal()).await?;
     control.stop().await;
     Ok(())
-}
-
-fn fastrand_suffix() -> String {
-    switchboard_gateway::config::random_node_id()[1..].to_owned()
 }

@@ -1,0 +1,389 @@
+//! The configuration file (TOML) and how it meets the flags: a flag or `SWITCHBOARD_…`
+//! environment variable wins over the file, the file over the default. Every server role
+//! builds its settings here, and `switchboard config check` runs exactly this code.
+
+pub mod file;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use switchboard_bus::NatsConfig;
+use switchboard_control::ControlConfig;
+use switchboard_gateway::GatewayConfig;
+use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
+use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
+
+use crate::UsageError;
+use crate::cli::{ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
+use file::FileConfig;
+
+/// The example configuration: every key with its default, commented. `config init` prints
+/// it; a test keeps it parsing to the defaults and listing every key of the schema.
+pub const EXAMPLE: &str = include_str!("../../../../deploy/switchboard.example.toml");
+
+/// The arguments given on the command line or in the environment (not defaulted), by id.
+#[derive(Debug, Default, Clone)]
+pub struct Explicit(HashSet<String>);
+
+impl Explicit {
+    /// Collects them from the innermost subcommand's matches.
+    pub fn from_matches(matches: &ArgMatches) -> Self {
+        let mut m = matches;
+        while let Some((_, sub)) = m.subcommand() {
+            m = sub;
+        }
+        let ids = m
+            .ids()
+            .filter(|id| {
+                matches!(m.value_source(id.as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Explicit(ids)
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+
+    /// The flag's value when it was given, else the file's, else the flag's default.
+    fn pick<T>(&self, id: &str, flag: T, file: Option<T>) -> T {
+        match file {
+            Some(v) if !self.has(id) => v,
+            _ => flag,
+        }
+    }
+}
+
+/// Reads and parses the configuration file, if one is given.
+pub fn load(path: Option<&Path>) -> Result<FileConfig, UsageError> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read the config file {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| UsageError(format!("config file {}: {e}", path.display())))
+}
+
+/// Parses configuration text; the error names the key and line.
+pub fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+}
+
+/// The JSON Schema of the file.
+pub fn schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(FileConfig)).expect("a schema serializes")
+}
+
+fn addr(key: &str, s: &str) -> Result<SocketAddr, UsageError> {
+    s.parse().map_err(|e| UsageError(format!("{key}: {s:?} is not a host:port address: {e}")))
+}
+
+fn dur(d: Option<file::Dur>) -> Option<Duration> {
+    d.map(|d| d.0)
+}
+
+// === the roles ===
+
+/// `switchboard gateway`: the gateway and its NATS settings.
+pub fn gateway(args: &GatewayCmdArgs, x: &Explicit) -> Result<(GatewayConfig, NatsConfig), UsageError> {
+    let f = load(args.config.path.as_deref())?;
+    let g = f.gateway.clone().unwrap_or_default();
+    let listen = match (&g.listen, x.has("listen")) {
+        (Some(l), false) => addr("gateway.listen", l)?,
+        _ => args.listen,
+    };
+    let mut config = gateway_config(&args.gateway, listen, &f, x, false)?;
+    config.serve_page = x.pick("page", args.page, g.page);
+    let nats = nats_config(&args.nats, &f, x, &config.node_id)?;
+    Ok((config, nats))
+}
+
+/// `switchboard dev`: the gateway and the gRPC listen address.
+pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), UsageError> {
+    let f = load(args.config.path.as_deref())?;
+    let g = f.gateway.clone().unwrap_or_default();
+    let listen = match (&g.listen, x.has("listen")) {
+        (Some(l), false) => addr("gateway.listen", l)?,
+        _ => args.listen,
+    };
+    let mut config = gateway_config(&args.gateway, listen, &f, x, true)?;
+    config.serve_page = if x.has("no_page") { !args.no_page } else { g.page.unwrap_or(!args.no_page) };
+    let grpc = match (f.control.as_ref().and_then(|c| c.grpc_listen.as_ref()), x.has("grpc_listen")) {
+        (Some(l), false) => addr("control.grpc_listen", l)?,
+        _ => args.grpc_listen,
+    };
+    Ok((config, grpc))
+}
+
+/// What `switchboard control` runs with.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub config: ControlConfig,
+    pub nats: NatsConfig,
+    pub grpc_listen: SocketAddr,
+    /// Set when the replica advertises another address than it listens on.
+    pub advertise_addr: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// `switchboard control`.
+pub fn control(args: &ControlArgs, x: &Explicit) -> Result<ControlSettings, UsageError> {
+    let f = load(args.config.path.as_deref())?;
+    let c = f.control.clone().unwrap_or_default();
+    let grpc_listen = match (&c.grpc_listen, x.has("grpc_listen")) {
+        (Some(l), false) => addr("control.grpc_listen", l)?,
+        _ => args.grpc_listen,
+    };
+    let metrics_listen = match (&c.metrics_listen, x.has("metrics_listen")) {
+        (Some(l), false) => Some(addr("control.metrics_listen", l)?),
+        _ => args.metrics_listen,
+    };
+    let advertise_addr = x.pick("advertise_addr", args.advertise_addr.clone(), c.advertise_addr.clone().map(Some));
+    let replica_id = x
+        .pick("replica_id", args.replica_id.clone(), c.replica_id.clone().map(Some))
+        .unwrap_or_else(switchboard_control::random_replica_id);
+    let config = ControlConfig {
+        replica_id: replica_id.clone(),
+        grpc_addr: advertise_addr.clone().unwrap_or_else(|| grpc_listen.to_string()),
+        gateway_lease: x.pick("gateway_lease", args.gateway_lease, dur(c.gateway_lease)),
+        replica_lease: x.pick("replica_lease", args.replica_lease, dur(c.replica_lease)),
+        query_timeout: x.pick("query_timeout", args.query_timeout, dur(c.query_timeout)),
+        ..ControlConfig::default()
+    };
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let nats = nats_config(&args.nats, &f, x, &replica_id)?;
+    Ok(ControlSettings { config, nats, grpc_listen, advertise_addr, metrics_listen })
+}
+
+fn gateway_config(
+    a: &GatewayArgs,
+    listen: SocketAddr,
+    f: &FileConfig,
+    x: &Explicit,
+    dev: bool,
+) -> Result<GatewayConfig, UsageError> {
+    let g = f.gateway.clone().unwrap_or_default();
+    let defaults = GatewayConfig::default();
+    let config = GatewayConfig {
+        listen,
+        node_id: x.pick("node_id", a.node_id.clone(), g.node_id.clone().map(Some)).unwrap_or(defaults.node_id),
+        max_message_size: x.pick("max_message_size", a.max_message_size, g.max_message_size),
+        max_queue_bytes: x.pick("max_queue_bytes", a.max_queue_bytes, g.max_queue_bytes),
+        max_subscriptions: x.pick("max_subscriptions", a.max_subscriptions, g.max_subscriptions),
+        max_connections: x.pick("max_connections", a.max_connections, g.max_connections),
+        handshake_timeout: x.pick("handshake_timeout", a.handshake_timeout, dur(g.handshake_timeout)),
+        ping_interval: x.pick("ping_interval", a.ping_interval, dur(g.ping_interval)),
+        pong_timeout: x.pick("pong_timeout", a.pong_timeout, dur(g.pong_timeout)),
+        drain_window: x.pick("drain_window", a.drain_window, dur(g.drain_window)),
+        client_publish: x.pick("no_client_publish", !a.no_client_publish, g.client_publish),
+        serve_page: false,
+        auth: auth_config(a, f, x, dev)?,
+        channels: channel_rules(f),
+        rpc_timeout: x.pick("rpc_timeout", a.rpc_timeout, dur(g.rpc_timeout)),
+        max_pending_rpcs: x.pick("max_pending_rpcs", a.max_pending_rpcs, g.max_pending_rpcs),
+        max_user_id_len: x.pick("max_user_id_len", a.max_user_id_len, g.max_user_id_len),
+        max_header_bytes: x.pick("max_header_bytes", a.max_header_bytes, g.max_header_bytes),
+    };
+    config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
+    Ok(config)
+}
+
+fn auth_config(a: &GatewayArgs, f: &FileConfig, x: &Explicit, dev: bool) -> Result<AuthConfig, UsageError> {
+    let s = f.auth.clone().unwrap_or_default();
+    let defaults = AuthConfig::default();
+    let mut keys = Vec::new();
+    for (i, k) in s.keys.iter().flatten().enumerate() {
+        keys.push(key(&format!("auth.keys[{i}]"), k)?);
+    }
+    if let Some(secret) = &a.token_secret {
+        keys.push(Key { kid: None, material: KeyMaterial::Hmac(secret.as_bytes().to_vec()) });
+    }
+    let algorithms = s
+        .algorithms
+        .iter()
+        .flatten()
+        .map(|name| {
+            name.parse::<jsonwebtoken::Algorithm>()
+                .map_err(|_| UsageError(format!("auth.algorithms: {name:?} is not a JWT algorithm")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AuthConfig {
+        allow_anonymous: x.pick("allow_anonymous", a.allow_anonymous || dev, s.allow_anonymous),
+        algorithms,
+        keys,
+        jwks_url: s.jwks_url.clone(),
+        jwks_min_refresh: dur(s.jwks_min_refresh).unwrap_or(defaults.jwks_min_refresh),
+        jwks_max_age: dur(s.jwks_max_age).unwrap_or(defaults.jwks_max_age),
+        issuer: s.issuer.clone(),
+        audience: s.audience.clone(),
+        leeway: dur(s.leeway).unwrap_or(defaults.leeway),
+        query_param: s.query_param.clone(),
+    })
+}
+
+/// One `[[auth.keys]]` entry, with its file or environment variable read.
+fn key(at: &str, k: &file::KeySection) -> Result<Key, UsageError> {
+    let read =
+        |path: &str| std::fs::read_to_string(path).map_err(|e| UsageError(format!("{at}: cannot read {path}: {e}")));
+    let sources = [
+        k.hmac_secret.as_ref().map(|s| Ok(KeyMaterial::Hmac(s.as_bytes().to_vec()))),
+        k.hmac_secret_env.as_ref().map(|name| {
+            std::env::var(name)
+                .map(|s| KeyMaterial::Hmac(s.into_bytes()))
+                .map_err(|_| UsageError(format!("{at}: environment variable {name} is not set")))
+        }),
+        k.hmac_secret_file
+            .as_ref()
+            .map(|p| read(p).map(|s| KeyMaterial::Hmac(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))),
+        k.public_key_pem.as_ref().map(|s| Ok(KeyMaterial::Pem(s.clone()))),
+        k.public_key_file.as_ref().map(|p| read(p).map(KeyMaterial::Pem)),
+        k.jwk.as_ref().map(|s| Ok(KeyMaterial::Jwk(s.clone()))),
+        k.jwk_file.as_ref().map(|p| read(p).map(KeyMaterial::Jwk)),
+    ];
+    let mut given = sources.into_iter().flatten();
+    match (given.next(), given.next()) {
+        (Some(material), None) => Ok(Key { kid: k.kid.clone(), material: material? }),
+        (None, _) => Err(UsageError(format!("{at}: give one key source (hmac_secret…, public_key…, jwk…)"))),
+        (Some(_), Some(_)) => Err(UsageError(format!("{at}: give only one key source"))),
+    }
+}
+
+fn channel_rules(f: &FileConfig) -> ChannelRules {
+    let c = f.channels.clone().unwrap_or_default();
+    let access = |a: Option<file::Access>, default: Access| match a {
+        None => default,
+        Some(file::Access::Nobody) => Access::Nobody,
+        Some(file::Access::Anyone) => Access::Anyone,
+        Some(file::Access::Authenticated) => Access::Authenticated,
+        Some(file::Access::Granted) => Access::Granted,
+    };
+    let base = NamespaceRules::default();
+    let rules = |n: &file::NamespaceSection| NamespaceRules {
+        subscribe: access(n.subscribe, base.subscribe),
+        publish: access(n.publish, base.publish),
+    };
+    ChannelRules {
+        default: c.default.as_ref().map(rules).unwrap_or(base),
+        namespaces: c.namespaces.iter().flatten().map(|(name, n)| (name.clone(), rules(n))).collect(),
+        unknown_namespaces: match c.unknown_namespaces {
+            Some(file::UnknownNamespaces::Refuse) => UnknownNamespaces::Refuse,
+            _ => UnknownNamespaces::Default,
+        },
+    }
+}
+
+fn nats_config(a: &NatsArgs, f: &FileConfig, x: &Explicit, name: &str) -> Result<NatsConfig, UsageError> {
+    let n = f.nats.clone().unwrap_or_default();
+    let urls = if x.has("urls") || n.urls.is_none() { a.urls.clone() } else { n.urls.clone().unwrap_or_default() };
+    if urls.is_empty() {
+        return Err(UsageError("no NATS server: give --nats URL (or nats.urls in the config file)".into()));
+    }
+    let mut config = NatsConfig::new(urls, name);
+    config.prefix = x.pick("subject_prefix", a.subject_prefix.clone(), n.subject_prefix.clone());
+    config.connect_timeout = x.pick("nats_connect_timeout", a.nats_connect_timeout, dur(n.connect_timeout));
+    config.ping_interval = x.pick("nats_ping_interval", a.nats_ping_interval, dur(n.ping_interval));
+    config.max_missed_pongs = x.pick("nats_max_missed_pongs", a.nats_max_missed_pongs, n.max_missed_pongs);
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    switchboard_bus::subjects::Subjects::new(&config.prefix).map_err(|e| UsageError(e.to_string()))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;
+
+// === `switchboard config` ===
+
+/// `switchboard config check|init|schema`.
+pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
+    use crate::cli::{ConfigAction, Role};
+    match cmd.action {
+        ConfigAction::Init => print!("{EXAMPLE}"),
+        ConfigAction::Schema => println!("{}", schema()),
+        ConfigAction::Check { role } => {
+            let summary = match *role {
+                Role::Dev(args) => {
+                    let (g, grpc) = dev(&args, x)?;
+                    serde_json::json!({"role": "dev", "gateway": gateway_summary(&g), "grpc_listen": grpc.to_string()})
+                }
+                Role::Gateway(args) => {
+                    let (g, n) = gateway(&args, x)?;
+                    serde_json::json!({"role": "gateway", "gateway": gateway_summary(&g), "nats": nats_summary(&n)})
+                }
+                Role::Control(args) => {
+                    let c = control(&args, x)?;
+                    serde_json::json!({
+                        "role": "control",
+                        "replica_id": c.config.replica_id,
+                        "grpc_listen": c.grpc_listen.to_string(),
+                        "advertise_addr": c.config.grpc_addr,
+                        "metrics_listen": c.metrics_listen.map(|a| a.to_string()),
+                        "gateway_lease_ms": c.config.gateway_lease.as_millis() as u64,
+                        "replica_lease_ms": c.config.replica_lease.as_millis() as u64,
+                        "query_timeout_ms": c.config.query_timeout.as_millis() as u64,
+                        "nats": nats_summary(&c.nats),
+                    })
+                }
+            };
+            // What the server would run with, secrets left out; then the verdict.
+            println!("{summary}");
+            eprintln!("config ok");
+        }
+    }
+    Ok(())
+}
+
+fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
+    let access = |a: Access| match a {
+        Access::Nobody => "nobody",
+        Access::Anyone => "anyone",
+        Access::Authenticated => "authenticated",
+        Access::Granted => "granted",
+    };
+    let rules =
+        |r: &NamespaceRules| serde_json::json!({"subscribe": access(r.subscribe), "publish": access(r.publish)});
+    let mut namespaces: Vec<_> = g.channels.namespaces.iter().collect();
+    namespaces.sort_by_key(|(name, _)| name.as_str());
+    serde_json::json!({
+        "listen": g.listen.to_string(),
+        "node_id": g.node_id,
+        "page": g.serve_page,
+        "max_message_size": g.max_message_size,
+        "max_queue_bytes": g.max_queue_bytes,
+        "max_subscriptions": g.max_subscriptions,
+        "max_connections": g.max_connections,
+        "handshake_timeout_ms": g.handshake_timeout.as_millis() as u64,
+        "ping_interval_ms": g.ping_interval.as_millis() as u64,
+        "pong_timeout_ms": g.pong_timeout.as_millis() as u64,
+        "drain_window_ms": g.drain_window.as_millis() as u64,
+        "client_publish": g.client_publish,
+        "rpc_timeout_ms": g.rpc_timeout.as_millis() as u64,
+        "max_pending_rpcs": g.max_pending_rpcs,
+        "max_user_id_len": g.max_user_id_len,
+        "max_header_bytes": g.max_header_bytes,
+        "auth": {
+            "allow_anonymous": g.auth.allow_anonymous,
+            "keys": g.auth.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
+            "jwks_url": g.auth.jwks_url,
+            "issuer": g.auth.issuer,
+            "audience": g.auth.audience,
+        },
+        "channels": {
+            "default": rules(&g.channels.default),
+            "unknown_namespaces": if g.channels.unknown_namespaces == UnknownNamespaces::Refuse { "refuse" } else { "default" },
+            "namespaces": namespaces.into_iter().map(|(n, r)| (n.clone(), rules(r))).collect::<serde_json::Map<_, _>>(),
+        },
+    })
+}
+
+fn nats_summary(n: &NatsConfig) -> serde_json::Value {
+    serde_json::json!({
+        "urls": n.urls,
+        "subject_prefix": n.prefix,
+        "connect_timeout_ms": n.connect_timeout.as_millis() as u64,
+        "ping_interval_ms": n.ping_interval.as_millis() as u64,
+        "max_missed_pongs": n.max_missed_pongs,
+    })
+}

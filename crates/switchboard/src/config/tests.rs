@@ -1,0 +1,145 @@
+use clap::{CommandFactory, FromArgMatches};
+
+use super::*;
+use crate::cli::{Cli, Command};
+
+/// Parses a command line as the binary does, with the explicit arguments.
+fn cli(args: &[&str]) -> (Command, Explicit) {
+    let matches = Cli::command().try_get_matches_from(args).unwrap();
+    (Cli::from_arg_matches(&matches).unwrap().command, Explicit::from_matches(&matches))
+}
+
+fn gateway_summary_for(args: &[&str]) -> Result<serde_json::Value, String> {
+    let (Command::Gateway(a), x) = cli(args) else { panic!("not a gateway command") };
+    let (mut g, n) = gateway(&a, &x).map_err(|e| e.0)?;
+    g.node_id = "fixed".into();
+    Ok(serde_json::json!({"gateway": gateway_summary(&g), "nats": nats_summary(&n)}))
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn the_example_file_parses_to_the_defaults() {
+    let example = write(EXAMPLE);
+    let path = example.path().to_str().unwrap();
+    let base = ["switchboard", "gateway", "--nats", "nats://127.0.0.1:4222", "--allow-anonymous"];
+    let with_file: Vec<&str> = base.iter().copied().chain(["--config", path]).collect();
+    assert_eq!(gateway_summary_for(&with_file).unwrap(), gateway_summary_for(&base).unwrap());
+    let (Command::Control(a), x) = cli(&["switchboard", "control", "--nats", "nats://x:4222", "--config", path]) else {
+        panic!()
+    };
+    let from_file = control(&a, &x).unwrap();
+    let (Command::Control(a), x) = cli(&["switchboard", "control", "--nats", "nats://x:4222"]) else { panic!() };
+    let defaults = control(&a, &x).unwrap();
+    assert_eq!(
+        (
+            from_file.grpc_listen,
+            from_file.config.gateway_lease,
+            from_file.config.replica_lease,
+            from_file.config.query_timeout
+        ),
+        (
+            defaults.grpc_listen,
+            defaults.config.gateway_lease,
+            defaults.config.replica_lease,
+            defaults.config.query_timeout
+        )
+    );
+    assert_eq!(
+        (from_file.nats.prefix, from_file.nats.ping_interval, from_file.nats.max_missed_pongs),
+        (defaults.nats.prefix, defaults.nats.ping_interval, defaults.nats.max_missed_pongs)
+    );
+}
+
+/// Every property name of the schema, with the section it is in.
+fn schema_keys(schema: &serde_json::Value, out: &mut Vec<String>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                out.extend(props.keys().cloned());
+            }
+            map.values().for_each(|v| schema_keys(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| schema_keys(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_example_file_shows_every_key_of_the_schema() {
+    let schema: serde_json::Value = serde_json::from_str(&schema()).unwrap();
+    let mut keys = Vec::new();
+    schema_keys(&schema, &mut keys);
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in keys {
+        let shown = EXAMPLE.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.starts_with(&format!("{key} ="))
+                || l.starts_with(&format!("[{key}]"))
+                || (l.starts_with('[') && (l.contains(&format!(".{key}]")) || l.contains(&format!(".{key}."))))
+        });
+        assert!(shown, "deploy/switchboard.example.toml does not show the key `{key}`");
+    }
+}
+
+#[test]
+fn unknown_keys_and_values_out_of_range_are_refused_naming_the_key() {
+    let cases = [
+        ("[gateway]\nmax_mesage_size = 1\n", "unknown field `max_mesage_size`"),
+        ("[gatway]\n", "unknown field `gatway`"),
+        ("[gateway]\nmax_user_id_len = 5000\n", "max_user_id_len must be 1 to 256"),
+        ("[gateway]\nmax_header_bytes = 100\n", "max_header_bytes must be at least"),
+        ("[gateway]\nping_interval = \"1x\"\n", "unknown unit"),
+        ("[gateway]\nlisten = \"nowhere\"\n", "gateway.listen"),
+        ("[nats]\nping_interval = \"1ms\"\n", "ping_interval must be at least 100ms"),
+        ("[channels.default]\nsubscribe = \"everyone\"\n", "unknown variant `everyone`"),
+        ("[[auth.keys]]\nkid = \"k\"\n", "auth.keys[0]: give one key source"),
+        ("[[auth.keys]]\nhmac_secret = \"a\"\njwk = \"{}\"\n", "give only one key source"),
+        ("[[auth.keys]]\npublic_key_pem = \"nope\"\n", "not an RSA, EC or Ed25519 public key"),
+        ("[auth]\nalgorithms = [\"HS999\"]\n", "auth.algorithms"),
+    ];
+    for (text, want) in cases {
+        let file = write(text);
+        let err = gateway_summary_for(&[
+            "switchboard",
+            "gateway",
+            "--nats",
+            "nats://127.0.0.1:4222",
+            "--allow-anonymous",
+            "--config",
+            file.path().to_str().unwrap(),
+        ])
+        .unwrap_err();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let file = write(
+        "[gateway]\nmax_message_size = 1000\nmax_subscriptions = 7\n[nats]\nurls = [\"nats://from-file:4222\"]\n\
+         [channels.namespaces.chat]\nsubscribe = \"authenticated\"\npublish = \"granted\"\n[auth]\nallow_anonymous = true\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let got = gateway_summary_for(&["switchboard", "gateway", "--config", path, "--max-message-size", "3000"]).unwrap();
+    assert_eq!(got["gateway"]["max_message_size"], 3000, "the flag wins");
+    assert_eq!(got["gateway"]["max_subscriptions"], 7, "the file wins over the default");
+    assert_eq!(got["gateway"]["max_queue_bytes"], 1 << 20, "the default where neither says");
+    assert_eq!(got["nats"]["urls"][0], "nats://from-file:4222");
+    assert_eq!(got["gateway"]["channels"]["namespaces"]["chat"]["publish"], "granted");
+    let got = gateway_summary_for(&["switchboard", "gateway", "--config", path, "--nats", "nats://flag:4222"]).unwrap();
+    assert_eq!(got["nats"]["urls"][0], "nats://flag:4222");
+}
+
+#[test]
+fn a_gateway_without_keys_refuses_to_start_unless_anonymous_is_allowed() {
+    let err = gateway_summary_for(&["switchboard", "gateway", "--nats", "nats://x:4222"]).unwrap_err();
+    assert!(err.contains("anonymous"), "{err}");
+    assert!(gateway_summary_for(&["switchboard", "gateway", "--nats", "nats://x:4222", "--token-secret", "s"]).is_ok());
+    let (Command::Dev(a), x) = cli(&["switchboard", "dev"]) else { panic!() };
+    assert!(dev(&a, &x).unwrap().0.auth.allow_anonymous, "dev allows anonymous sessions by default");
+}
