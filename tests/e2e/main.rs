@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod delivery;
+mod docs;
 mod grpc_api;
 mod interest;
 mod nats_bus;
