@@ -50,3 +50,12 @@ bench-scale: ## Scale run, ~5 min: nats-server, control, 6 gateways and 6 idle g
 	bench/install-peers.sh
 	$(CARGO) build --release -p switchboard
 	bench/scale.sh
+
+.PHONY: deny
+
+# cargo-deny checks Cargo.lock against deny.toml. Advisories are not part of `make deny`:
+# they need RustSec's advisory database, which cargo-deny clones from GitHub, and this
+# target must work offline. Where GitHub is reachable, run `cargo deny check advisories`.
+deny: ## Check dependency licenses, duplicate versions (warnings) and sources with cargo-deny (deny.toml)
+	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: cargo install cargo-deny --locked" >&2; exit 1; }
+	$(CARGO) deny check licenses bans sources

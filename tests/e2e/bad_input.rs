@@ -120,7 +120,7 @@ async fn frames_that_are_not_commands_close_with_the_documented_code() {
     let p = tokio::time::timeout(switchboard_tests::DEADLINE, neighbour.next_publication()).await.unwrap().unwrap();
     assert_eq!(p.data, "1", "the neighbour still receives");
     RawWs::connected(node.http).await;
-    eventually("the bad sessions are gone", || node.gateway.connections() == 1).await;
+    eventually("the bad sessions are gone", async || node.gateway.connections() == 1).await;
 }
 
 #[tokio::test]
@@ -187,7 +187,7 @@ async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
         }
     }
     let channel = switchboard_wire::Channel::parse("s:c").unwrap();
-    eventually("the slow session left the channel", || node.gateway.hub().subscribers(&channel) == 0).await;
+    eventually("the slow session left the channel", async || node.gateway.hub().subscribers(&channel) == 0).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use switchboard_client::{Client, Event};
 use switchboard_tests::nats::{NatsCluster, NatsServer};
 use switchboard_tests::procs::{self, Proc, user_client, wait_ready};
-use switchboard_tests::{DEADLINE, eventually_async, grpc};
+use switchboard_tests::{DEADLINE, eventually, grpc};
 use switchboard_wire::pb;
 use tonic::Code;
 
@@ -49,7 +49,7 @@ async fn all_sessions(api: &mut Api) -> Vec<pb::SessionInfo> {
 
 /// Waits until the registry (asked through `api`) holds exactly `n` sessions.
 async fn wait_sessions(api: &Api, n: usize) {
-    eventually_async(&format!("the registry holds {n} sessions"), || {
+    eventually(&format!("the registry holds {n} sessions"), || {
         let mut api = api.clone();
         async move { all_sessions(&mut api).await.len() == n }
     })
@@ -233,7 +233,7 @@ async fn registry_queries_agree_with_reality_across_gateways() {
     let gone = a1.session();
     a1.close().await;
     b1.unsubscribe("p:room").await.unwrap();
-    eventually_async("the registry forgets the closed session", || {
+    eventually("the registry forgets the closed session", || {
         let mut api = api.clone();
         let gone = gone.clone();
         async move {
@@ -241,7 +241,7 @@ async fn registry_queries_agree_with_reality_across_gateways() {
         }
     })
     .await;
-    eventually_async("presence is empty", || {
+    eventually("presence is empty", || {
         let mut api = api.clone();
         async move {
             api.presence(pb::PresenceRequest { channel: "p:room".into() })
@@ -302,7 +302,7 @@ async fn losing_one_of_two_control_replicas_keeps_every_call_working_and_every_s
     let sample = clients[3].session();
     for round in 0..2 {
         if round == 1 {
-            eventually_async("the survivor owns the whole ring", || {
+            eventually("the survivor owns the whole ring", || {
                 let mut api = api.clone();
                 async move {
                     let info = api.info(pb::InfoRequest {}).await.unwrap().into_inner();
@@ -332,7 +332,7 @@ async fn gateways_survive_the_loss_of_their_nats_node() {
     // one killed, and g2 and control are kept off it, so only g1 loses its node.
     let g1 = procs::gateway("g1", &nats.urls(), &[]);
     let mut on = None;
-    eventually_async("g1 is connected to a NATS node", || {
+    eventually("g1 is connected to a NATS node", || {
         on = (0..3).find(|&i| {
             nats.node(i)
                 .monitor("/connz")
@@ -459,7 +459,7 @@ async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
     };
     assert!(metrics.contains("switchboard_control_replicas 1"), "{metrics}");
     nats.kill();
-    eventually_async("the gateway reports not ready", || ready(g1.addr()).map(|r| !r)).await;
+    eventually("the gateway reports not ready", || ready(g1.addr()).map(|r| !r)).await;
     let started = Instant::now();
     let err = a.publish("o:x", Bytes::from_static(b"1")).await.unwrap_err();
     assert_eq!(err.code(), Some(110), "{err}");
@@ -469,8 +469,8 @@ async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
     assert!(started.elapsed() < Duration::from_secs(3), "commands failed after {:?}", started.elapsed());
     a.ping().await.expect("the session stays open while NATS is away");
     nats.restart();
-    eventually_async("the gateway is ready again", || ready(g1.addr())).await;
-    eventually_async("publishing works again", || {
+    eventually("the gateway is ready again", || ready(g1.addr())).await;
+    eventually("publishing works again", || {
         let a = &a;
         async move { a.publish("o:x", Bytes::from_static(b"2")).await.is_ok() }
     })

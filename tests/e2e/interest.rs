@@ -28,7 +28,7 @@ async fn a_thousand_local_subscribers_hold_one_bus_subscription_and_leaving_rele
     assert_eq!(bus.subscriptions(), 1);
     let close: Vec<_> = close.iter().map(|c| c.session()).collect();
     drop(clients);
-    eventually("every session has left", || node.gateway.connections() == 0).await;
+    eventually("every session has left", async || node.gateway.connections() == 0).await;
     assert_eq!(bus.subscriptions(), 0, "{} sessions closed and the bus subscription remains", close.len());
     assert_eq!(node.gateway.hub().channels(), 0);
 }

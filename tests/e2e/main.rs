@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod delivery;
+mod docs;
 mod grpc_api;
 mod hostile;
 mod interest;

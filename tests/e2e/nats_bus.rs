@@ -33,7 +33,7 @@ async fn nats_bus_passes_the_conformance_suite() {
     sequencer.set_sequencer_shards(&(0..SHARDS).collect::<Vec<_>>());
     // The sequencer's subscriptions are live once a position request is answered.
     let probe = NatsBus::connect(NatsConfig::new(vec![server.url()], "probe"), Recorder::new()).await.unwrap();
-    switchboard_tests::eventually_async("the sequencer answers", || {
+    switchboard_tests::eventually("the sequencer answers", || {
         let p = probe.position(&"conf:probe".parse().unwrap());
         async move { p.await.is_ok() }
     })

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use switchboard_tests::nats::NatsCluster;
 use switchboard_tests::procs::{self, user_client, wait_ready};
-use switchboard_tests::{DEADLINE, binary, eventually_async, free_port, grpc};
+use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc};
 use switchboard_wire::pb;
 
 /// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
@@ -76,7 +76,7 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
     let fast_pings = ["--nats-ping-interval", "500ms", "--nats-max-missed-pongs", "2"];
     let g1 = procs::gateway("g1", &nats.urls(), &fast_pings);
     let mut on = None;
-    eventually_async("g1 is connected to a NATS node", || {
+    eventually("g1 is connected to a NATS node", || {
         on = nats.node_of("g1");
         futures_util::future::ready(on.is_some())
     })
@@ -98,12 +98,12 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
 
     nats.node(frozen).freeze();
     let frozen_at = Instant::now();
-    eventually_async("g1 reports not ready", || readyz(g1.addr()).map(|r| !r)).await;
+    eventually("g1 reports not ready", || readyz(g1.addr()).map(|r| !r)).await;
     let noticed = frozen_at.elapsed();
     println!("frozen node noticed after {noticed:?}");
     // 3 x 500 ms at most, with room for a loaded machine.
     assert!(noticed < Duration::from_secs(4), "noticed after {noticed:?}");
-    eventually_async("g1 is ready again on another node", || readyz(g1.addr())).await;
+    eventually("g1 is ready again on another node", || readyz(g1.addr())).await;
     let back = frozen_at.elapsed();
     println!("g1 back on another node after {back:?}");
     assert_ne!(nats.node_of("g1"), Some(frozen), "g1 left the frozen node");

@@ -37,6 +37,31 @@ async fn the_page_is_served_self_contained_and_speaks_protocol_v1() {
 }
 
 #[tokio::test]
+async fn the_page_handles_every_push_and_the_close_code_table_and_asks_for_no_favicon() {
+    let node = start_dev(gateway_config()).await;
+    let (status, _, body) = get(node.http, "/").await;
+    assert_eq!(status, 200);
+    let cases = [
+        // (what the page must contain, why)
+        ("<link rel=\"icon\" href=\"data:,\">", "an inline favicon, so the browser requests no /favicon.ico"),
+        ("msg.pub", "publications are shown"),
+        ("msg.message", "a backend's message push is shown"),
+        ("msg.subscribed", "a backend's subscribed push is shown"),
+        ("msg.unsubscribed", "a backend's unsubscribed push is shown"),
+        ("not subscribed to", "publishing before subscribing says so"),
+        ("code >= 4500 && code <= 4999", "a 45xx close is not reconnected"),
+        ("4501: [\"unauthorized\", false]", "the close table's no-reconnect codes are known"),
+        ("4001: [\"shutdown\", true]", "the close table's reconnect codes are known"),
+        ("Math.random()", "reconnects are jittered"),
+        ("ev.code", "the close code is shown"),
+        ("ev.reason", "the close reason is shown"),
+    ];
+    for (needle, why) in cases {
+        assert!(body.contains(needle), "page lacks {needle:?}: {why}");
+    }
+}
+
+#[tokio::test]
 async fn the_page_can_be_turned_off() {
     let node = start_dev(switchboard_gateway::GatewayConfig { serve_page: false, ..gateway_config() }).await;
     assert_eq!(get(node.http, "/").await.0, 404);

@@ -151,23 +151,11 @@ impl RawWs {
     }
 }
 
-/// Waits until `check` holds, polling, or panics with `what` after [`DEADLINE`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the async `check` holds, polling, or panics with `what` after [`DEADLINE`].
-pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+/// Waits until `check` holds, polling every 20 ms, or panics with `what` after [`DEADLINE`].
+///
+/// `check` is any async closure: `async || node.gateway.connections() == 0`, or a closure
+/// that returns a future (`|| { let mut api = api.clone(); async move { … } }`).
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !check().await {
         if tokio::time::Instant::now() > deadline {

@@ -151,7 +151,7 @@ pub async fn user_client(gateway: &Proc, user: &str) -> switchboard_client::Clie
 /// replicas, and a publish goes through (the sequencers are up).
 pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
     let mut api = crate::grpc(grpc).await;
-    crate::eventually_async("the cluster is assembled", || {
+    crate::eventually("the cluster is assembled", || {
         let mut api = api.clone();
         async move {
             let Ok(info) = api.info(pb::InfoRequest {}).await else { return false };
@@ -160,7 +160,7 @@ pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
         }
     })
     .await;
-    crate::eventually_async("publishing works", || {
+    crate::eventually("publishing works", || {
         let mut api = api.clone();
         async move {
             api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into() }).await.is_ok()

@@ -178,8 +178,14 @@ impl Conn {
                 break;
             }
             match (role.publish, now_phase, pacer.is_some()) {
-                (Some(p), Phase::Publish, false) => pacer = Some(Pacer::new(p.rate, true)),
-                (_, Phase::Drain, true) => pacer = None,
+                (Some(p), Phase::Publish, false) => {
+                    pacer = Some(Pacer::new(p.rate, true));
+                    ctx.publishing.fetch_add(1, Relaxed);
+                }
+                (_, Phase::Drain, true) => {
+                    pacer = None;
+                    ctx.publishing.fetch_sub(1, Relaxed);
+                }
                 _ => {}
             }
             let next = pacer.as_ref().map(Pacer::next_at);
@@ -213,6 +219,9 @@ impl Conn {
                 break;
             }
         }
+        if pacer.is_some() {
+            ctx.publishing.fetch_sub(1, Relaxed);
+        }
         if outcome.end.is_none() {
             // Say goodbye without waiting for the answer.
             self.proto.close();
@@ -226,7 +235,12 @@ impl Conn {
         let mut delivered = 0u64;
         let shard = ctx.hist.shard(index);
         let mut guard = None;
+        // What a connection that subscribes to nothing receives is no delivery of the run:
+        // the floor writes every message to every other connection, publishers included.
+        // Counted, it would end the drain before the subscribers got everything.
+        let subscribed = outcome.role.subscribe.is_some();
         let mut sink = |m: Msg<'_>| match m {
+            Msg::Data(_) if !subscribed => {}
             Msg::Data(data) => {
                 let Some(stamp) = payload::decode(data) else { return };
                 let k = stamp.k as usize;

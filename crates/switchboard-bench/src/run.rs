@@ -53,6 +53,8 @@ pub struct Ctx {
     pub subscribed: Vec<AtomicU64>,
     pub hist: SharedHistogram,
     pub delivered: AtomicU64,
+    /// Connections whose publishing schedule runs; each stops it when it sees `Drain`.
+    pub publishing: AtomicU64,
     pub publish_errors: AtomicU64,
     pub connected: AtomicU64,
     pub failed: AtomicU64,
@@ -186,6 +188,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         subscribed: plan.channels.iter().map(|_| AtomicU64::new(0)).collect(),
         hist: SharedHistogram::new(16),
         delivered: AtomicU64::new(0),
+        publishing: AtomicU64::new(0),
         publish_errors: AtomicU64::new(0),
         connected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -282,6 +285,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             if tokio::time::timeout(Duration::from_secs(10), p).await.is_err() {
                 warnings.push("a publisher did not stop within 10 s".into());
             }
+        }
+        // A connection may publish once more before it sees `Drain`; until every one has
+        // stopped, what is expected is not final, and the drain below could end too early.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ctx.publishing.load(Relaxed) > 0 {
+            if Instant::now() >= deadline {
+                warnings.push("a publishing connection did not stop within 10 s".into());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let deadline = Instant::now() + args.drain;
         while ctx.delivered.load(Relaxed) < expected_now(&ctx) && Instant::now() < deadline {

@@ -52,7 +52,7 @@ async fn connections_still_in_http_count_against_the_node_limit() {
         s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         held.push(s);
     }
-    switchboard_tests::eventually("the gateway counted them all", || node.gateway.http_connections() == 66).await;
+    switchboard_tests::eventually("the gateway counted them all", async || node.gateway.http_connections() == 66).await;
     // Past the limit and its slack, a new connection is closed at once, without a response.
     let started = Instant::now();
     let mut s = TcpStream::connect(node.http).await.unwrap();
@@ -63,7 +63,7 @@ async fn connections_still_in_http_count_against_the_node_limit() {
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(held);
     // Once they are gone the node takes connections again.
-    switchboard_tests::eventually_async("a client connects again", || async {
+    switchboard_tests::eventually("a client connects again", || async {
         switchboard_client::Client::connect(
             switchboard_client::ClientConfig::new(switchboard_tests::ws_url(node.http)).reconnect(false),
         )
@@ -101,7 +101,7 @@ async fn hoarded_request_heads_are_cut_and_the_memory_comes_back() {
         .unwrap();
     let dev = DevProcess(child, http);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", dev.1).parse().unwrap();
-    switchboard_tests::eventually_async("dev listens", || async { TcpStream::connect(addr).await.is_ok() }).await;
+    switchboard_tests::eventually("dev listens", || async { TcpStream::connect(addr).await.is_ok() }).await;
     let before = rss_kib(dev.0.id());
     let mut after_rounds = Vec::new();
     for _round in 0..3 {

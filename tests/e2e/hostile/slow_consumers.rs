@@ -50,7 +50,7 @@ async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() 
     }
     let took = started.elapsed();
     println!("20 silent pinging subscribers closed within {took:?}");
-    eventually("their sessions ended and their slots came back", || node.gateway.connections() == 1).await;
+    eventually("their sessions ended and their slots came back", async || node.gateway.connections() == 1).await;
     api.publish(pb::PublishApiRequest { channel: "slow:c".into(), data: Bytes::from_static(b"\"end\"") })
         .await
         .unwrap();
