@@ -42,6 +42,9 @@ pub struct GatewayConfig {
     pub rpc_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: usize,
+    /// Serve the RFC 6455 echo endpoint at `/echo`, for the Autobahn TestSuite; default
+    /// false; never in production.
+    pub echo: bool,
 }
 
 impl Default for GatewayConfig {
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             token_secret: None,
             rpc_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
+            echo: false,
         }
     }
 }

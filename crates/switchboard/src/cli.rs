@@ -169,6 +169,9 @@ pub struct DevArgs {
     /// Do not serve the demo page at `/`.
     #[arg(long, env = "SWITCHBOARD_NO_PAGE")]
     pub no_page: bool,
+    /// Serve the RFC 6455 echo endpoint at /echo (for the Autobahn TestSuite; never in production).
+    #[arg(long, hide = true)]
+    pub test_echo_endpoint: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
@@ -236,6 +239,7 @@ impl GatewayArgs {
             token_secret: self.token_secret.clone(),
             rpc_timeout: self.rpc_timeout,
             max_pending_rpcs: self.max_pending_rpcs,
+            echo: false,
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
     switchboard_control::metrics::describe();
     let mut gateway = args.gateway.config(args.listen);
     gateway.serve_page = !args.no_page;
+    gateway.echo = args.test_echo_endpoint;
     let node = Dev::start(DevConfig { gateway, grpc_listen: args.grpc_listen }, Some(prometheus)).await?;
     println!("switchboard dev is running (in-process bus, no NATS)");
     println!("  browser:   http://{}/", node.http);
