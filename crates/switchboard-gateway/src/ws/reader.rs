@@ -4,6 +4,10 @@
 //! read only when the socket is readable, parsed at once, and the buffer is released as
 //! soon as everything in it has been consumed. A partially received frame or a fragmented
 //! message keeps its bytes until it completes.
+//!
+//! The text of a fragmented message is checked for UTF-8 as each fragment arrives, so an
+//! invalid sequence fails the connection at once (Autobahn's "fail fast", cases 6.4.*)
+//! rather than when the message ends; each byte is still checked once.
 
 use std::io;
 
@@ -45,8 +49,8 @@ pub enum ReadError {
 /// Parses client frames into messages.
 pub struct FrameReader {
     buf: BytesMut,
-    /// The opcode and payload so far of a fragmented message.
-    fragments: Option<(u8, BytesMut)>,
+    /// A fragmented message in progress.
+    fragments: Option<Fragments>,
     max_message: usize,
 }
 
@@ -89,7 +93,7 @@ impl FrameReader {
 
     /// Bytes currently held (buffer capacity plus fragments), for accounting and tests.
     pub fn held_bytes(&self) -> usize {
-        self.buf.capacity() + self.fragments.as_ref().map_or(0, |(_, f)| f.capacity())
+        self.buf.capacity() + self.fragments.as_ref().map_or(0, |f| f.data.capacity())
     }
 
     fn release_if_empty(&mut self) {
@@ -149,7 +153,7 @@ impl FrameReader {
         if is_control && len > 125 {
             return Err(ReadError::Protocol("control frame longer than 125 bytes"));
         }
-        let so_far = if is_control { 0 } else { self.fragments.as_ref().map_or(0, |(_, f)| f.len()) as u64 };
+        let so_far = if is_control { 0 } else { self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64 };
         if so_far + len > self.max_message as u64 {
             return Err(ReadError::TooBig(self.max_message));
         }
@@ -169,24 +173,27 @@ impl FrameReader {
         let Frame { fin, opcode, payload } = frame;
         match opcode {
             0x0 => {
-                let Some((_, data)) = self.fragments.as_mut() else {
+                let Some(fragments) = self.fragments.as_mut() else {
                     return Err(ReadError::Protocol("continuation frame without a message to continue"));
                 };
-                data.extend_from_slice(&payload);
+                fragments.data.extend_from_slice(&payload);
                 if !fin {
+                    fragments.check_utf8()?;
                     return Ok(None);
                 }
-                let (opcode, data) = self.fragments.take().expect("checked above");
-                complete(opcode, data)
+                let Fragments { opcode, data, utf8_checked } = self.fragments.take().expect("checked above");
+                complete(opcode, data, utf8_checked)
             }
             0x1 | 0x2 => {
                 if self.fragments.is_some() {
                     return Err(ReadError::Protocol("new message before the fragmented one ended"));
                 }
                 if fin {
-                    return complete(opcode, payload);
+                    return complete(opcode, payload, 0);
                 }
-                self.fragments = Some((opcode, payload));
+                let mut fragments = Fragments { opcode, data: payload, utf8_checked: 0 };
+                fragments.check_utf8()?;
+                self.fragments = Some(fragments);
                 Ok(None)
             }
             0x8 => close_message(payload).map(Some),
@@ -202,9 +209,35 @@ struct Frame {
     payload: BytesMut,
 }
 
-fn complete(opcode: u8, data: BytesMut) -> Result<Option<Message>, ReadError> {
+/// The fragments so far of a message.
+struct Fragments {
+    opcode: u8,
+    data: BytesMut,
+    /// For text: how many leading bytes of `data` are known to be valid UTF-8.
+    utf8_checked: usize,
+}
+
+impl Fragments {
+    /// Checks the text received since the last check. An invalid sequence is an error at
+    /// once; an incomplete one at the end may still be completed by the next fragment.
+    fn check_utf8(&mut self) -> Result<(), ReadError> {
+        if self.opcode != 0x1 {
+            return Ok(());
+        }
+        match simdutf8::compat::from_utf8(&self.data[self.utf8_checked..]) {
+            Ok(_) => self.utf8_checked = self.data.len(),
+            Err(e) if e.error_len().is_none() => self.utf8_checked += e.valid_up_to(),
+            Err(_) => return Err(ReadError::InvalidUtf8),
+        }
+        Ok(())
+    }
+}
+
+/// The message of a final frame; `utf8_checked` leading bytes of a text are already known
+/// to be valid.
+fn complete(opcode: u8, data: BytesMut, utf8_checked: usize) -> Result<Option<Message>, ReadError> {
     if opcode == 0x1 {
-        if simdutf8::basic::from_utf8(&data).is_err() {
+        if simdutf8::basic::from_utf8(&data[utf8_checked..]).is_err() {
             return Err(ReadError::InvalidUtf8);
         }
         Ok(Some(Message::Text(data.freeze())))

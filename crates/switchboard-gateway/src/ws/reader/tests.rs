@@ -121,3 +121,19 @@ fn a_huge_declared_length_is_refused_before_allocating() {
     assert!(matches!(r.next_message(), Err(ReadError::TooBig(_))));
     assert!(r.held_bytes() < 1 << 16);
 }
+
+#[test]
+fn invalid_utf8_fails_at_its_fragment_before_the_message_ends() {
+    // 0xF4 0x90 is past U+10FFFF: no continuation can make it valid (Autobahn 6.4.1).
+    let bytes = [frame(false, 0x1, b"ok"), frame(false, 0x0, &[0xF4, 0x90, 0x80, 0x80])].concat();
+    let mut r = FrameReader::with_initial(1024, &bytes);
+    assert!(matches!(r.next_message(), Err(ReadError::InvalidUtf8)));
+}
+
+#[test]
+fn a_code_point_split_across_fragments_is_valid_text() {
+    let euro = "€".as_bytes();
+    let bytes =
+        [frame(false, 0x1, &[b'a', euro[0]]), frame(false, 0x0, &euro[1..2]), frame(true, 0x0, &euro[2..])].concat();
+    assert_eq!(read_all(1024, &bytes).unwrap(), [Message::Text(Bytes::from("a€"))]);
+}
