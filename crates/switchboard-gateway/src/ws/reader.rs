@@ -69,6 +69,13 @@ impl FrameReader {
         r
     }
 
+    /// Appends bytes as if they had been read from the socket: the entry for the property
+    /// tests and the fuzz targets (`fuzz/`), which have no socket.
+    #[doc(hidden)]
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Reads what the socket has now (call when it is readable). Returns `Ok(false)` on a
     /// spurious wake-up, `Err(Eof)` when the peer closed the connection.
     pub fn fill(&mut self, stream: &TcpStream) -> Result<bool, ReadError> {
@@ -265,5 +272,7 @@ fn close_message(payload: BytesMut) -> Result<Message, ReadError> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
