@@ -153,6 +153,9 @@ impl FrameReader {
             2 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
             _ => u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
         };
+        if len >> 63 != 0 {
+            return Err(ReadError::Protocol("64-bit length with the most significant bit set"));
+        }
         let is_control = opcode >= 0x8;
         if is_control && !fin {
             return Err(ReadError::Protocol("fragmented control frame"));
@@ -161,7 +164,7 @@ impl FrameReader {
             return Err(ReadError::Protocol("control frame longer than 125 bytes"));
         }
         let so_far = if is_control { 0 } else { self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64 };
-        if so_far + len > self.max_message as u64 {
+        if so_far.saturating_add(len) > self.max_message as u64 {
             return Err(ReadError::TooBig(self.max_message));
         }
         let len = len as usize;
