@@ -26,6 +26,9 @@ test: deps ## Install what the tests need, then run every test (cargo test, then
 	$(CARGO) test --workspace
 	tests/tools/autobahn.sh target/debug/switchboard
 
+fuzz: ## Fuzz each cargo-fuzz target in fuzz/ for 60 s (FUZZ_SECONDS), one by one; nightly; not part of make test
+	fuzz/run.sh
+
 autobahn: ## Autobahn TestSuite (RFC 6455, ~30 s) against `switchboard dev --test-echo-endpoint`; counts into docs/conformance.md
 	$(CARGO) build -p switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
