@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build install test lint fmt deps cluster
+.PHONY: help run build install test lint fmt deps cluster autobahn fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -21,12 +21,20 @@ cluster: deps ## Run a local cluster: 3 NATS nodes, 2 control replicas, 3 gatewa
 	$(CARGO) build --release -p switchboard
 	SWITCHBOARD_BIN=target/release/switchboard deploy/cluster.sh
 
-deps: ## Install what the tests need, when missing (nats-server)
+deps: ## Install what the tests need, when missing (nats-server, the Autobahn TestSuite)
 	@tests/tools/install-deps.sh
 
-test: deps ## Install what the tests need, then run every test
+test: deps ## Install what the tests need, then run every test (cargo test, then the Autobahn TestSuite)
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	tests/tools/autobahn.sh target/debug/switchboard
+
+fuzz: ## Fuzz each cargo-fuzz target in fuzz/ for 60 s (FUZZ_SECONDS), one by one; nightly; not part of make test
+	fuzz/run.sh
+
+autobahn: ## Autobahn TestSuite (RFC 6455, ~30 s) against `switchboard dev --test-echo-endpoint`; counts into docs/conformance.md
+	$(CARGO) build -p switchboard
+	tests/tools/autobahn.sh target/debug/switchboard
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,8 @@ set -euo pipefail
 
 need=()
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# The Autobahn TestSuite's installer makes a Python 3 venv (see tests/tools/autobahn.sh).
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
@@ -16,3 +18,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 echo "install-deps: nats-server $(nats-server --version 2>/dev/null | head -1)"
+
+# wstest (Python 2.7 in a cached virtualenv); says in one line what is missing, if anything.
+"$(dirname "$0")/autobahn.sh" --install-only
+echo "install-deps: autobahntestsuite (wstest) ready"

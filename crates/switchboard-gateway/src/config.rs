@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// Most bytes of an HTTP request head (request line and headers); a longer head gets
     /// `431`. Default 16 KiB, at least 8 KiB.
     pub max_header_bytes: usize,
+    /// Serve the RFC 6455 echo endpoint at `/echo`, for the Autobahn TestSuite; default
+    /// false; never in production.
+    pub echo: bool,
 }
 
 impl Default for GatewayConfig {
@@ -79,6 +82,7 @@ impl Default for GatewayConfig {
             max_pending_rpcs: 16,
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
+            echo: false,
         }
     }
 }

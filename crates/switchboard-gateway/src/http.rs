@@ -2,8 +2,9 @@
 //!
 //! Routes: `GET /ws` (WebSocket, client protocol v1), `GET /healthz` (the process is up),
 //! `GET /readyz` (the node is not draining, the bus is reachable, and a control replica was
-//! heard within 3 s; otherwise `503` saying which), `GET /metrics`
-//! (Prometheus text format), and `GET /` (the demo page, when enabled).
+//! heard within 3 s; otherwise `503` saying which), `GET /metrics` (Prometheus text format),
+//! `GET /` (the demo page, when enabled), and `GET /echo` (the RFC 6455 echo endpoint for
+//! the Autobahn TestSuite, only when `GatewayConfig::echo` is on).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             }
         }
         (&Method::GET, "/metrics") => metrics(&shared),
+        (&Method::GET, "/echo") if shared.config.echo => crate::echo::upgrade(req),
         (&Method::GET, "/") if shared.config.serve_page => {
             let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

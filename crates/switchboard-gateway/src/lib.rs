@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 mod deliver;
+mod echo;
 mod http;
 pub mod metrics;
 mod node;

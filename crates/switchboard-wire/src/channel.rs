@@ -125,6 +125,9 @@ fn validate(s: &str) -> Result<(), ChannelError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -200,6 +200,9 @@ pub struct DevArgs {
     /// Do not serve the demo page at `/`.
     #[arg(long, env = "SWITCHBOARD_NO_PAGE")]
     pub no_page: bool,
+    /// Serve the RFC 6455 echo endpoint at /echo (for the Autobahn TestSuite; never in production).
+    #[arg(long, hide = true)]
+    pub test_echo_endpoint: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }

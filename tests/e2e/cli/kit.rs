@@ -230,6 +230,9 @@ impl Running {
     }
 }
 
+/// The lines of a child's pipe, read on a thread of their own.
+// A synchronous test reading a child process: a blocking receiver is what it wants here.
+#[allow(clippy::disallowed_methods)]
 fn lines(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

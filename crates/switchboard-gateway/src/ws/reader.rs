@@ -4,6 +4,10 @@
 //! read only when the socket is readable, parsed at once, and the buffer is released as
 //! soon as everything in it has been consumed. A partially received frame or a fragmented
 //! message keeps its bytes until it completes.
+//!
+//! The text of a fragmented message is checked for UTF-8 as each fragment arrives, so an
+//! invalid sequence fails the connection at once (Autobahn's "fail fast", cases 6.4.*)
+//! rather than when the message ends; each byte is still checked once.
 
 use std::io;
 
@@ -45,8 +49,8 @@ pub enum ReadError {
 /// Parses client frames into messages.
 pub struct FrameReader {
     buf: BytesMut,
-    /// The opcode and payload so far of a fragmented message.
-    fragments: Option<(u8, BytesMut)>,
+    /// A fragmented message in progress.
+    fragments: Option<Fragments>,
     max_message: usize,
 }
 
@@ -63,6 +67,13 @@ impl FrameReader {
         let mut r = FrameReader::new(max_message);
         r.buf.extend_from_slice(initial);
         r
+    }
+
+    /// Appends bytes as if they had been read from the socket: the entry for the property
+    /// tests and the fuzz targets (`fuzz/`), which have no socket.
+    #[doc(hidden)]
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Reads what the socket has now (call when it is readable). Returns `Ok(false)` on a
@@ -89,7 +100,7 @@ impl FrameReader {
 
     /// Bytes currently held (buffer capacity plus fragments), for accounting and tests.
     pub fn held_bytes(&self) -> usize {
-        self.buf.capacity() + self.fragments.as_ref().map_or(0, |(_, f)| f.capacity())
+        self.buf.capacity() + self.fragments.as_ref().map_or(0, |f| f.data.capacity())
     }
 
     fn release_if_empty(&mut self) {
@@ -142,6 +153,9 @@ impl FrameReader {
             2 => u16::from_be_bytes([buf[2], buf[3]]) as u64,
             _ => u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
         };
+        if len >> 63 != 0 {
+            return Err(ReadError::Protocol("64-bit length with the most significant bit set"));
+        }
         let is_control = opcode >= 0x8;
         if is_control && !fin {
             return Err(ReadError::Protocol("fragmented control frame"));
@@ -149,8 +163,8 @@ impl FrameReader {
         if is_control && len > 125 {
             return Err(ReadError::Protocol("control frame longer than 125 bytes"));
         }
-        let so_far = if is_control { 0 } else { self.fragments.as_ref().map_or(0, |(_, f)| f.len()) as u64 };
-        if so_far + len > self.max_message as u64 {
+        let so_far = if is_control { 0 } else { self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64 };
+        if so_far.saturating_add(len) > self.max_message as u64 {
             return Err(ReadError::TooBig(self.max_message));
         }
         let len = len as usize;
@@ -169,24 +183,27 @@ impl FrameReader {
         let Frame { fin, opcode, payload } = frame;
         match opcode {
             0x0 => {
-                let Some((_, data)) = self.fragments.as_mut() else {
+                let Some(fragments) = self.fragments.as_mut() else {
                     return Err(ReadError::Protocol("continuation frame without a message to continue"));
                 };
-                data.extend_from_slice(&payload);
+                fragments.data.extend_from_slice(&payload);
                 if !fin {
+                    fragments.check_utf8()?;
                     return Ok(None);
                 }
-                let (opcode, data) = self.fragments.take().expect("checked above");
-                complete(opcode, data)
+                let Fragments { opcode, data, utf8_checked } = self.fragments.take().expect("checked above");
+                complete(opcode, data, utf8_checked)
             }
             0x1 | 0x2 => {
                 if self.fragments.is_some() {
                     return Err(ReadError::Protocol("new message before the fragmented one ended"));
                 }
                 if fin {
-                    return complete(opcode, payload);
+                    return complete(opcode, payload, 0);
                 }
-                self.fragments = Some((opcode, payload));
+                let mut fragments = Fragments { opcode, data: payload, utf8_checked: 0 };
+                fragments.check_utf8()?;
+                self.fragments = Some(fragments);
                 Ok(None)
             }
             0x8 => close_message(payload).map(Some),
@@ -202,9 +219,35 @@ struct Frame {
     payload: BytesMut,
 }
 
-fn complete(opcode: u8, data: BytesMut) -> Result<Option<Message>, ReadError> {
+/// The fragments so far of a message.
+struct Fragments {
+    opcode: u8,
+    data: BytesMut,
+    /// For text: how many leading bytes of `data` are known to be valid UTF-8.
+    utf8_checked: usize,
+}
+
+impl Fragments {
+    /// Checks the text received since the last check. An invalid sequence is an error at
+    /// once; an incomplete one at the end may still be completed by the next fragment.
+    fn check_utf8(&mut self) -> Result<(), ReadError> {
+        if self.opcode != 0x1 {
+            return Ok(());
+        }
+        match simdutf8::compat::from_utf8(&self.data[self.utf8_checked..]) {
+            Ok(_) => self.utf8_checked = self.data.len(),
+            Err(e) if e.error_len().is_none() => self.utf8_checked += e.valid_up_to(),
+            Err(_) => return Err(ReadError::InvalidUtf8),
+        }
+        Ok(())
+    }
+}
+
+/// The message of a final frame; `utf8_checked` leading bytes of a text are already known
+/// to be valid.
+fn complete(opcode: u8, data: BytesMut, utf8_checked: usize) -> Result<Option<Message>, ReadError> {
     if opcode == 0x1 {
-        if simdutf8::basic::from_utf8(&data).is_err() {
+        if simdutf8::basic::from_utf8(&data[utf8_checked..]).is_err() {
             return Err(ReadError::InvalidUtf8);
         }
         Ok(Some(Message::Text(data.freeze())))
@@ -232,5 +275,7 @@ fn close_message(payload: BytesMut) -> Result<Message, ReadError> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

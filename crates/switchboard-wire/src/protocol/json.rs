@@ -137,7 +137,12 @@ pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError>
         }
     };
     let id = parsed.id;
-    let bad = |message: &str| DecodeError { id: Some(id), code: ErrorCode::BAD_REQUEST, message: message.into() };
+    // Without an id (0) there is nothing to reply to: the frame is not a command.
+    let bad = |message: &str| DecodeError {
+        id: Some(id).filter(|&id| id != 0),
+        code: ErrorCode::BAD_REQUEST,
+        message: message.into(),
+    };
     let mut commands = Vec::with_capacity(1);
     if let Some(c) = parsed.connect {
         commands.push(C::Connect(pb::ConnectRequest { token: c.token, name: c.name, version: c.version }));

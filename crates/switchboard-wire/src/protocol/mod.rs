@@ -168,4 +168,6 @@ pub fn publication_push(channel: &str, offset: u64, epoch: &str, data: Bytes) ->
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -111,6 +111,8 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), 
     };
     let mut config = gateway_config(&args.gateway, listen, &f, x, true)?;
     config.serve_page = if x.has("no_page") { !args.no_page } else { g.page.unwrap_or(!args.no_page) };
+    // A test flag only, never in a file.
+    config.echo = args.test_echo_endpoint;
     let grpc = match (f.control.as_ref().and_then(|c| c.grpc_listen.as_ref()), x.has("grpc_listen")) {
         (Some(l), false) => addr("control.grpc_listen", l)?,
         _ => args.grpc_listen,
@@ -186,6 +188,7 @@ fn gateway_config(
         max_pending_rpcs: x.pick("max_pending_rpcs", a.max_pending_rpcs, g.max_pending_rpcs),
         max_user_id_len: x.pick("max_user_id_len", a.max_user_id_len, g.max_user_id_len),
         max_header_bytes: x.pick("max_header_bytes", a.max_header_bytes, g.max_header_bytes),
+        echo: false,
     };
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
     Ok(config)

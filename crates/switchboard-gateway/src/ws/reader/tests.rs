@@ -121,3 +121,52 @@ fn a_huge_declared_length_is_refused_before_allocating() {
     assert!(matches!(r.next_message(), Err(ReadError::TooBig(_))));
     assert!(r.held_bytes() < 1 << 16);
 }
+
+#[test]
+fn invalid_utf8_fails_at_its_fragment_before_the_message_ends() {
+    // 0xF4 0x90 is past U+10FFFF: no continuation can make it valid (Autobahn 6.4.1).
+    let bytes = [frame(false, 0x1, b"ok"), frame(false, 0x0, &[0xF4, 0x90, 0x80, 0x80])].concat();
+    let mut r = FrameReader::with_initial(1024, &bytes);
+    assert!(matches!(r.next_message(), Err(ReadError::InvalidUtf8)));
+}
+
+#[test]
+fn a_code_point_split_across_fragments_is_valid_text() {
+    let euro = "€".as_bytes();
+    let bytes =
+        [frame(false, 0x1, &[b'a', euro[0]]), frame(false, 0x0, &euro[1..2]), frame(true, 0x0, &euro[2..])].concat();
+    assert_eq!(read_all(1024, &bytes).unwrap(), [Message::Text(Bytes::from("a€"))]);
+}
+
+/// Found by the `frame_reader` fuzz target: a length near 2^64 overflowed the running total
+/// of a fragmented message (a panic with overflow checks; without them the total wrapped,
+/// passed the size check, and a later slice of the huge length panicked the session task).
+#[test]
+fn a_length_with_the_top_bit_set_is_a_protocol_error_even_mid_message() {
+    for len in [u64::MAX, u64::MAX - 5, 1 << 63] {
+        let mut bytes = frame(false, 0x2, b"a");
+        bytes.extend_from_slice(&[0x80, 0x80 | 127]);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&MASK);
+        bytes.extend_from_slice(&[0; 16]);
+        let err = read_all(1 << 20, &bytes).unwrap_err();
+        assert!(matches!(err, ReadError::Protocol(_)), "{len:#x}: {err:?}");
+    }
+    // The largest length the RFC allows is only too big.
+    let mut bytes = frame(false, 0x2, b"a");
+    bytes.extend_from_slice(&[0x80, 0x80 | 127]);
+    bytes.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+    bytes.extend_from_slice(&MASK);
+    assert!(matches!(read_all(1 << 20, &bytes), Err(ReadError::TooBig(_))));
+}
+
+#[test]
+fn the_first_fuzz_crash_input_is_refused_without_panicking() {
+    // fuzz/artifacts/frame_reader/crash-3c099ec4…, without its two control bytes.
+    let bytes = [
+        0x02, 0x88, 0x8a, 0x0a, 0xfa, 0x70, 0x70, 0x06, 0x04, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x88, 0xfa, 0x09, 0x02, 0x8a, 0x0a, 0x70, 0x70, 0xd0,
+        0x70, 0x70, 0x09, 0x0a,
+    ];
+    assert!(read_all(1024, &bytes).is_err());
+}
