@@ -93,7 +93,7 @@ pub async fn open(ctx: &Ctx, index: usize, role: &Role) -> Result<Conn, String> 
     let leftover = ws::upgrade(&mut stream, url, ctx.target.subprotocol()).await.map_err(|e| e.to_string())?;
     let mut conn = Conn { stream, rbuf: leftover, proto: Proto::new(ctx.target) };
     let channel = role.subscribe.map(|c| ctx.channels[c].as_str());
-    let hello = conn.proto.hello(channel);
+    let hello = conn.proto.hello(channel, &ctx.connect);
     conn.until(hello).await?;
     if let Some(room) = channel
         && let Some(id) = conn.proto.socketio_join(room)

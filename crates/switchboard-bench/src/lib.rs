@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// A connect token every Switchboard connection sends (the gateway verifies it on each
+    /// connect: `connect` measures the cost of a token check); mint one with `switchboard token`.
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 // === impl BenchArgs ===

@@ -110,10 +110,10 @@ impl Proto {
 
     /// Queues the first words of a session: connect (and subscribe to `channel`). What comes
     /// back is awaited by [`Proto::hello_done`]; Socket.IO subscribes in a second step.
-    pub fn hello(&mut self, channel: Option<&str>) -> Hello {
+    pub fn hello(&mut self, channel: Option<&str>, connect: &str) -> Hello {
         match self.target {
             Target::Switchboard => {
-                self.command("connect", "{}");
+                self.command("connect", connect);
                 match channel {
                     Some(c) => {
                         let id = self.command("subscribe", &format!("{{\"channel\":\"{c}\"}}"));

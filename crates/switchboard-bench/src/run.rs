@@ -36,6 +36,8 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Ctx {
     pub target: Target,
+    /// The `connect` command's body (`{}`, or with a token).
+    pub connect: String,
     /// Payload size in bytes.
     pub payload: usize,
     /// Payloads name their publisher (`"k"`).
@@ -176,8 +178,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
 
     let (phase_tx, phase) = watch::channel(Phase::Connect);
+    let connect = match &args.token {
+        Some(t) => serde_json::json!({ "token": t }).to_string(),
+        None => "{}".to_owned(),
+    };
     let ctx = Arc::new(Ctx {
         target: args.target,
+        connect,
         payload: args.payload,
         multi: plan.multi,
         urls,
