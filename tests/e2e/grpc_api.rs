@@ -118,3 +118,15 @@ async fn list_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
     list.service.into_iter().map(|s| s.name).collect()
 }
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_gets_resource_exhausted_and_the_api_goes_on() {
+    let node = start_dev(gateway_config()).await;
+    // A client that would send anything: the server's 4 MiB limit is what refuses it.
+    let mut api = grpc(node.grpc).await.max_encoding_message_size(usize::MAX);
+    let huge = pb::PublishApiRequest { channel: "big:x".into(), data: Bytes::from(vec![b'1'; 5 << 20]) };
+    let status = api.publish(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let ok = api.publish(pb::PublishApiRequest { channel: "big:x".into(), data: Bytes::from_static(b"1") }).await;
+    assert!(ok.is_ok(), "{ok:?}");
+}

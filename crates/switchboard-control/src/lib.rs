@@ -31,6 +31,7 @@ use switchboard_bus::{Address, Bus};
 use switchboard_wire::pb::switchboard_api_server::SwitchboardApiServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::http::Response;
 
 pub use api::Api;
 pub use config::{ControlConfig, MAX_GATEWAY_LEASE, StartError, random_replica_id};
@@ -181,19 +182,53 @@ impl Control {
     }
 }
 
-/// tonic answers a request over its size limit with `OUT_OF_RANGE`; gRPC's convention (and
-/// what clients retry on, or not) is `RESOURCE_EXHAUSTED`.
-fn too_large_is_resource_exhausted<B>(
-    mut response: tonic::codegen::http::Response<B>,
-) -> tonic::codegen::http::Response<B> {
-    use tonic::codegen::http::HeaderValue;
-    let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers.get("grpc-message").is_some_and(|m| m.as_bytes().windows(9).any(|w| w == b"too%20large"));
-    if too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+/// tonic answers a request over its size limit with `OUT_OF_RANGE`, in the headers or (for a
+/// unary call) in the trailers; gRPC's convention, and what clients act on, is
+/// `RESOURCE_EXHAUSTED`.
+fn too_large_is_resource_exhausted<B>(response: Response<B>) -> Response<TooLarge<B>> {
+    let (mut parts, body) = response.into_parts();
+    TooLarge::<B>::fix(&mut parts.headers);
+    Response::from_parts(parts, TooLarge(body))
+}
+
+/// A response body whose trailers get [`too_large_is_resource_exhausted`]'s rewrite.
+struct TooLarge<B>(B);
+
+impl<B> TooLarge<B> {
+    fn fix(headers: &mut tonic::codegen::http::HeaderMap) {
+        let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+            && headers.get("grpc-message").is_some_and(|m| m.as_bytes().windows(11).any(|w| w == b"too%20large"));
+        if too_large {
+            headers.insert("grpc-status", tonic::codegen::http::HeaderValue::from_static("8"));
+        }
     }
-    response
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for TooLarge<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.0).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(mut frame))) = polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                Self::fix(trailers);
+            }
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 #[cfg(test)]
