@@ -92,6 +92,7 @@ impl Drop for Dev {
 pub async fn run(args: crate::cli::DevArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
+    switchboard_bus::metrics::describe();
     switchboard_control::metrics::describe();
     let mut gateway = args.gateway.config(args.listen);
     gateway.validate().map_err(crate::UsageError)?;

@@ -35,6 +35,7 @@ async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::
 pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
+    switchboard_bus::metrics::describe();
     let mut config = args.gateway.config(args.listen);
     config.validate().map_err(UsageError)?;
     config.serve_page = args.page;
@@ -63,6 +64,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_control::metrics::describe();
+    switchboard_bus::metrics::describe();
     let replica_id = args.replica_id.clone().unwrap_or_else(|| format!("c{}", fastrand_suffix()));
     let mut config = ControlConfig {
         replica_id: replica_id.clone(),
