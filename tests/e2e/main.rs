@@ -9,6 +9,7 @@ mod delivery;
 mod grpc_api;
 mod hostile;
 mod interest;
+mod limits;
 mod nats_bus;
 mod nats_faults;
 mod nats_kit;

@@ -6,11 +6,14 @@
 //! holds a `dyn Bus`. Data flows bus → [`Deliver`] → hub → outboxes → session writers.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 mod deliver;
 mod http;
+mod limits;
 pub mod metrics;
 mod node;
+pub mod origin;
 mod session;
 pub mod ws;
 
@@ -44,6 +47,7 @@ pub(crate) struct Shared {
     interest: Arc<BusInterest>,
     node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
+    limits: limits::Limits,
     prometheus: Option<PrometheusHandle>,
     next_session: AtomicU64,
     /// Four random characters that tag this process's session ids.
@@ -116,6 +120,7 @@ impl Gateway {
         let bus = connect(Arc::new(deliver::HubDeliver::new(hub.clone(), metrics.clone()))).await?;
         let _ = interest.bus.set(bus.clone());
         let node = node::NodeAgent::start(&config.node_id, bus.clone(), hub.clone()).await?;
+        let limits = limits::Limits::new(&config, &metrics);
         Ok(Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -124,6 +129,7 @@ impl Gateway {
                 interest,
                 node,
                 metrics,
+                limits,
                 prometheus,
                 next_session: AtomicU64::new(1),
                 boot: config::random_node_id()[1..5].to_owned(),
