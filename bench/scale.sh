@@ -105,12 +105,14 @@ GRPC_PORT=$(free_port)
 CONTROL_PID=$!; PIDS+=("$CONTROL_PID")
 wait_port "$GRPC_PORT" "$CONTROL_PID"
 
-# Gateways.
+# Gateways. The limits per client address would refuse generators that come from SOURCES
+# addresses only.
+NO_CLIENT_LIMITS=(--max-connections-per-ip 0 --connect-rate-per-ip 0 --max-messages-per-sec 0 --max-bytes-per-sec 0)
 GW_PID=() GW_PORT=() GW_RSS0=()
 for ((i = 1; i <= GATEWAYS; i++)); do
   port=$(free_port)
   "${SERVER_PIN[@]}" "$BIN" gateway --allow-anonymous --nats "$NATS_URL" --listen "127.0.0.1:$port" --node-id "g$i" \
-    --max-connections "$MAXCONN" --log warn >"$OUT/gateway-g$i.log" 2>&1 &
+    --max-connections "$MAXCONN" "${NO_CLIENT_LIMITS[@]}" --log warn >"$OUT/gateway-g$i.log" 2>&1 &
   GW_PID+=($!); GW_PORT+=("$port"); PIDS+=($!)
 done
 for ((i = 0; i < GATEWAYS; i++)); do wait_port "${GW_PORT[i]}" "${GW_PID[i]}"; done
@@ -119,7 +121,7 @@ for ((i = 0; i < GATEWAYS; i++)); do GW_RSS0+=("$(rss_kib "${GW_PID[i]}")"); don
 NATS_RSS0=$(rss_kib "$NATS_PID") CONTROL_RSS0=$(rss_kib "$CONTROL_PID")
 log "started nats-server (pid $NATS_PID), control (pid $CONTROL_PID), gateways on ports ${GW_PORT[*]}; gateway VmRSS before: ${GW_RSS0[*]} KiB"
 log "commands: ${SERVER_PIN[*]} nats-server -c nats.conf; ${SERVER_PIN[*]} switchboard control --nats $NATS_URL --grpc-listen 127.0.0.1:$GRPC_PORT --replica-id c1 --log warn"
-log "          ${SERVER_PIN[*]} switchboard gateway --allow-anonymous --nats $NATS_URL --listen 127.0.0.1:PORT --node-id gI --max-connections $MAXCONN --log warn"
+log "          ${SERVER_PIN[*]} switchboard gateway --allow-anonymous --nats $NATS_URL --listen 127.0.0.1:PORT --node-id gI --max-connections $MAXCONN ${NO_CLIENT_LIMITS[*]} --log warn"
 
 # Generators, one per gateway, in turn.
 GEN_PID=() WAVE_REACHED=() WAVE_SECONDS=()

@@ -136,13 +136,19 @@ def nats_config(logdir):
     return path, ports
 
 
+# The benchmark measures the delivery path from a few loopback addresses, as fast as it can:
+# the limits per client address and per session would measure themselves instead.
+NO_CLIENT_LIMITS = ["--max-connections-per-ip", "0", "--connect-rate-per-ip", "0",
+                    "--max-messages-per-sec", "0", "--max-bytes-per-sec", "0"]
+
+
 def start_system(name, binary, cpus, logdir):
     if name == "switchboard-dev":
         s = System(name, "switchboard")
         http, grpc = free_port(), free_port()
         p = s.start("switchboard-dev", [binary, "dev", "--listen", f"127.0.0.1:{http}", "--grpc-listen",
                                         f"127.0.0.1:{grpc}", "--no-page", "--max-connections", "200000",
-                                        "--log", "warn"], cpus, logdir)
+                                        *NO_CLIENT_LIMITS, "--log", "warn"], cpus, logdir)
         wait_port(http, [p])
         wait_port(grpc, [p])
         s.urls = [f"ws://127.0.0.1:{http}/ws"]
@@ -161,7 +167,8 @@ def start_system(name, binary, cpus, logdir):
         for i in (1, 2):
             port = free_port()
             g = s.start(f"gateway-g{i}", [binary, "gateway", "--allow-anonymous", "--nats", url, "--listen", f"127.0.0.1:{port}",
-                                          "--node-id", f"g{i}", "--max-connections", "200000", "--log", "warn"],
+                                          "--node-id", f"g{i}", "--max-connections", "200000",
+                                          *NO_CLIENT_LIMITS, "--log", "warn"],
                         cpus, logdir)
             gateways.append((g, port))
         wait_port(grpc, [control])

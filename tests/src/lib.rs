@@ -24,9 +24,19 @@ use tokio::net::TcpStream;
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A gateway config on a free loopback port with test-friendly defaults.
+/// A gateway config on a free loopback port with test-friendly defaults: the per-address
+/// and per-session rate limits are off, since every test client comes from 127.0.0.1 and
+/// sends as fast as it can (`tests/e2e/limits.rs` sets them itself).
 pub fn gateway_config() -> GatewayConfig {
-    GatewayConfig { listen: "127.0.0.1:0".parse().unwrap(), serve_page: true, ..GatewayConfig::default() }
+    GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        serve_page: true,
+        max_connections_per_ip: 0,
+        connect_rate_per_ip: 0,
+        max_messages_per_sec: 0,
+        max_bytes_per_sec: 0,
+        ..GatewayConfig::default()
+    }
 }
 
 /// Starts a dev node (gateway + gRPC API + in-process bus) on free ports.

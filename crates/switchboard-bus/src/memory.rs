@@ -14,6 +14,15 @@
 //! Addressed (control-plane) messages go through a small in-process router that follows
 //! NATS's rules: the same subjects, `*`/`>` wildcards, queue groups, reply inboxes, and
 //! "no responders" for a request nobody listens to.
+//!
+//! Every queue is bounded, as NATS bounds each subscription of an async-nats client (65,536
+//! messages): a node's publication queue at [`NODE_QUEUE`] and each listener's inbox at
+//! [`LISTENER_QUEUE`]. A full queue drops the newest message (the one that does not fit),
+//! counted in `switchboard_bus_dropped_messages_total{queue="node"|"listener"}`; what was
+//! queued before stays in order, so a channel's publications still reach a node in offset
+//! order, possibly with a gap, which the contract's "at most once" allows. The broker
+//! never waits for room: a publish holds its channel's shard lock, and a route the
+//! router's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +41,11 @@ use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Positio
 
 const SHARDS: usize = 64;
 
+/// Publications waiting for one node's deliverer before new ones are dropped.
+pub const NODE_QUEUE: usize = 65_536;
+/// Messages waiting in one listener's inbox before new ones are dropped.
+pub const LISTENER_QUEUE: usize = 65_536;
+
 /// The in-process bus shared by every node of one process.
 #[derive(Clone)]
 pub struct MemoryBroker {
@@ -42,7 +56,7 @@ pub struct MemoryBroker {
 pub struct MemoryBus {
     node: u64,
     broker: Arc<BrokerInner>,
-    queue: mpsc::UnboundedSender<Publication>,
+    queue: mpsc::Sender<Publication>,
     subscriptions: AtomicUsize,
 }
 
@@ -51,13 +65,16 @@ struct BrokerInner {
     next_node: AtomicU64,
     router: Arc<Router>,
     subjects: Subjects,
+    node_queue: usize,
 }
 
 /// Listeners of addressed messages, by subject pattern.
-#[derive(Default)]
 struct Router {
     listeners: Mutex<Listeners>,
     next_id: AtomicU64,
+    listener_queue: usize,
+    /// Messages and publications dropped by full queues.
+    dropped: AtomicU64,
 }
 
 /// Exact subjects are looked up, only wildcard patterns are scanned: a gateway listens on
@@ -71,7 +88,7 @@ struct Listeners {
 struct Listener {
     id: u64,
     queue: Option<String>,
-    tx: mpsc::UnboundedSender<Incoming>,
+    tx: mpsc::Sender<Incoming>,
 }
 
 /// Removes a listener when its inbox is dropped.
@@ -84,19 +101,31 @@ struct ListenGuard {
 struct ChannelState {
     offset: u64,
     epoch: Arc<str>,
-    nodes: Vec<(u64, mpsc::UnboundedSender<Publication>)>,
+    nodes: Vec<(u64, mpsc::Sender<Publication>)>,
 }
 
 // === impl MemoryBroker ===
 
 impl MemoryBroker {
     pub fn new() -> Self {
+        MemoryBroker::with_bounds(NODE_QUEUE, LISTENER_QUEUE)
+    }
+
+    /// A broker whose node queues hold `node_queue` publications and whose listeners hold
+    /// `listener_queue` messages (each at least 1).
+    pub fn with_bounds(node_queue: usize, listener_queue: usize) -> Self {
         MemoryBroker {
             inner: Arc::new(BrokerInner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 next_node: AtomicU64::new(1),
-                router: Arc::new(Router::default()),
+                router: Arc::new(Router {
+                    listeners: Mutex::default(),
+                    next_id: AtomicU64::new(0),
+                    listener_queue: listener_queue.max(1),
+                    dropped: AtomicU64::new(0),
+                }),
                 subjects: Subjects::default(),
+                node_queue: node_queue.max(1),
             }),
         }
     }
@@ -104,7 +133,7 @@ impl MemoryBroker {
     /// Attaches a node whose subscriptions are delivered to `deliver` (from a task of the
     /// node's own; call within a tokio runtime).
     pub fn connect(&self, deliver: Arc<dyn Deliver>) -> MemoryBus {
-        let (queue, mut rx) = mpsc::unbounded_channel::<Publication>();
+        let (queue, mut rx) = mpsc::channel::<Publication>(self.inner.node_queue);
         tokio::spawn(async move {
             // Whatever queued up while the deliverer was busy goes in one call.
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -119,6 +148,13 @@ impl MemoryBroker {
             queue,
             subscriptions: AtomicUsize::new(0),
         }
+    }
+}
+
+impl MemoryBroker {
+    /// Messages and publications dropped so far because their queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.router.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -146,7 +182,7 @@ impl BrokerInner {
 
 impl Router {
     fn listen(self: &Arc<Self>, pattern: String, queue: Option<String>) -> Inbox {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(self.listener_queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         listeners.by_kind(&pattern).entry(pattern.clone()).or_default().push(Listener { id, queue, tx });
@@ -171,14 +207,32 @@ impl Router {
         for l in exact.chain(wildcard.flat_map(|(_, ls)| ls)) {
             match &l.queue {
                 Some(q) => groups.entry(q.as_str()).or_default().push(l),
-                None => delivered += l.tx.send(incoming.clone()).is_ok() as usize,
+                None => delivered += offer(&l.tx, incoming.clone(), "listener", &self.dropped) as usize,
             }
         }
         for members in groups.values() {
             let pick = members[fastrand::usize(..members.len())];
-            delivered += pick.tx.send(incoming.clone()).is_ok() as usize;
+            delivered += offer(&pick.tx, incoming.clone(), "listener", &self.dropped) as usize;
         }
         delivered
+    }
+}
+
+/// Queues `item` without waiting; a full queue drops it (counted). True when a receiver
+/// exists, full or not: a listener that cannot keep up is still there, as on NATS.
+fn offer<T>(tx: &mpsc::Sender<T>, item: T, queue: &'static str, dropped: &AtomicU64) -> bool {
+    match tx.try_send(item) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::dropped(queue);
+            // Logged at 1, 2, 4, 8… drops: a flood cannot flood the log too.
+            if n.is_power_of_two() {
+                tracing::warn!(queue, dropped = n, "an in-process bus queue is full; dropping new messages");
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -213,7 +267,7 @@ impl Bus for MemoryBus {
                 let publication =
                     Publication { channel: channel.clone(), offset: state.offset, epoch: state.epoch.clone(), data };
                 for (_, node) in &state.nodes {
-                    let _ = node.send(publication.clone());
+                    offer(node, publication.clone(), "node", &self.broker.router.dropped);
                 }
                 Position { offset: state.offset, epoch: state.epoch.clone() }
             }
@@ -351,5 +405,56 @@ mod tests {
     #[tokio::test]
     async fn memory_bus_passes_the_conformance_suite() {
         bus_conformance(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_does_not_read_keeps_its_bound_in_order_and_the_rest_is_dropped() {
+        let broker = MemoryBroker::with_bounds(NODE_QUEUE, 8);
+        let bus = broker.connect(Arc::new(crate::NoDelivery));
+        let at = Address::Node("stuck".into());
+        let mut inbox = bus.listen(&at, None).await.unwrap();
+        for i in 0..20u8 {
+            bus.send(&at, Message::new(vec![i])).await.unwrap();
+        }
+        assert_eq!(broker.dropped(), 12);
+        // A full listener is still there: a request finds a responder, and is dropped too.
+        assert!(bus.request_many(&at, Message::new(vec![99])).await.is_ok());
+        assert_eq!(broker.dropped(), 13);
+        for i in 0..8u8 {
+            assert_eq!(inbox.next().await.unwrap().message.payload[..], [i]);
+        }
+        let more = tokio::time::timeout(Duration::from_millis(20), inbox.next()).await;
+        assert!(more.is_err(), "nothing past the bound was kept");
+    }
+
+    /// Records every publication it is handed.
+    #[derive(Default)]
+    struct Record(Mutex<Vec<u64>>);
+
+    impl Deliver for Record {
+        fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
+            self.0.lock().unwrap().extend(batch.iter().map(|p| p.offset));
+            ready(()).boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_falls_behind_gets_its_oldest_publications_in_order_and_loses_the_newest() {
+        let broker = MemoryBroker::with_bounds(4, LISTENER_QUEUE);
+        let record = Arc::new(Record::default());
+        let bus = broker.connect(record.clone());
+        let channel: Channel = "n:c".parse().unwrap();
+        bus.subscribe(&channel).await.unwrap();
+        // The current-thread runtime runs the drain task only once this test yields.
+        for _ in 0..20 {
+            bus.publish(&channel, Bytes::from_static(b"x")).await.unwrap();
+        }
+        assert_eq!(broker.dropped(), 16);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*record.0.lock().unwrap(), [1, 2, 3, 4]);
+        // Once it caught up, the next publication arrives with the channel's next offset.
+        bus.publish(&channel, Bytes::from_static(b"y")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*record.0.lock().unwrap(), [1, 2, 3, 4, 21]);
     }
 }

@@ -310,6 +310,11 @@ impl EventLog {
                     }
                 }
             }
+            async_nats::Event::SlowConsumer(sid) => {
+                // The client dropped what did not fit in the subscription's queue.
+                crate::metrics::dropped("nats_subscription");
+                tracing::warn!(node, servers, sid, "a nats subscription fell behind; messages dropped")
+            }
             other => tracing::info!(node, servers, event = %other, "nats"),
         }
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_wire::channel::MAX_CHANNEL_LEN;
 use switchboard_wire::ids::MAX_USER_ID_LEN;
 
 use crate::auth::AuthConfig;
@@ -40,8 +41,8 @@ pub struct GatewayConfig {
     pub client_publish: bool,
     /// Whether to serve the demo page at `/`. Default false (on in `switchboard dev`).
     pub serve_page: bool,
-    /// How connect tokens are checked (see `auth`). Default: no keys, anonymous refused, so
-    /// a gateway must be given keys or `allow_anonymous`.
+    /// How connect tokens are checked (see `auth`). Default: no keys, so every session is
+    /// anonymous; the binary refuses that unless `allow_anonymous` says it is meant.
     pub auth: AuthConfig,
     /// Who may subscribe and publish, per namespace (see `permissions`). Default: anyone,
     /// on every channel.
@@ -59,6 +60,49 @@ pub struct GatewayConfig {
     /// Serve the RFC 6455 echo endpoint at `/echo`, for the Autobahn TestSuite; default
     /// false; never in production.
     pub echo: bool,
+    /// Most WebSocket connections from one client IP (an IPv6 client counts by its /64) on
+    /// this node; an upgrade beyond gets `429`. 0: no limit. Default 1000.
+    pub max_connections_per_ip: usize,
+    /// Most sessions of one user (a token's `sub`) on this node; a `connect` beyond closes
+    /// the session with 4007. Anonymous sessions are not counted. 0: no limit. Default 100.
+    pub max_connections_per_user: usize,
+    /// Upgrades one client IP may make per second, on average (token bucket); beyond gets
+    /// `429` with `Retry-After`. 0: no limit. Default 50.
+    pub connect_rate_per_ip: u32,
+    /// Upgrades one client IP may make at once before [`connect_rate_per_ip`] applies.
+    /// At least 1. Default 100.
+    ///
+    /// [`connect_rate_per_ip`]: GatewayConfig::connect_rate_per_ip
+    pub connect_burst_per_ip: u32,
+    /// Client messages (data frames) one session may send per second, on average; beyond,
+    /// a command gets error 109 and is not run. 0: no limit. Default 100.
+    pub max_messages_per_sec: u32,
+    /// Client messages one session may send at once before [`max_messages_per_sec`]
+    /// applies. At least 1. Default 200.
+    ///
+    /// [`max_messages_per_sec`]: GatewayConfig::max_messages_per_sec
+    pub message_burst: u32,
+    /// Payload bytes of client messages one session may send per second, on average;
+    /// beyond, a command gets error 109 and is not run. 0: no limit. Default 1 MiB.
+    pub max_bytes_per_sec: u64,
+    /// Payload bytes one session may send at once before [`max_bytes_per_sec`] applies. At
+    /// least [`max_message_size`]. Default 2 MiB.
+    ///
+    /// [`max_bytes_per_sec`]: GatewayConfig::max_bytes_per_sec
+    /// [`max_message_size`]: GatewayConfig::max_message_size
+    pub bytes_burst: u64,
+    /// Longest channel name a client may subscribe or publish to, bytes (error 104
+    /// beyond); 1 to 255. Default 255, the grammar's own bound.
+    pub max_channel_len: usize,
+    /// Origins allowed to open a WebSocket (`Origin` header): exact origins such as
+    /// `https://app.example.com`, `*` (any), or `https://*.example.com` (any subdomain). Any
+    /// other origin gets `403`; a request without `Origin` (not a browser) is allowed.
+    /// Empty: any origin. Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `Forwarded` or `X-Forwarded-For` header names the client, as IPs or
+    /// CIDRs (`10.0.0.0/8`, `::1`); from any other peer those headers are ignored and the
+    /// client IP is the peer's. Default `127.0.0.0/8` and `::1` (a proxy on the same host).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +127,17 @@ impl Default for GatewayConfig {
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
             echo: false,
+            max_connections_per_ip: 1000,
+            max_connections_per_user: 100,
+            connect_rate_per_ip: 50,
+            connect_burst_per_ip: 100,
+            max_messages_per_sec: 100,
+            message_burst: 200,
+            max_bytes_per_sec: 1024 * 1024,
+            bytes_burst: 2 * 1024 * 1024,
+            max_channel_len: MAX_CHANNEL_LEN,
+            allowed_origins: Vec::new(),
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
         }
     }
 }
@@ -96,14 +151,30 @@ impl GatewayConfig {
         if self.max_user_id_len == 0 || self.max_user_id_len > MAX_USER_ID_LEN {
             return Err(format!("max_user_id_len must be 1 to {MAX_USER_ID_LEN}, not {}", self.max_user_id_len));
         }
-        if !self.auth.checks_tokens() && !self.auth.allow_anonymous {
-            return Err("no connect-token keys are configured and anonymous sessions are not allowed: configure \
-                        auth keys (or a jwks url, or --token-secret), or allow anonymous sessions explicitly"
-                .into());
-        }
         crate::auth::Verifier::check(&self.auth)?;
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(format!("max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}", self.max_header_bytes));
+        }
+        if self.max_channel_len == 0 || self.max_channel_len > MAX_CHANNEL_LEN {
+            return Err(format!("max_channel_len must be 1 to {MAX_CHANNEL_LEN}, not {}", self.max_channel_len));
+        }
+        if self.connect_burst_per_ip == 0 {
+            return Err("connect_burst_per_ip must be at least 1".into());
+        }
+        if self.message_burst == 0 {
+            return Err("message_burst must be at least 1".into());
+        }
+        if self.max_bytes_per_sec > 0 && self.bytes_burst < self.max_message_size as u64 {
+            return Err(format!(
+                "bytes_burst must be at least max_message_size ({}), not {}: a message that size could never pass",
+                self.max_message_size, self.bytes_burst
+            ));
+        }
+        for origin in &self.allowed_origins {
+            crate::origin::OriginPattern::parse(origin).map_err(|e| format!("allowed_origins: {e}"))?;
+        }
+        for proxy in &self.trusted_proxies {
+            crate::client_ip::Cidr::parse(proxy).map_err(|e| format!("trusted_proxies: {e}"))?;
         }
         Ok(())
     }
@@ -113,4 +184,30 @@ impl GatewayConfig {
 pub fn random_node_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     std::iter::once('g').chain((0..7).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_out_of_range_are_refused_with_the_setting_named() {
+        let d = GatewayConfig::default;
+        assert_eq!(d().validate(), Ok(()));
+        let cases: Vec<(GatewayConfig, &str)> = vec![
+            (GatewayConfig { max_channel_len: 0, ..d() }, "max_channel_len"),
+            (GatewayConfig { max_channel_len: 256, ..d() }, "max_channel_len"),
+            (GatewayConfig { connect_burst_per_ip: 0, ..d() }, "connect_burst_per_ip"),
+            (GatewayConfig { message_burst: 0, ..d() }, "message_burst"),
+            (GatewayConfig { bytes_burst: 1000, ..d() }, "bytes_burst"),
+            (GatewayConfig { allowed_origins: vec!["example.com".into()], ..d() }, "allowed_origins"),
+            (GatewayConfig { trusted_proxies: vec!["10.0.0.0/40".into()], ..d() }, "trusted_proxies"),
+        ];
+        for (config, setting) in cases {
+            let e = config.validate().unwrap_err();
+            assert!(e.starts_with(setting), "{setting}: {e}");
+        }
+        let off = GatewayConfig { max_bytes_per_sec: 0, bytes_burst: 0, connect_rate_per_ip: 0, ..d() };
+        assert_eq!(off.validate(), Ok(()), "a rate that is off needs no burst");
+    }
 }

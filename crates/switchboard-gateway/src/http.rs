@@ -7,6 +7,7 @@
 //! the Autobahn TestSuite, only when `GatewayConfig::echo` is on).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use switchboard_wire::Encoding;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Shared;
+use crate::limits::Refusal;
 use crate::session;
 
 type Body = Full<Bytes>;
@@ -60,7 +62,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let shared = shared.clone();
         shared.http_connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|req| route(shared.clone(), req));
+            let service = hyper::service::service_fn(|req| route(shared.clone(), peer, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(shared.config.handshake_timeout)
@@ -82,9 +84,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     drop(listener);
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(shared, req),
+        (&Method::GET, "/ws") => upgrade(shared, peer, req),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if *shared.draining.borrow() {
@@ -147,6 +149,14 @@ fn query_token(req: &Request<Incoming>, param: Option<&str>) -> Option<String> {
     })
 }
 
+fn refused(refusal: Refusal) -> Response<Body> {
+    let mut r = text(refusal.status, refusal.body);
+    if let Some(secs) = refusal.retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
 /// Whether the request's `Sec-WebSocket-Key` is 16 bytes in base64, as RFC 6455 §4.2.1 asks
 /// (fastwebsockets only checks that it is there).
 fn valid_key(req: &Request<Incoming>) -> bool {
@@ -155,7 +165,7 @@ fn valid_key(req: &Request<Incoming>) -> bool {
     base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|k| k.len() == 16)
 }
 
-fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
+fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         shared.metrics.limit_handshake.increment(1);
         let mut r = text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket\n");
@@ -165,6 +175,12 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
     if *shared.draining.borrow() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
+    // Origin, upgrade rate and connections of the client's address (see `limits`); the
+    // client holds its per-address count until the session ends.
+    let client = match shared.limits.admit_upgrade(peer.ip(), req.headers()) {
+        Ok(client) => client,
+        Err(refusal) => return refused(refusal),
+    };
     // Reserve the connection slot now, so a burst cannot overshoot the limit.
     let open = shared.connections.fetch_add(1, Ordering::AcqRel);
     if open >= shared.config.max_connections {
@@ -222,7 +238,7 @@ fn upgrade(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
             }
         };
         match stream {
-            Some((stream, initial)) => session::run(shared, stream, initial, encoding, token).await,
+            Some((stream, initial)) => session::run(shared, stream, initial, encoding, client, token).await,
             None => {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
             }

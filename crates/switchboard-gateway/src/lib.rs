@@ -6,12 +6,15 @@
 //! holds a `dyn Bus`. Data flows bus → [`Deliver`] → hub → outboxes → session writers.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 mod deliver;
 mod echo;
 mod http;
+mod limits;
 pub mod metrics;
 mod node;
+pub mod origin;
 pub mod permissions;
 mod session;
 pub mod ws;
@@ -47,6 +50,7 @@ pub(crate) struct Shared {
     interest: Arc<BusInterest>,
     node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
+    limits: limits::Limits,
     prometheus: Option<PrometheusHandle>,
     next_session: AtomicU64,
     /// Four random characters that tag this process's session ids.
@@ -120,6 +124,7 @@ impl Gateway {
         let bus = connect(Arc::new(deliver::HubDeliver::new(hub.clone(), metrics.clone()))).await?;
         let _ = interest.bus.set(bus.clone());
         let node = node::NodeAgent::start(&config.node_id, bus.clone(), hub.clone()).await?;
+        let limits = limits::Limits::new(&config, &metrics);
         Ok(Gateway {
             shared: Arc::new(Shared {
                 config,
@@ -129,6 +134,7 @@ impl Gateway {
                 interest,
                 node,
                 metrics,
+                limits,
                 prometheus,
                 next_session: AtomicU64::new(1),
                 boot: config::random_node_id()[1..5].to_owned(),

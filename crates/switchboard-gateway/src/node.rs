@@ -40,6 +40,11 @@ pub(crate) enum SessionCommand {
     Unsubscribe(Channel),
 }
 
+/// Backend commands (subscribe, unsubscribe) that may wait for one session before more
+/// are refused: a backend cannot grow a session's queue without bound while the session
+/// waits on the bus.
+pub(crate) const MAX_QUEUED_COMMANDS: usize = 1024;
+
 /// A session as the node agent reaches it.
 pub(crate) struct SessionHandle {
     pub(crate) sub: Arc<Subscriber>,
@@ -69,14 +74,20 @@ impl SessionHandle {
         Poll::Ready(std::mem::take(&mut c.queue))
     }
 
-    fn command(&self, command: SessionCommand) {
+    /// Queues a command for the session; false when [`MAX_QUEUED_COMMANDS`] already wait
+    /// (a disconnect is always queued).
+    fn command(&self, command: SessionCommand) -> bool {
         let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        if c.queue.len() >= MAX_QUEUED_COMMANDS && !matches!(command, SessionCommand::Disconnect(..)) {
+            return false;
+        }
         c.queue.push(command);
         let waiting = c.waiting.take();
         drop(c);
         if let Some(w) = waiting {
             w.wake();
         }
+        true
     }
 
     /// Queues a `message` push; true if it was queued.
@@ -87,20 +98,23 @@ impl SessionHandle {
         self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf))) == Push::Queued
     }
 
-    fn apply(&self, action: &Action) -> bool {
-        match action {
-            Action::Send(data) => return self.message(data),
+    /// Applies a backend's action, or says why the session could not take it.
+    fn apply(&self, action: &Action) -> Result<(), &'static str> {
+        let queued = match action {
+            Action::Send(data) => {
+                return self.message(data).then_some(()).ok_or("the session's outbound queue is full");
+            }
             Action::Disconnect(d) => self.command(SessionCommand::Disconnect(d.code as u16, d.reason.clone())),
             Action::Subscribe(c) | Action::Unsubscribe(c) => {
-                let Ok(channel) = Channel::parse(c) else { return false };
+                let Ok(channel) = Channel::parse(c) else { return Err("invalid channel name") };
                 self.command(if matches!(action, Action::Subscribe(_)) {
                     SessionCommand::Subscribe(channel)
                 } else {
                     SessionCommand::Unsubscribe(channel)
-                });
+                })
             }
-        }
-        true
+        };
+        queued.then_some(()).ok_or("the session's command queue is full")
     }
 }
 
@@ -331,12 +345,17 @@ impl NodeAgent {
                 None => Vec::new(),
             }
         };
-        reply.sessions = handles.iter().filter(|h| h.apply(action)).count() as u32;
-        if reply.sessions == 0 && !handles.is_empty() {
-            reply.error = match action {
-                Action::Send(_) => "the session's outbound queue is full".into(),
-                _ => "invalid channel name".into(),
-            };
+        let mut refused = None;
+        for handle in &handles {
+            match handle.apply(action) {
+                Ok(()) => reply.sessions += 1,
+                Err(why) => refused = Some(why),
+            }
+        }
+        if reply.sessions == 0
+            && let Some(why) = refused
+        {
+            reply.error = why.into();
         }
         reply
     }
@@ -389,5 +408,30 @@ async fn serve_user(agent: std::sync::Weak<NodeAgent>, user: String, ready: ones
     match inbox {
         Ok(inbox) => serve_inbox(agent, inbox).await,
         Err(e) => tracing::warn!(error = %e, "cannot listen for user commands"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_hub::Outbox;
+
+    use super::*;
+
+    #[test]
+    fn a_session_takes_a_bounded_number_of_backend_commands_but_always_a_disconnect() {
+        let sub = Arc::new(Subscriber { id: 1, encoding: Encoding::Json, outbox: Outbox::new(1 << 20) });
+        let handle = SessionHandle::new(sub);
+        let subscribe = Action::Subscribe("n:c".into());
+        for _ in 0..MAX_QUEUED_COMMANDS {
+            assert_eq!(handle.apply(&subscribe), Ok(()));
+        }
+        assert_eq!(handle.apply(&subscribe), Err("the session's command queue is full"));
+        assert_eq!(handle.apply(&Action::Subscribe("bad channel".into())), Err("invalid channel name"));
+        let disconnect = Action::Disconnect(pb::DisconnectAction { code: 4005, reason: String::new() });
+        assert_eq!(handle.apply(&disconnect), Ok(()));
+        let waker = futures_util::task::noop_waker();
+        let Poll::Ready(queued) = handle.poll_commands(&mut Context::from_waker(&waker)) else { panic!("queued") };
+        assert_eq!(queued.len(), MAX_QUEUED_COMMANDS + 1);
+        assert_eq!(handle.apply(&subscribe), Ok(()), "room again once the session took them");
     }
 }

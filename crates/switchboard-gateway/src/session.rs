@@ -24,6 +24,7 @@ use switchboard_bus::{Address, BusError};
 
 use crate::Shared;
 use crate::auth::{Claims, Grants};
+use crate::limits::{Admit, Client, Flow};
 use crate::node::{SessionCommand, SessionHandle, now_ms};
 use crate::permissions::Op;
 
@@ -71,6 +72,10 @@ struct Session {
     pending: Vec<Bytes>,
     head: usize,
     last_seen: Instant,
+    /// The client's address, and the per-address and per-user counts it holds.
+    client: Client,
+    /// The session's message and byte rate buckets.
+    flow: Flow,
 }
 
 pub(crate) async fn run(
@@ -78,6 +83,7 @@ pub(crate) async fn run(
     stream: TcpStream,
     initial: Bytes,
     encoding: Encoding,
+    client: Client,
     upgrade_token: Option<String>,
 ) {
     shared.metrics.connections_total.increment(1);
@@ -102,7 +108,10 @@ pub(crate) async fn run(
         pending: Vec::new(),
         head: 0,
         last_seen: Instant::now(),
+        client,
+        flow: Flow::default(),
     };
+    tracing::trace!(client = %session.client.ip, "session started");
     // The bytes that came with the handshake share hyper's read buffer (~8 KiB): copied
     // into the reader above, they must not be kept alive for the whole session.
     drop(initial);
@@ -289,8 +298,8 @@ impl Session {
     async fn on_message(&mut self, message: Message) -> Option<End> {
         let encoding = self.sub.encoding;
         match message {
-            Message::Text(payload) if encoding == Encoding::Json => self.on_command(&payload).await,
-            Message::Binary(payload) if encoding == Encoding::Protobuf => self.on_command(&payload).await,
+            Message::Text(payload) if encoding == Encoding::Json => self.on_data(&payload).await,
+            Message::Binary(payload) if encoding == Encoding::Protobuf => self.on_data(&payload).await,
             Message::Text(_) | Message::Binary(_) => Some(End::Close(CloseCode::UNSUPPORTED_DATA)),
             Message::Ping(payload) => {
                 self.sub.outbox.push(frame::control(frame::OPCODE_PONG, &payload));
@@ -298,6 +307,25 @@ impl Session {
             }
             Message::Pong => None,
             Message::Close(code, _) => Some(End::ClientClosed(code)),
+        }
+    }
+
+    /// Runs a client message if the session's rates admit it (`limits`); a refused one
+    /// is answered error 109 and not run.
+    async fn on_data(&mut self, payload: &[u8]) -> Option<End> {
+        match self.shared.limits.admit_message(&mut self.flow, self.last_seen, payload.len()) {
+            Admit::Run => self.on_command(payload).await,
+            Admit::Close => Some(End::Close(CloseCode::RATE_LIMITED)),
+            Admit::Refuse(why) => {
+                self.shared.metrics.messages_received.increment(1);
+                match self.sub.encoding.decode_command(payload) {
+                    Ok(pb::Command { id, .. }) | Err(DecodeError { id: Some(id), .. }) => {
+                        self.reply(id, Err((ErrorCode::LIMIT_EXCEEDED, why.into())));
+                        None
+                    }
+                    Err(DecodeError { id: None, .. }) => Some(End::Close(CloseCode::BAD_REQUEST)),
+                }
+            }
         }
     }
 
@@ -314,7 +342,16 @@ impl Session {
                 return Some(End::Close(CloseCode::BAD_REQUEST));
             }
         };
-        let result = match cmd.command.expect("decode_command checks the command is known") {
+        let command = cmd.command.expect("decode_command checks the command is known");
+        if self.session_id.is_some()
+            && let C::Subscribe(pb::SubscribeRequest { channel }) | C::Publish(pb::PublishRequest { channel, .. }) =
+                &command
+            && let Err(e) = self.shared.limits.check_channel_len(channel)
+        {
+            self.reply(cmd.id, Err(e));
+            return None;
+        }
+        let result = match command {
             C::Connect(c) => match self.connect(c).await {
                 Ok(result) => result,
                 Err(end) => return Some(end),
@@ -464,6 +501,7 @@ impl Session {
         let user = claims.user.clone();
         self.grants = claims.grants;
         self.expires_at = claims.expires_at;
+        self.shared.limits.hold_user(&mut self.client, &user).map_err(End::Close)?;
         // The boot tag keeps ids unique across restarts of a gateway with the same node id.
         let session = format!("{}-{}{:x}", self.shared.config.node_id, self.shared.boot, self.sub.id);
         self.session_id = Some(session.clone().into());

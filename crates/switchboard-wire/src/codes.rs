@@ -42,6 +42,8 @@ close_codes! {
     NO_PONG = 4004, "no pong", true, "The client sent nothing within the pong timeout after a server ping.";
     DISCONNECTED = 4005, "disconnected", true, "Disconnected by a backend (the default code of the Disconnect API); may reconnect.";
     TOKEN_EXPIRED = 4006, "token expired", true, "The connect token expired without a `refresh`; reconnect with a fresh token.";
+    TOO_MANY_CONNECTIONS = 4007, "too many connections", true, "The user already holds `--max-connections-per-user` sessions on this gateway; reconnect with backoff (it succeeds once one of them ends).";
+    RATE_LIMITED = 4008, "rate limited", true, "The client kept sending at more than twice its message or byte rate (`--max-messages-per-sec`, `--max-bytes-per-sec`); reconnect with backoff.";
     BAD_REQUEST = 4500, "bad request", false, "A frame that is not a command at all (malformed JSON or protobuf); reconnecting would repeat it.";
     UNAUTHORIZED = 4501, "unauthorized", false, "The connect token was rejected.";
     FORCE_DISCONNECT = 4503, "force disconnect", false, "Disconnected by a backend, which asked the client not to reconnect.";

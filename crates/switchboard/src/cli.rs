@@ -257,6 +257,45 @@ pub struct GatewayArgs {
     /// longer one gets 431.
     #[arg(long, env = "SWITCHBOARD_MAX_HEADER_BYTES", default_value_t = 16384)]
     pub max_header_bytes: usize,
+    /// WebSocket connections from one client IP (IPv6: one /64) on this node; beyond: HTTP 429. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// Sessions of one user on this node; a connect beyond closes with 4007. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_USER", default_value_t = 100)]
+    pub max_connections_per_user: usize,
+    /// WebSocket upgrades per second from one client IP, on average; beyond: HTTP 429. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE_PER_IP", default_value_t = 50)]
+    pub connect_rate_per_ip: u32,
+    /// WebSocket upgrades one client IP may make at once before --connect-rate-per-ip applies.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_BURST_PER_IP", default_value_t = 100)]
+    pub connect_burst_per_ip: u32,
+    /// Client messages per second per session, on average; beyond: error 109, and close 4008
+    /// past twice the rate. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGES_PER_SEC", default_value_t = 100)]
+    pub max_messages_per_sec: u32,
+    /// Client messages one session may send at once before --max-messages-per-sec applies.
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 200)]
+    pub message_burst: u32,
+    /// Client payload bytes per second per session, on average; beyond: error 109, and close
+    /// 4008 past twice the rate. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_BYTES_PER_SEC", default_value_t = 1 << 20)]
+    pub max_bytes_per_sec: u64,
+    /// Client payload bytes one session may send at once before --max-bytes-per-sec applies
+    /// (at least --max-message-size).
+    #[arg(long, env = "SWITCHBOARD_BYTES_BURST", default_value_t = 2 << 20)]
+    pub bytes_burst: u64,
+    /// Longest channel name a client may subscribe or publish to, 1 to 255 bytes (error 104 beyond).
+    #[arg(long, env = "SWITCHBOARD_MAX_CHANNEL_LEN", default_value_t = 255)]
+    pub max_channel_len: usize,
+    /// Origins allowed to open a WebSocket, comma-separated: `https://app.example.com`,
+    /// `https://*.example.com` (subdomains) or `*`; others get HTTP 403, a request without
+    /// Origin passes. Unset: any origin.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Proxies (IPs or CIDRs, comma-separated) whose Forwarded / X-Forwarded-For header names
+    /// the client; empty (`--trusted-proxies=`): trust none.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',', default_value = "127.0.0.0/8,::1")]
+    pub trusted_proxies: Vec<String>,
     /// Let sessions connect without a token (user ""). A gateway with no token keys refuses
     /// to start without this; `dev` allows anonymous sessions unless the config file says not.
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
@@ -331,6 +370,12 @@ pub struct TokenArgs {
     pub kid: Option<String>,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+/// The entries of a comma-separated list, without empty ones (`--flag=` is an empty list).
+/// The entries of a comma-separated list that are not blank.
+pub fn non_empty(list: &[String]) -> Vec<String> {
+    list.iter().map(|e| e.trim()).filter(|e| !e.is_empty()).map(str::to_owned).collect()
 }
 
 #[derive(Debug, Args)]

@@ -93,6 +93,7 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     let (gateway, grpc_listen) = crate::config::dev(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
+    switchboard_bus::metrics::describe();
     switchboard_control::metrics::describe();
     if gateway.auth.allow_anonymous {
         tracing::warn!(

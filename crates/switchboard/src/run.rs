@@ -25,6 +25,7 @@ pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Resul
     let (config, nats) = crate::config::gateway(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
+    switchboard_bus::metrics::describe();
     if config.auth.allow_anonymous {
         tracing::warn!("anonymous sessions are allowed (--allow-anonymous)");
     }
@@ -55,6 +56,7 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
         crate::config::control(&args, explicit)?;
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_control::metrics::describe();
+    switchboard_bus::metrics::describe();
     let servers = nats.urls.join(",");
     // NATS first: the gRPC port opens only once the API can answer.
     let bus: Arc<dyn Bus> = Arc::new(connect_nats(nats, Arc::new(NoDelivery)).await?);

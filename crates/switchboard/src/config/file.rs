@@ -66,6 +66,36 @@ pub struct GatewaySection {
     /// Most bytes of an HTTP request head, at least 8192; longer ones get 431. Default 16384.
     #[schemars(range(min = 8192))]
     pub max_header_bytes: Option<usize>,
+    /// WebSocket connections from one client IP (IPv6: one /64) on this node; beyond: HTTP
+    /// 429. 0: no limit. Default 1000.
+    pub max_connections_per_ip: Option<usize>,
+    /// Sessions of one user on this node; a connect beyond closes with 4007. 0: no limit. Default 100.
+    pub max_connections_per_user: Option<usize>,
+    /// WebSocket upgrades per second from one client IP, on average; beyond: HTTP 429. 0: no limit. Default 50.
+    pub connect_rate_per_ip: Option<u32>,
+    /// Upgrades one client IP may make at once before `connect_rate_per_ip` applies. Default 100.
+    #[schemars(range(min = 1))]
+    pub connect_burst_per_ip: Option<u32>,
+    /// Client messages per second per session, on average; beyond: error 109, and close 4008
+    /// past twice the rate. 0: no limit. Default 100.
+    pub max_messages_per_sec: Option<u32>,
+    /// Client messages one session may send at once before `max_messages_per_sec` applies. Default 200.
+    #[schemars(range(min = 1))]
+    pub message_burst: Option<u32>,
+    /// Client payload bytes per second per session, on average; beyond: error 109, and close
+    /// 4008 past twice the rate. 0: no limit. Default 1048576.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Client payload bytes one session may send at once (at least `max_message_size`). Default 2097152.
+    pub bytes_burst: Option<u64>,
+    /// Longest channel name a client may subscribe or publish to, 1 to 255 bytes (error 104). Default 255.
+    #[schemars(range(min = 1, max = 255))]
+    pub max_channel_len: Option<usize>,
+    /// Origins allowed to open a WebSocket: "https://app.example.com", "https://*.example.com"
+    /// or "*"; others get HTTP 403; a request without Origin passes. Empty: any. Default [].
+    pub allowed_origins: Option<Vec<String>>,
+    /// Proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-For header names the client; []
+    /// trusts none. Default ["127.0.0.0/8", "::1"].
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

@@ -188,9 +188,40 @@ fn gateway_config(
         max_pending_rpcs: x.pick("max_pending_rpcs", a.max_pending_rpcs, g.max_pending_rpcs),
         max_user_id_len: x.pick("max_user_id_len", a.max_user_id_len, g.max_user_id_len),
         max_header_bytes: x.pick("max_header_bytes", a.max_header_bytes, g.max_header_bytes),
+        max_connections_per_ip: x.pick("max_connections_per_ip", a.max_connections_per_ip, g.max_connections_per_ip),
+        max_connections_per_user: x.pick(
+            "max_connections_per_user",
+            a.max_connections_per_user,
+            g.max_connections_per_user,
+        ),
+        connect_rate_per_ip: x.pick("connect_rate_per_ip", a.connect_rate_per_ip, g.connect_rate_per_ip),
+        connect_burst_per_ip: x.pick("connect_burst_per_ip", a.connect_burst_per_ip, g.connect_burst_per_ip),
+        max_messages_per_sec: x.pick("max_messages_per_sec", a.max_messages_per_sec, g.max_messages_per_sec),
+        message_burst: x.pick("message_burst", a.message_burst, g.message_burst),
+        max_bytes_per_sec: x.pick("max_bytes_per_sec", a.max_bytes_per_sec, g.max_bytes_per_sec),
+        bytes_burst: x.pick("bytes_burst", a.bytes_burst, g.bytes_burst),
+        max_channel_len: x.pick("max_channel_len", a.max_channel_len, g.max_channel_len),
+        allowed_origins: crate::cli::non_empty(&x.pick(
+            "allowed_origins",
+            a.allowed_origins.clone(),
+            g.allowed_origins.clone(),
+        )),
+        trusted_proxies: crate::cli::non_empty(&x.pick(
+            "trusted_proxies",
+            a.trusted_proxies.clone(),
+            g.trusted_proxies.clone(),
+        )),
         echo: false,
     };
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
+    if !config.auth.checks_tokens() && !config.auth.allow_anonymous {
+        return Err(UsageError(
+            "gateway: no connect-token keys are configured and anonymous sessions are not allowed: configure \
+             [auth] keys (or auth.jwks_url, or --token-secret), or allow anonymous sessions explicitly \
+             (--allow-anonymous)"
+                .into(),
+        ));
+    }
     Ok(config)
 }
 
@@ -366,6 +397,17 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
         "max_pending_rpcs": g.max_pending_rpcs,
         "max_user_id_len": g.max_user_id_len,
         "max_header_bytes": g.max_header_bytes,
+        "max_connections_per_ip": g.max_connections_per_ip,
+        "max_connections_per_user": g.max_connections_per_user,
+        "connect_rate_per_ip": g.connect_rate_per_ip,
+        "connect_burst_per_ip": g.connect_burst_per_ip,
+        "max_messages_per_sec": g.max_messages_per_sec,
+        "message_burst": g.message_burst,
+        "max_bytes_per_sec": g.max_bytes_per_sec,
+        "bytes_burst": g.bytes_burst,
+        "max_channel_len": g.max_channel_len,
+        "allowed_origins": g.allowed_origins,
+        "trusted_proxies": g.trusted_proxies,
         "auth": {
             "allow_anonymous": g.auth.allow_anonymous,
             "keys": g.auth.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
