@@ -7,6 +7,9 @@ mod commands;
 mod reads;
 mod watch;
 
+#[cfg(test)]
+pub(crate) use watch::MAX_WATCHERS;
+
 use std::sync::Arc;
 
 use futures_util::future::join_all;

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Gateway snapshot answers merged in full (the last chunk included).
     pub snapshots_merged: AtomicU64,
+    /// Open `WatchEvents` streams (at most `api::watch::MAX_WATCHERS`).
+    pub watchers: std::sync::atomic::AtomicUsize,
 }
 
 /// A spawned task that is aborted when this handle is dropped.
@@ -58,6 +60,7 @@ impl Shared {
             ring_changed: Notify::new(),
             settled: watch::Sender::new(0),
             streams_closed: watch::Sender::new(false),
+            watchers: std::sync::atomic::AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             snapshots_merged: AtomicU64::new(0),
         }

@@ -4,7 +4,8 @@
 //! forwards through a bounded queue of [`WATCH_BUFFER`] events. A client that falls that
 //! far behind gets RESOURCE_EXHAUSTED and the stream ends: it never holds unbounded memory.
 //! The stream also ends when the client goes away, or with UNAVAILABLE when the server
-//! stops.
+//! stops. Each stream holds a bus subscription and a task, so a replica serves at most
+//! [`MAX_WATCHERS`] at once; one more gets RESOURCE_EXHAUSTED.
 
 use switchboard_bus::Address;
 use switchboard_wire::pb::{self, registry_event::Event, session_event::Kind};
@@ -17,14 +18,32 @@ use super::{Api, bus_status};
 /// Events queued per watcher before it is cut off as too slow.
 pub const WATCH_BUFFER: usize = 1024;
 
+/// Most `WatchEvents` streams one replica serves at once.
+pub const MAX_WATCHERS: usize = 64;
+
+/// Holds one of the [`MAX_WATCHERS`] places while its stream runs.
+struct Place(std::sync::Arc<crate::state::Shared>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 // === impl Api ===
 
 impl Api {
     pub(super) async fn watch(&self) -> Result<ReceiverStream<Result<pb::SessionEvent, Status>>, Status> {
+        if self.shared.watchers.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= MAX_WATCHERS {
+            self.shared.watchers.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return Err(Status::resource_exhausted(format!("at most {MAX_WATCHERS} WatchEvents streams per replica")));
+        }
+        let place = Place(self.shared.clone());
         let mut inbox = self.shared.bus.listen(&Address::RegistryAll, None).await.map_err(bus_status)?;
         let mut closed = self.shared.streams_closed.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            let _place = place;
             loop {
                 let incoming = tokio::select! {
                     _ = tx.closed() => return,

@@ -304,6 +304,24 @@ async fn a_watcher_that_falls_behind_gets_resource_exhausted() {
 }
 
 #[tokio::test]
+async fn a_replica_serves_a_bounded_number_of_watchers_and_frees_their_places() {
+    let broker = MemoryBroker::new();
+    let c1 = replica(&broker, "c1").await;
+    let api = c1.api();
+    let mut open = Vec::new();
+    for _ in 0..crate::api::MAX_WATCHERS {
+        open.push(api.watch_events(req(pb::WatchEventsRequest {})).await.unwrap().into_inner());
+    }
+    let refused = api.watch_events(req(pb::WatchEventsRequest {})).await.expect_err("one too many");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // A client that goes away gives its place back.
+    drop(open.pop());
+    let max = crate::api::MAX_WATCHERS;
+    eventually("a place was freed", || c1.shared().watchers.load(std::sync::atomic::Ordering::Acquire) < max).await;
+    assert!(api.watch_events(req(pb::WatchEventsRequest {})).await.is_ok());
+}
+
+#[tokio::test]
 async fn info_lists_the_gateways_and_replicas_with_their_load() {
     let broker = MemoryBroker::new();
     let replicas = cluster(&broker, &["c1", "c2"]).await;
