@@ -157,12 +157,20 @@ fn refused(refusal: Refusal) -> Response<Body> {
     r
 }
 
-/// Whether the request's `Sec-WebSocket-Key` is 16 bytes in base64, as RFC 6455 §4.2.1 asks
-/// (fastwebsockets only checks that it is there).
-fn valid_key(req: &Request<Incoming>) -> bool {
+/// What RFC 6455 §4.2.1 asks of an upgrade that hyper and fastwebsockets do not check:
+/// HTTP/1.1, a `Host` header, and a `Sec-WebSocket-Key` of 16 bytes in base64
+/// (fastwebsockets only checks that the key is there). The answer is the `400`'s body.
+fn handshake_problem(req: &Request<Incoming>) -> Option<&'static str> {
     use base64::Engine as _;
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else { return true };
-    base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|k| k.len() == 16)
+    if req.version() != hyper::Version::HTTP_11 {
+        return Some("bad websocket handshake: HTTP/1.1 is required\n");
+    }
+    if !req.headers().contains_key(header::HOST) {
+        return Some("bad websocket handshake: a Host header is required\n");
+    }
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY)?;
+    let valid = base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).is_ok_and(|k| k.len() == 16);
+    (!valid).then_some("bad websocket handshake: Sec-WebSocket-Key must be 16 bytes in base64\n")
 }
 
 fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
@@ -200,13 +208,10 @@ fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) ->
     // A token may come with the upgrade (clients that can set headers, or a URL parameter
     // where configured); one in `connect` takes precedence.
     let token = bearer_token(&req).or_else(|| query_token(&req, shared.config.auth.query_param.as_deref()));
-    if !valid_key(&req) {
+    if let Some(problem) = handshake_problem(&req) {
         shared.connections.fetch_sub(1, Ordering::AcqRel);
         shared.metrics.limit_handshake.increment(1);
-        return text(
-            StatusCode::BAD_REQUEST,
-            "bad websocket handshake: Sec-WebSocket-Key must be 16 bytes in base64\n",
-        );
+        return text(StatusCode::BAD_REQUEST, problem);
     }
     // Take hyper's upgrade handle ourselves: the session reads and writes the raw socket.
     // fastwebsockets checks the key and version and builds the 101 response; its own

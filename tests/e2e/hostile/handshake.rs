@@ -1,43 +1,97 @@
-//! The HTTP handshake: bounded request heads (`431`), keys that are not keys (`400`), and
+//! The HTTP handshake: bounded request heads (`431`), requests that are not WebSocket
+//! upgrades (`426`, `405`), keys, versions and heads that break RFC 6455 §4.2.1 (`400`), and
 //! connections that never finish their request.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_gateway::GatewayConfig;
-use switchboard_tests::{client, free_port, gateway_config, start_dev};
+use switchboard_tests::{client, gateway_config, start_dev};
 use switchboard_wire::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{raw_http, rss_kib, upgrade_request};
-
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+use super::{DevProcess, KEY, raw_http, upgrade_request};
 
 #[tokio::test]
 async fn request_heads_and_keys_get_the_documented_status() {
     let node = start_dev(gateway_config()).await;
     let big = |n: usize| format!("X-Big: {}\r\n", "a".repeat(n));
     let many = (0..120).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    let kib_lines = (0..64).map(|i| format!("X-{i}: {}\r\n", "k".repeat(1020))).collect::<String>();
+    let plain = upgrade_request(KEY, "");
+    let no_host = plain.replace("Host: x\r\n", "");
+    let long_line = plain.replace("GET /ws ", &format!("GET /ws?{} ", "q".repeat(20 * 1024)));
+    // (what, request, the response's first bytes; "" = closed without a response)
     let cases: Vec<(&str, String, &str)> = vec![
-        ("a plain upgrade", upgrade_request(KEY, ""), "HTTP/1.1 101"),
+        ("a plain upgrade", plain.clone(), "HTTP/1.1 101"),
+        (
+            "Firefox's Connection: keep-alive, Upgrade",
+            plain.replace("Connection: Upgrade", "Connection: keep-alive, Upgrade"),
+            "HTTP/1.1 101",
+        ),
+        ("header values in another case", plain.replace("Upgrade: websocket", "Upgrade: WebSocket"), "HTTP/1.1 101"),
         ("a head of 12 KiB", upgrade_request(KEY, &big(12 * 1024)), "HTTP/1.1 101"),
         ("a head of 20 KiB", upgrade_request(KEY, &big(20 * 1024)), "HTTP/1.1 431"),
         ("one 64 KiB header line", upgrade_request(KEY, &big(64 * 1024)), "HTTP/1.1 431"),
+        ("64 KiB in 64 header lines", upgrade_request(KEY, &kib_lines), "HTTP/1.1 431"),
         ("120 header lines", upgrade_request(KEY, &many), "HTTP/1.1 431"),
+        ("a request line of 20 KiB", long_line, "HTTP/1.1 431"),
         ("a key of 3 bytes", upgrade_request("YWJj", ""), "HTTP/1.1 400"),
         ("a key of 15 bytes", upgrade_request("MDEyMzQ1Njc4OWFiY2Rl", ""), "HTTP/1.1 400"),
         ("a key that is not base64", upgrade_request("not base64 at all!!!", ""), "HTTP/1.1 400"),
-        ("no key", "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n".into(), "HTTP/1.1 400"),
-        ("version 12", upgrade_request(KEY, "").replace("Version: 13", "Version: 12"), "HTTP/1.1 400"),
-        ("a POST", upgrade_request(KEY, "").replace("GET", "POST"), "HTTP/1.1 405"),
-        ("garbage before the request", format!("\x00\x01garbage\r\n{}", upgrade_request(KEY, "")), "HTTP/1.1 400"),
+        ("no key", plain.replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), ""), "HTTP/1.1 400"),
+        ("version 12", plain.replace("Version: 13", "Version: 12"), "HTTP/1.1 400"),
+        ("no version", plain.replace("Sec-WebSocket-Version: 13\r\n", ""), "HTTP/1.1 400"),
+        ("HTTP/1.0", plain.replace("HTTP/1.1", "HTTP/1.0"), "HTTP/1.0 400"),
+        ("no Host", no_host, "HTTP/1.1 400"),
+        ("a POST", plain.replace("GET", "POST"), "HTTP/1.1 405"),
+        ("a lowercase get (methods are case-sensitive)", plain.replace("GET", "get"), "HTTP/1.1 405"),
+        ("Upgrade: h2c", plain.replace("Upgrade: websocket", "Upgrade: h2c"), "HTTP/1.1 426"),
+        ("no Upgrade header", plain.replace("Upgrade: websocket\r\n", ""), "HTTP/1.1 426"),
+        ("Connection: close", plain.replace("Connection: Upgrade", "Connection: close"), "HTTP/1.1 426"),
+        ("garbage before the request", format!("\x00\x01garbage\r\n{plain}"), "HTTP/1.1 400"),
+        ("a header line without a colon", upgrade_request(KEY, "no colon here\r\n"), "HTTP/1.1 400"),
+        ("HTTP/2.0 in the request line", plain.replace("HTTP/1.1", "HTTP/2.0"), "HTTP/1.1 400"),
+        ("the HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(), ""),
     ];
     for (what, request, want) in cases {
         let got = raw_http(node.http, request.as_bytes()).await;
-        assert!(got.starts_with(want), "{what}: want {want}, got {:?}", got.lines().next());
+        if want.is_empty() {
+            assert!(got.is_empty(), "{what}: want no response, got {:?}", got.lines().next());
+        } else {
+            assert!(got.starts_with(want), "{what}: want {want}, got {:?}", got.lines().next());
+        }
     }
     // Nobody else noticed.
+    let c = client(node.http, Encoding::Json).await;
+    c.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_head_that_trickles_in_is_cut_at_the_handshake_timeout() {
+    let timeout = Duration::from_secs(2);
+    let node = start_dev(GatewayConfig { handshake_timeout: timeout, ..gateway_config() }).await;
+    // Slowloris: one byte of a valid upgrade every 500 ms, never reaching its end in time.
+    let started = Instant::now();
+    let s = TcpStream::connect(node.http).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for b in upgrade_request(KEY, "").bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let mut out = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut out)).await.expect("cut in time");
+    let took = started.elapsed();
+    trickle.abort();
+    println!("a trickling head was cut after {took:?}");
+    assert_eq!(n.unwrap_or(0), 0, "closed without a response: {:?}", String::from_utf8_lossy(&out));
+    assert!(took >= timeout - Duration::from_millis(100), "not before the timeout: {took:?}");
+    assert!(took < timeout + Duration::from_millis(750), "within the timeout: {took:?}");
     let c = client(node.http, Encoding::Json).await;
     c.ping().await.unwrap();
 }
@@ -73,36 +127,11 @@ async fn connections_still_in_http_count_against_the_node_limit() {
     .await;
 }
 
-/// A real gateway process, so its RSS is its own.
-struct DevProcess(std::process::Child, u16);
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn hoarded_request_heads_are_cut_and_the_memory_comes_back() {
-    let (http, grpc) = (free_port(), free_port());
-    let child = Command::new(switchboard_tests::binary())
-        .args([
-            "dev",
-            "--no-page",
-            "--listen",
-            &format!("127.0.0.1:{http}"),
-            "--grpc-listen",
-            &format!("127.0.0.1:{grpc}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dev = DevProcess(child, http);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", dev.1).parse().unwrap();
-    switchboard_tests::eventually("dev listens", || async { TcpStream::connect(addr).await.is_ok() }).await;
-    let before = rss_kib(dev.0.id());
+    let dev = DevProcess::spawn(&[]).await;
+    let addr = dev.addr;
+    let before = dev.rss_kib();
     let mut after_rounds = Vec::new();
     for _round in 0..3 {
         // 500 connections each sending 128 KiB of headers that never end (the issue's
@@ -130,7 +159,7 @@ async fn hoarded_request_heads_are_cut_and_the_memory_comes_back() {
         // A connection reset before the 431 was read is cut all the same.
         assert!(refused > 0, "heads over the bound are answered 431");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        after_rounds.push(rss_kib(dev.0.id()));
+        after_rounds.push(dev.rss_kib());
     }
     println!("RSS before {before} KiB, after each round {after_rounds:?} KiB");
     let grown = after_rounds.iter().max().unwrap().saturating_sub(before);

@@ -226,14 +226,21 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when the token has them: a configured
+        // issuer or audience must also be required, or a token without the claim passes.
+        let mut required = vec!["exp", "sub"];
         match &self.config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let mut last = None;
         for (_, key) in candidates {
             match jsonwebtoken::decode::<RawClaims>(token, key, &validation) {

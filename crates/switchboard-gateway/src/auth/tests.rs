@@ -143,6 +143,15 @@ async fn issuer_and_audience_are_checked_when_configured() {
     assert!(v.verify(&with("https://auth.example", "switchboard")).await.is_ok());
     assert!(v.verify(&with("https://evil.example", "switchboard")).await.is_err());
     assert!(v.verify(&with("https://auth.example", "other-app")).await.is_err());
+    // A configured claim is required: a token without it is refused.
+    let without = |claim: &str| {
+        let mut claims =
+            serde_json::json!({"sub": "a", "exp": later(), "iss": "https://auth.example", "aud": "switchboard"});
+        claims.as_object_mut().unwrap().remove(claim);
+        sign(Algorithm::HS256, None, &hs, claims)
+    };
+    assert!(v.verify(&without("iss")).await.is_err(), "a token without iss");
+    assert!(v.verify(&without("aud")).await.is_err(), "a token without aud");
     // Without an audience configured, a token's aud is not checked.
     let open = verifier(vec![key(None, KeyMaterial::Hmac(b"s".to_vec()))]);
     assert!(open.verify(&with("x", "anything")).await.is_ok());
