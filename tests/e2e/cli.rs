@@ -107,7 +107,7 @@ fn exit_statuses_follow_the_documented_table() {
         (&["send", "--grpc", &grpc, "--user", "u", "{"], 64, "DATA must be one JSON value"),
         (&["disconnect", "--grpc", &grpc, "--user", "u", "--code", "1000"], 64, "--code 1000 is outside 4000..=4999"),
         (&["pub", "--grpc", "https://127.0.0.1:1", "a:b", "1"], 64, "https is not supported"),
-        (&["sub", "--url", "http://127.0.0.1:1/ws", "a:b"], 64, "only ws:// URLs"),
+        (&["sub", "--url", "http://127.0.0.1:1/ws", "a:b"], 64, "only ws:// and wss:// URLs"),
         (&["pub", "--timeout", "soon", "a:b", "1"], 64, "not a duration"),
         (&["pub", "--grpc", &grpc, "a:b", "1"], 1, &format!("cannot connect to http://{grpc}: connection refused")),
         (&["sessions", "--grpc", &grpc], 1, &format!("cannot connect to http://{grpc}: connection refused")),

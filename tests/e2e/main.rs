@@ -13,3 +13,4 @@ mod nats_bus;
 mod nats_faults;
 mod nats_kit;
 mod page;
+mod tls;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_tls::TlsFiles;
 use switchboard_wire::ids::MAX_USER_ID_LEN;
 
 /// How a gateway behaves. Every limit has a default here, a flag in the binary, a metric
@@ -50,6 +51,10 @@ pub struct GatewayConfig {
     /// Most bytes of an HTTP request head (request line and headers); a longer head gets
     /// `431`. Default 16 KiB, at least 8 KiB.
     pub max_header_bytes: usize,
+    /// Serve `wss` (TLS) instead of `ws` with this certificate and key, reloaded when the
+    /// files change; with `client_ca`, clients need a certificate (mutual TLS). Default
+    /// unset (plain `ws`; TLS is then usually terminated by an ingress).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +77,7 @@ impl Default for GatewayConfig {
             max_pending_rpcs: 16,
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
+            tls: None,
         }
     }
 }
@@ -87,6 +93,11 @@ impl GatewayConfig {
         }
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(format!("max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}", self.max_header_bytes));
+        }
+        if let Some(files) = &self.tls {
+            // The same loading as at start-up, without the reloading.
+            let once = TlsFiles { reload_interval: Duration::ZERO, ..files.clone() };
+            switchboard_tls::ServerTls::load(&once, crate::tls::ALPN).map_err(|e| format!("tls: {e}"))?;
         }
         Ok(())
     }

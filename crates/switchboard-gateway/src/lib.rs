@@ -12,6 +12,8 @@ mod http;
 pub mod metrics;
 mod node;
 mod session;
+mod socket;
+mod tls;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
     prometheus: Option<PrometheusHandle>,
+    /// The `wss` certificate (reloaded when its files change), when TLS is on.
+    tls: Option<switchboard_tls::ServerTls>,
     next_session: AtomicU64,
     /// Four random characters that tag this process's session ids.
     boot: String,
@@ -99,7 +103,8 @@ impl BusInterest {
 // === impl Gateway ===
 
 impl Gateway {
-    /// Builds a gateway whose bus node is made by `connect` from the gateway's deliverer.
+    /// Builds a gateway whose bus node is made by `connect` from the gateway's deliverer;
+    /// with `config.tls`, loads the certificate first (and keeps reloading it).
     pub async fn new<F, Fut, E>(
         config: GatewayConfig,
         prometheus: Option<PrometheusHandle>,
@@ -108,8 +113,10 @@ impl Gateway {
     where
         F: FnOnce(Arc<dyn Deliver>) -> Fut,
         Fut: Future<Output = Result<Arc<dyn Bus>, E>>,
-        E: From<BusError>,
+        E: From<BusError> + From<switchboard_tls::TlsError>,
     {
+        // Before the bus: a certificate that cannot be read fails without a connection made.
+        let tls = config.tls.as_ref().map(|files| switchboard_tls::ServerTls::load(files, tls::ALPN)).transpose()?;
         let metrics = metrics::Metrics::new();
         let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
         let hub = Arc::new(Hub::new(interest.clone()));
@@ -125,6 +132,7 @@ impl Gateway {
                 node,
                 metrics,
                 prometheus,
+                tls,
                 next_session: AtomicU64::new(1),
                 boot: config::random_node_id()[1..5].to_owned(),
                 connections: AtomicUsize::new(0),

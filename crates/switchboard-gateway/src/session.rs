@@ -14,16 +14,16 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use switchboard_hub::frame;
 use switchboard_hub::outbox::Taken;
-use switchboard_hub::{Outbox, Sink, Subscriber};
+use switchboard_hub::{Outbox, Subscriber};
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
 use switchboard_wire::{Channel, ChannelError, CloseCode, DecodeError, Encoding, ErrorCode};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use switchboard_bus::{Address, BusError};
 
 use crate::Shared;
 use crate::node::{SessionCommand, SessionHandle, now_ms};
+use crate::socket::Socket;
 
 use crate::ws::{FrameReader, Message, ReadError};
 
@@ -66,11 +66,13 @@ struct Session {
     last_seen: Instant,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, encoding: Encoding) {
+pub(crate) async fn run(shared: Arc<Shared>, stream: Socket, initial: Bytes, encoding: Encoding) {
     shared.metrics.connections_total.increment(1);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let config = &shared.config;
-    let stream = Arc::new(Socket(stream));
+    // Shared with the outbox, which writes to it directly while nothing is queued (see
+    // `switchboard_hub::outbox`).
+    let stream = Arc::new(stream);
     let outbox = Outbox::with_sink(config.max_queue_bytes, stream.clone());
     let sub = Arc::new(Subscriber { id, encoding, outbox });
     let mut session = Session {
@@ -106,16 +108,6 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream, initial: Bytes, 
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
-}
-
-/// The connection's socket, shared with the session's outbox, which writes to it directly
-/// while nothing is queued (see `switchboard_hub::outbox`).
-struct Socket(TcpStream);
-
-impl Sink for Socket {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
 }
 
 // === impl Session ===
@@ -167,7 +159,7 @@ impl Session {
                         return End::Gone;
                     }
                 }
-                r = poll_fn(|cx| self.stream.0.poll_write_ready(cx)), if !self.pending.is_empty() => {
+                r = poll_fn(|cx| self.stream.poll_write_ready(cx)), if !self.pending.is_empty() => {
                     if r.is_err() || self.flush().is_err() {
                         return End::Gone;
                     }
@@ -179,6 +171,8 @@ impl Session {
                     self.shared.metrics.limit_outbound_queue.increment(1);
                     return End::Close(CloseCode::SLOW_CONSUMER);
                 }
+                // TLS only: records a write encrypted but the socket did not take yet.
+                _ = poll_fn(|cx| self.stream.poll_backlog(cx)), if self.stream.is_tls() => return End::Gone,
                 commands = poll_fn(|cx| self.handle.poll_commands(cx)) => {
                     for command in commands {
                         if let Some(end) = Box::pin(self.on_backend_command(command)).await {
@@ -186,7 +180,7 @@ impl Session {
                         }
                     }
                 }
-                r = poll_fn(|cx| self.stream.0.poll_read_ready(cx)) => {
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)) => {
                     if r.is_err() {
                         return End::Gone;
                     }
@@ -231,7 +225,7 @@ impl Session {
 
     /// Reads what the socket has and handles every complete message in it.
     async fn read(&mut self) -> Option<End> {
-        match self.reader.fill(&self.stream.0) {
+        match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
             Ok(true) => self.last_seen = Instant::now(),
             Ok(false) => return None,
             Err(e) => return Some(self.read_failed(e)),
@@ -528,7 +522,7 @@ impl Session {
             let frames = &self.pending[self.head..];
             let result = if let [frame] = frames {
                 // The common case at low rates: one frame, no slices to set up.
-                self.stream.0.try_write(frame)
+                self.stream.try_write(frame)
             } else {
                 let end = frames.len().min(MAX_IOV);
                 // On the stack: a flush allocates nothing.
@@ -536,7 +530,7 @@ impl Session {
                 for (slot, frame) in slices.iter_mut().zip(&frames[..end]) {
                     *slot = IoSlice::new(frame);
                 }
-                self.stream.0.try_write_vectored(&slices[..end])
+                self.stream.try_write_vectored(&slices[..end])
             };
             let mut written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -591,12 +585,12 @@ impl Session {
         }
         self.pending.push(close);
         let deadline = Instant::now() + CLOSE_GRACE;
-        while self.head < self.pending.len() {
-            if self.flush().is_err() {
+        while self.head < self.pending.len() || self.stream.has_backlog() {
+            if self.flush().is_err() || self.stream.flush_backlog().is_err() {
                 return;
             }
-            if self.head < self.pending.len()
-                && tokio::time::timeout_at(deadline, self.stream.0.writable()).await.is_err()
+            if (self.head < self.pending.len() || self.stream.has_backlog())
+                && tokio::time::timeout_at(deadline, self.stream.writable()).await.is_err()
             {
                 return;
             }
@@ -605,8 +599,8 @@ impl Session {
             return;
         }
         // Wait for the client's close frame; discard anything else it still sends.
-        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.0.readable()).await {
-            match self.reader.fill(&self.stream.0) {
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
                 Ok(_) => {}
                 Err(_) => return,
             }

@@ -265,6 +265,7 @@ impl GatewayArgs {
             max_pending_rpcs: self.max_pending_rpcs,
             max_user_id_len: self.max_user_id_len,
             max_header_bytes: self.max_header_bytes,
+            tls: None,
         }
     }
 }
