@@ -12,5 +12,6 @@ mod interest;
 mod nats_bus;
 mod nats_faults;
 mod nats_kit;
+mod nats_security;
 mod page;
 mod tls;
