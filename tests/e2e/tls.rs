@@ -112,3 +112,126 @@ async fn clients_that_do_not_trust_the_certificate_or_speak_plain_ws_are_refused
     let ok = wss_client(&format!("wss://127.0.0.1:{port}/ws"), &pki.ca_file()).await;
     ok.subscribe("tls:after").await.unwrap();
 }
+
+// --- the binary, as an operator runs it ---
+
+/// Runs `switchboard ARGS` to its exit (at most 20 s): status and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(switchboard_tests::binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("switchboard {args:?} still ran after 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_open_api_and_unusable_tls_files_are_refused_before_anything_starts() {
+    let missing = std::env::temp_dir().join("sb-e2e-missing.pem");
+    let missing = missing.to_str().unwrap();
+    let nats = "nats://127.0.0.1:1";
+    let cases: [(&[&str], &str); 6] = [
+        (&["control", "--nats", nats, "--grpc-listen", "127.0.0.1:0"], "--allow-unauthenticated-api"),
+        (&["control", "--nats", nats, "--api-keys", "too-short"], "shorter than 16"),
+        (
+            &["control", "--nats", nats, "--allow-unauthenticated-api", "--tls-cert", missing, "--tls-key", missing],
+            missing,
+        ),
+        (&["gateway", "--nats", nats, "--tls-cert", missing, "--tls-key", missing], missing),
+        (&["dev", "--tls-cert", missing, "--tls-key", missing], missing),
+        (&["gateway", "--nats", nats, "--nats-tls-ca", missing], missing),
+    ];
+    for (args, want) in cases {
+        let (code, err) = run_to_exit(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?} says {want:?}: {err}");
+    }
+}
+
+#[test]
+fn a_wrong_nats_password_ends_start_up_at_once_saying_so() {
+    let nats =
+        switchboard_tests::nats::NatsServer::start_with("authorization {\n  user: sb\n  password: right-password\n}");
+    let url = nats.url();
+    let started = std::time::Instant::now();
+    let (code, err) = run_to_exit(&[
+        "gateway",
+        "--nats",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--nats-user",
+        "sb",
+        "--nats-password",
+        "wrong",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&url) && err.contains("refused the credentials (authorization violation)"), "{err}");
+    assert!(!err.contains("is nats-server running"), "no hint about a missing server: {err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn the_tools_reach_a_cluster_over_https_and_wss_with_an_api_key() {
+    use std::io::BufRead;
+    use switchboard_tests::procs;
+    let pki = TestPki::new("e2e-tools");
+    let (grpc_cert, ws_cert) = (pki.server("control", 1), pki.server("gateway", 2));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let (ca, grpc_crt, grpc_key, ws_crt, ws_key) =
+        (path(&pki.ca_file()), path(&grpc_cert.cert), path(&grpc_cert.key), path(&ws_cert.cert), path(&ws_cert.key));
+    let nats = switchboard_tests::nats::NatsServer::start();
+    let control = procs::control("c1", &[nats.url()], &["--tls-cert", &grpc_crt, "--tls-key", &grpc_key]);
+    let gateway = procs::gateway("g1", &[nats.url()], &["--tls-cert", &ws_crt, "--tls-key", &ws_key]);
+    let grpc = format!("https://127.0.0.1:{}", control.port);
+    let publish = |key: &str| {
+        run_to_exit(&["pub", "--grpc", &grpc, "--ca", &ca, "--api-key", key, "--timeout", "10s", "tools:x", "1"])
+    };
+    let (code, err) = publish(switchboard_tests::API_KEY);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = publish("not-the-key-0123456789");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("UNAUTHENTICATED") && err.contains("--api-key"), "{err}");
+
+    let url = format!("wss://127.0.0.1:{}/ws", gateway.port);
+    let token = procs::token("tool-user");
+    let mut sub = std::process::Command::new(switchboard_tests::binary())
+        .args(["sub", "--url", &url, "--ca", &ca, "--token", &token, "--count", "1", "tools:x"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = sub.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Publish until the subscription is up and the line arrives.
+    let deadline = std::time::Instant::now() + switchboard_tests::DEADLINE;
+    let line = loop {
+        assert_eq!(publish(switchboard_tests::API_KEY).0, Some(0));
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "sub over wss printed nothing");
+    };
+    assert!(line.contains("\"channel\":\"tools:x\""), "{line}");
+    let _ = sub.wait();
+}

@@ -18,7 +18,12 @@ fn nats_config(args: &NatsArgs, name: &str) -> Result<NatsConfig, UsageError> {
     config.connect_timeout = args.nats_connect_timeout;
     config.ping_interval = args.nats_ping_interval;
     config.max_missed_pongs = args.nats_max_missed_pongs;
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    config.tls = args.security.tls();
+    config.auth = args.security.auth()?;
+    config.validate().map_err(|e| match e {
+        switchboard_bus::BusError::Invalid(why) => UsageError(why),
+        e => UsageError(e.to_string()),
+    })?;
     switchboard_bus::subjects::Subjects::new(&config.prefix).map_err(|e| UsageError(e.to_string()))?;
     Ok(config)
 }
@@ -26,9 +31,15 @@ fn nats_config(args: &NatsArgs, name: &str) -> Result<NatsConfig, UsageError> {
 /// Connects to NATS, or fails with one line naming the servers and why.
 async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::Result<NatsBus> {
     tracing::info!(servers = %config.urls.join(","), "connecting to nats");
-    NatsBus::connect(config, deliver)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} (is nats-server running there? `make deps` installs it)"))
+    NatsBus::connect(config, deliver).await.map_err(|e| {
+        // The hint is for a server that is not there, not for one that refused us.
+        let text = e.to_string();
+        if text.contains("refused the credentials") || text.contains("tls failed") {
+            anyhow::anyhow!("{text}")
+        } else {
+            anyhow::anyhow!("{text} (is nats-server running there? `make deps` installs it)")
+        }
+    })
 }
 
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
@@ -36,6 +47,7 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     switchboard_gateway::metrics::describe();
     let mut config = args.gateway.config(args.listen);
+    config.tls = args.tls.files();
     config.validate().map_err(UsageError)?;
     config.serve_page = args.page;
     let nats = nats_config(&args.nats, &config.node_id)?;
@@ -45,8 +57,9 @@ pub async fn gateway(args: GatewayCmdArgs) -> anyhow::Result<()> {
     .await?;
     let listener = gateway.bind().await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (http, ws) = if config.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     println!(
-        "switchboard gateway {} listening on http://{addr} (websocket ws://{addr}/ws), nats {}",
+        "switchboard gateway {} listening on {http}://{addr} (websocket {ws}://{addr}/ws), nats {}",
         config.node_id,
         args.nats.urls.join(",")
     );
@@ -70,11 +83,29 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         gateway_lease: args.gateway_lease,
         replica_lease: args.replica_lease,
         query_timeout: args.query_timeout,
+        tls: args.tls.files(),
+        api_keys: args.auth.keys.keys(),
+        reflection: !args.auth.no_reflection,
         ..ControlConfig::default()
     };
     // Every setting is checked before any connection attempt.
     config.validate().map_err(|e| UsageError(e.to_string()))?;
     let nats = nats_config(&args.nats, &replica_id)?;
+    if !config.is_authenticated() {
+        if !args.auth.allow_unauthenticated_api {
+            return Err(UsageError(
+                "the gRPC API needs API keys (--api-keys, --api-keys-file) or mutual TLS (--tls-client-ca); \
+                 --allow-unauthenticated-api serves it open"
+                    .into(),
+            )
+            .into());
+        }
+        eprintln!(
+            "WARNING: the gRPC API on {} is open: anyone who reaches it may publish, send and disconnect \
+             (--allow-unauthenticated-api)",
+            args.grpc_listen
+        );
+    }
     // NATS first: the gRPC port opens only once the API can answer.
     let bus: Arc<dyn Bus> = Arc::new(connect_nats(nats, Arc::new(NoDelivery)).await?);
     let listener =
@@ -96,7 +127,8 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
             move || control.is_ready()
         }));
     }
-    println!("switchboard control {replica_id} serving gRPC on http://{addr}, nats {}", args.nats.urls.join(","));
+    let scheme = if args.tls.files().is_some() { "https" } else { "http" };
+    println!("switchboard control {replica_id} serving gRPC on {scheme}://{addr}, nats {}", args.nats.urls.join(","));
     control.serve(listener, crate::shutdown_signal()).await?;
     control.stop().await;
     Ok(())
