@@ -106,7 +106,11 @@ fn exit_statuses_follow_the_documented_table() {
         (&["presence", "--grpc", &grpc, ""], 64, "invalid channel \"\": channel name is empty"),
         (&["send", "--grpc", &grpc, "--user", "u", "{"], 64, "DATA must be one JSON value"),
         (&["disconnect", "--grpc", &grpc, "--user", "u", "--code", "1000"], 64, "--code 1000 is outside 4000..=4999"),
-        (&["pub", "--grpc", "https://127.0.0.1:1", "a:b", "1"], 64, "https is not supported"),
+        (
+            &["pub", "--grpc", "https://127.0.0.1:1", "--ca", "/nonexistent/ca.pem", "a:b", "1"],
+            64,
+            "cannot read CA file",
+        ),
         (&["sub", "--url", "http://127.0.0.1:1/ws", "a:b"], 64, "only ws:// and wss:// URLs"),
         (&["pub", "--timeout", "soon", "a:b", "1"], 64, "not a duration"),
         (&["pub", "--grpc", &grpc, "a:b", "1"], 1, &format!("cannot connect to http://{grpc}: connection refused")),

@@ -235,3 +235,68 @@ fn the_tools_reach_a_cluster_over_https_and_wss_with_an_api_key() {
     assert!(line.contains("\"channel\":\"tools:x\""), "{line}");
     let _ = sub.wait();
 }
+
+/// Measures what an idle session costs the server with and without TLS: a `switchboard
+/// dev` process each, 1,000 connected and subscribed sessions, VmRSS before and after.
+/// Not a pass/fail test (`cargo test -p switchboard-tests --test e2e idle_session_memory
+/// -- --ignored --nocapture`); docs/architecture.md records its figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand"]
+async fn idle_session_memory_with_and_without_tls() {
+    const WARM: usize = 100;
+    const N: usize = 1000;
+    let pki = TestPki::new("e2e-rss");
+    let cert = pki.server("gateway", 1);
+    for tls in [false, true] {
+        let (http, grpc) = (switchboard_tests::free_port(), switchboard_tests::free_port());
+        let (listen, grpc_listen) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{grpc}"));
+        let mut args = vec!["dev", "--no-page", "--listen", &listen, "--grpc-listen", &grpc_listen, "--log", "warn"];
+        let (crt, key) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+        if tls {
+            args.extend(["--tls-cert", crt, "--tls-key", key]);
+        }
+        let mut child = std::process::Command::new(switchboard_tests::binary())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = listen.parse().unwrap();
+        eventually_async("dev listens", || async { TcpStream::connect(addr).await.is_ok() }).await;
+        let url = format!("{}://127.0.0.1:{http}/ws", if tls { "wss" } else { "ws" });
+        let rss = || {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_owned();
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+        };
+        let mut clients = Vec::new();
+        let mut open = |n: usize| {
+            let url = url.clone();
+            let ca = pki.ca_file();
+            async move {
+                let mut v = Vec::new();
+                for i in 0..n {
+                    let c = Client::connect(ClientConfig::new(&url).ca_file(&ca).reconnect(false)).await.unwrap();
+                    c.subscribe(&format!("idle:c{}", i % 10)).await.unwrap();
+                    v.push(c);
+                }
+                v
+            }
+        };
+        clients.extend(open(WARM).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = rss();
+        clients.extend(open(N).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss();
+        println!(
+            "{}: VmRSS {before} KiB with {WARM} sessions, {after} KiB with {}: {:.2} KiB per idle session",
+            if tls { "wss" } else { "ws" },
+            WARM + N,
+            (after - before) as f64 / N as f64
+        );
+        drop(clients);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
