@@ -101,7 +101,7 @@ NATS_URL=nats://127.0.0.1:$NATS_PORT
 # Control.
 GRPC_PORT=$(free_port)
 "${SERVER_PIN[@]}" "$BIN" control --nats "$NATS_URL" --grpc-listen "127.0.0.1:$GRPC_PORT" --replica-id c1 \
-  --log warn >"$OUT/control.log" 2>&1 &
+  --allow-unauthenticated-api --log warn >"$OUT/control.log" 2>&1 &
 CONTROL_PID=$!; PIDS+=("$CONTROL_PID")
 wait_port "$GRPC_PORT" "$CONTROL_PID"
 
@@ -120,7 +120,7 @@ sleep 1.5 # heartbeats reach control; the gateways' heaps settle
 for ((i = 0; i < GATEWAYS; i++)); do GW_RSS0+=("$(rss_kib "${GW_PID[i]}")"); done
 NATS_RSS0=$(rss_kib "$NATS_PID") CONTROL_RSS0=$(rss_kib "$CONTROL_PID")
 log "started nats-server (pid $NATS_PID), control (pid $CONTROL_PID), gateways on ports ${GW_PORT[*]}; gateway VmRSS before: ${GW_RSS0[*]} KiB"
-log "commands: ${SERVER_PIN[*]} nats-server -c nats.conf; ${SERVER_PIN[*]} switchboard control --nats $NATS_URL --grpc-listen 127.0.0.1:$GRPC_PORT --replica-id c1 --log warn"
+log "commands: ${SERVER_PIN[*]} nats-server -c nats.conf; ${SERVER_PIN[*]} switchboard control --nats $NATS_URL --grpc-listen 127.0.0.1:$GRPC_PORT --replica-id c1 --allow-unauthenticated-api --log warn"
 log "          ${SERVER_PIN[*]} switchboard gateway --allow-anonymous --nats $NATS_URL --listen 127.0.0.1:PORT --node-id gI --max-connections $MAXCONN ${NO_CLIENT_LIMITS[*]} --log warn"
 
 # Generators, one per gateway, in turn.

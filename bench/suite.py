@@ -162,7 +162,7 @@ def start_system(name, binary, cpus, logdir):
         url = f"nats://127.0.0.1:{ports['nats_port']}"
         grpc = free_port()
         control = s.start("control", [binary, "control", "--nats", url, "--grpc-listen", f"127.0.0.1:{grpc}",
-                                      "--replica-id", "c1", "--log", "warn"], cpus, logdir)
+                                      "--replica-id", "c1", "--allow-unauthenticated-api", "--log", "warn"], cpus, logdir)
         gateways = []
         for i in (1, 2):
             port = free_port()

@@ -238,7 +238,8 @@ say "NATS cluster up"
 for n in 1 2; do
   port=${CONTROL_PORTS[n - 1]}
   start "control$n" "grpc http://127.0.0.1:$port" -- "$BIN" control \
-    --nats nats://127.0.0.1:4222,nats://127.0.0.1:4223 --grpc-listen "127.0.0.1:$port" --replica-id "control$n"
+    --nats nats://127.0.0.1:4222,nats://127.0.0.1:4223 --grpc-listen "127.0.0.1:$port" --replica-id "control$n" \
+    --allow-unauthenticated-api
 done
 for n in 1 2; do
   wait_until "control$n" "listen on 127.0.0.1:${CONTROL_PORTS[n - 1]}" listening "${CONTROL_PORTS[n - 1]}"

@@ -12,7 +12,7 @@ use switchboard_tests::{DEADLINE, eventually, grpc};
 use switchboard_wire::pb;
 use tonic::Code;
 
-type Api = pb::switchboard_api_client::SwitchboardApiClient<tonic::transport::Channel>;
+type Api = switchboard_tests::Api;
 
 async fn next_event(c: &mut Client) -> Event {
     tokio::time::timeout(DEADLINE, c.next_event()).await.expect("an event in time").expect("connection open")

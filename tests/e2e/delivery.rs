@@ -6,11 +6,7 @@ use switchboard_tests::{client, gateway_config, grpc, start_dev};
 use switchboard_wire::Encoding;
 use switchboard_wire::pb;
 
-async fn publish(
-    api: &mut switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient<tonic::transport::Channel>,
-    channel: &str,
-    data: &str,
-) -> pb::PublishApiResponse {
+async fn publish(api: &mut switchboard_tests::Api, channel: &str, data: &str) -> pb::PublishApiResponse {
     api.publish(pb::PublishApiRequest { channel: channel.into(), data: Bytes::from(data.to_owned()) })
         .await
         .expect("publish succeeds")

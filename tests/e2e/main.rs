@@ -15,4 +15,6 @@ mod limits;
 mod nats_bus;
 mod nats_faults;
 mod nats_kit;
+mod nats_security;
 mod page;
+mod tls;

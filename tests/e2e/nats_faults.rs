@@ -35,7 +35,19 @@ fn control_and_gateway_exit_naming_the_url_when_nats_is_unreachable() {
     let dead = format!("nats://127.0.0.1:{}", free_port());
     let (grpc, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let cases: [(&str, Vec<&str>); 2] = [
-        ("control", vec!["control", "--nats", &dead, "--grpc-listen", &grpc, "--nats-connect-timeout", "1s"]),
+        (
+            "control",
+            vec![
+                "control",
+                "--nats",
+                &dead,
+                "--grpc-listen",
+                &grpc,
+                "--nats-connect-timeout",
+                "1s",
+                "--allow-unauthenticated-api",
+            ],
+        ),
         (
             "gateway",
             vec!["gateway", "--allow-anonymous", "--nats", &dead, "--listen", &http, "--nats-connect-timeout", "1s"],

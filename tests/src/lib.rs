@@ -20,6 +20,7 @@ use switchboard_gateway::GatewayConfig;
 use switchboard_wire::Encoding;
 use switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient;
 use tokio::net::TcpStream;
+use tonic::service::interceptor::InterceptedService;
 
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -39,9 +40,10 @@ pub fn gateway_config() -> GatewayConfig {
     }
 }
 
-/// Starts a dev node (gateway + gRPC API + in-process bus) on free ports.
+/// Starts a dev node (gateway + gRPC API + in-process bus) on free ports; its API is open.
 pub async fn start_dev(gateway: GatewayConfig) -> Dev {
-    Dev::start(DevConfig { gateway, grpc_listen: "127.0.0.1:0".parse().unwrap() }, None).await.expect("dev node starts")
+    let config = DevConfig { gateway, grpc_listen: "127.0.0.1:0".parse().unwrap(), api_keys: Default::default() };
+    Dev::start(config, None).await.expect("dev node starts")
 }
 
 pub fn ws_url(addr: SocketAddr) -> String {
@@ -53,9 +55,24 @@ pub async fn client(addr: SocketAddr, encoding: Encoding) -> Client {
     Client::connect(ClientConfig::new(ws_url(addr)).encoding(encoding).reconnect(false)).await.expect("client connects")
 }
 
-/// A gRPC API client.
-pub async fn grpc(addr: SocketAddr) -> SwitchboardApiClient<tonic::transport::Channel> {
-    SwitchboardApiClient::connect(format!("http://{addr}")).await.expect("grpc connects")
+/// The API key the control processes of the tests ask for ([`procs::control`]).
+pub const API_KEY: &str = "test-api-key-0123456789abcdef";
+
+/// The API client of the tests: every call carries [`API_KEY`] (an open dev node ignores it).
+pub type Api = SwitchboardApiClient<InterceptedService<tonic::transport::Channel, fn(GrpcRequest) -> ApiResult>>;
+type GrpcRequest = tonic::Request<()>;
+type ApiResult = Result<GrpcRequest, tonic::Status>;
+
+fn with_api_key(mut req: GrpcRequest) -> ApiResult {
+    req.metadata_mut().insert("authorization", format!("Bearer {API_KEY}").parse().expect("ascii"));
+    Ok(req)
+}
+
+/// A gRPC API client sending [`API_KEY`].
+pub async fn grpc(addr: SocketAddr) -> Api {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap();
+    let channel = channel.connect().await.expect("grpc connects");
+    SwitchboardApiClient::with_interceptor(channel, with_api_key as fn(GrpcRequest) -> ApiResult)
 }
 
 /// A raw WebSocket client for sending arbitrary frames.

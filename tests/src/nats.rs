@@ -60,14 +60,21 @@ impl NatsServer {
     /// Starts a single node with JetStream on a free `127.0.0.1` port and waits until it
     /// greets clients.
     pub fn start() -> NatsServer {
-        let mut server = NatsServer::configure(crate::free_port(), None, "sb-single", None);
+        NatsServer::start_with("")
+    }
+
+    /// Like [`NatsServer::start`], with `extra` appended to its config file: e.g. a
+    /// `tls {}` or `authorization {}` block.
+    pub fn start_with(extra: &str) -> NatsServer {
+        let extra = (!extra.is_empty()).then(|| format!("{extra}\n"));
+        let mut server = NatsServer::configure(crate::free_port(), None, "sb-single", extra);
         server.spawn();
         server.wait_ready();
         server
     }
 
     /// Writes the config file; does not start the process. `cluster` is the extra config
-    /// (a `cluster {}` block) of a cluster node.
+    /// (a `cluster {}` block of a cluster node, or what [`NatsServer::start_with`] adds).
     fn configure(port: u16, http_port: Option<u16>, name: &str, cluster: Option<String>) -> NatsServer {
         let dir = fresh_temp_dir();
         let mut conf = format!(

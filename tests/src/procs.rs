@@ -94,7 +94,7 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `switchboard control` with the given NATS URLs.
+/// Starts `switchboard control` with the given NATS URLs, asking for [`crate::API_KEY`].
 pub fn control(id: &str, nats: &[String], extra: &[&str]) -> Proc {
     let port = free_port();
     let mut args: Vec<String> = vec![
@@ -105,6 +105,8 @@ pub fn control(id: &str, nats: &[String], extra: &[&str]) -> Proc {
         format!("127.0.0.1:{port}"),
         "--replica-id".into(),
         id.into(),
+        "--api-keys".into(),
+        crate::API_KEY.into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(id, args, port)

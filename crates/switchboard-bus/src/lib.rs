@@ -23,7 +23,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use switchboard_wire::Channel;
 
 pub use memory::{MemoryBroker, MemoryBus};
-pub use nats::{NatsBus, NatsConfig};
+pub use nats::{NatsAuth, NatsBus, NatsConfig, NatsTls};
 pub use subjects::Address;
 
 /// A publication as the bus delivers it: stamped with its channel offset and epoch.

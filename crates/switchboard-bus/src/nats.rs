@@ -38,8 +38,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::shard::shard;
+
+mod security;
 use crate::subjects::{Address, Subjects};
 use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Position, Publication, ReplyTo, new_epoch};
+pub use security::{NatsAuth, NatsTls};
 
 /// The same connection error is logged at most once per this interval (with a count).
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -67,6 +70,10 @@ pub struct NatsConfig {
     /// (not ready, then a reconnect). Default 2: a frozen server is noticed within
     /// `ping_interval * (max_missed_pongs + 1)`, 6 s with the defaults.
     pub max_missed_pongs: u32,
+    /// TLS towards the servers. Default: TLS only when a server asks for it.
+    pub tls: NatsTls,
+    /// Credentials for the servers. Default none.
+    pub auth: NatsAuth,
 }
 
 impl NatsConfig {
@@ -79,6 +86,8 @@ impl NatsConfig {
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(2),
             max_missed_pongs: 2,
+            tls: NatsTls::default(),
+            auth: NatsAuth::default(),
         }
     }
 
@@ -100,7 +109,8 @@ impl NatsConfig {
         if self.max_missed_pongs == 0 {
             return invalid("nats max_missed_pongs must be at least 1");
         }
-        Ok(())
+        self.tls.validate()?;
+        self.auth.validate()
     }
 }
 
@@ -131,14 +141,16 @@ impl NatsBus {
             .map(|u| u.parse::<ServerAddr>().map_err(|e| BusError::Invalid(format!("nats url {u:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let log = Arc::new(EventLog::new(&config.name, &config.urls));
-        let client = async_nats::ConnectOptions::new()
+        let events = log.clone();
+        let options = security::apply(async_nats::ConnectOptions::new(), &config.tls, &config.auth).await?;
+        let client = options
             .name(&config.name)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .ping_interval(config.ping_interval)
             .connection_timeout(config.ping_interval.saturating_mul(2).max(Duration::from_secs(2)))
             .event_callback(move |event| {
-                let log = log.clone();
+                let log = events.clone();
                 async move { log.event(event) }
             })
             .connect(addrs.clone())
@@ -146,8 +158,15 @@ impl NatsBus {
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + config.connect_timeout;
         while client.connection_state() != State::Connected {
+            // Wrong credentials do not get better by waiting: say so at once.
+            if log.refused_credentials() {
+                return Err(BusError::Unavailable(format!(
+                    "{} refused the credentials (authorization violation)",
+                    config.urls.join(",")
+                )));
+            }
             if tokio::time::Instant::now() >= deadline {
-                let why = unreachable_reasons(&config.urls, &addrs).await;
+                let why = unreachable_reasons(&config.urls, &addrs, &config.tls).await;
                 return Err(BusError::Unavailable(format!(
                     "cannot reach NATS within {:?}: {why}",
                     config.connect_timeout
@@ -281,11 +300,22 @@ struct EventLog {
     name: String,
     servers: String,
     last: Mutex<Option<(String, Instant, u64)>>,
+    /// A server answered the credentials with an authorization violation.
+    refused: AtomicBool,
 }
 
 impl EventLog {
     fn new(name: &str, urls: &[String]) -> Self {
-        EventLog { name: name.to_owned(), servers: urls.join(","), last: Mutex::new(None) }
+        EventLog {
+            name: name.to_owned(),
+            servers: urls.join(","),
+            last: Mutex::new(None),
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    fn refused_credentials(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     fn event(&self, event: async_nats::Event) {
@@ -298,7 +328,16 @@ impl EventLog {
             async_nats::Event::Disconnected => {
                 tracing::warn!(node, servers, "lost the nats connection; reconnecting")
             }
+            // During a connect, async-nats reports the server's `-ERR 'Authorization
+            // Violation'` as a client error of that kind; later, as a server error.
+            async_nats::Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                self.refused.store(true, Ordering::Relaxed);
+                tracing::warn!(node, servers, "nats refused the credentials (authorization violation)");
+            }
             async_nats::Event::ClientError(e) => {
+                if matches!(&e, async_nats::ClientError::Other(kind) if kind == "authorization violation") {
+                    self.refused.store(true, Ordering::Relaxed);
+                }
                 let what = e.to_string();
                 let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
                 match &mut *last {
@@ -322,12 +361,15 @@ impl EventLog {
 
 /// Why none of `urls` answers, one reason per URL, from a plain TCP connect to each (the
 /// client's own error says only "IO error").
-async fn unreachable_reasons(urls: &[String], addrs: &[ServerAddr]) -> String {
+async fn unreachable_reasons(urls: &[String], addrs: &[ServerAddr], tls: &NatsTls) -> String {
     let mut reasons = Vec::new();
     for (url, addr) in urls.iter().zip(addrs) {
         let target = (addr.host().to_owned(), addr.port());
         let why = match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(target)).await {
-            Ok(Ok(_)) => "accepts TCP connections but does not answer the NATS handshake".to_owned(),
+            Ok(Ok(_)) => match security::tls_failure(addr, tls).await {
+                Some(why) => why,
+                None => "accepts TCP connections but does not answer the NATS handshake".to_owned(),
+            },
             Ok(Err(e)) => strip_os_error(&e.to_string()),
             Err(_) => "no answer to a TCP connect within 1s".to_owned(),
         };

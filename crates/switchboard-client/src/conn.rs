@@ -7,18 +7,22 @@ use std::sync::{Arc, Mutex};
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketWrite};
 use switchboard_wire::CloseCode;
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::{ClientConfig, ClientError, Event, NotWebSocket, Pending, backoff};
 
+/// The connection under the WebSocket: TCP for `ws`, TLS over TCP for `wss`.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type Stream = Box<dyn Io>;
+
 // The read half keeps its buffer: bytes that arrived right behind the upgrade response
 // belong to the WebSocket.
-type Reader = FragmentCollectorRead<BufReader<OwnedReadHalf>>;
-type Writer = WebSocketWrite<OwnedWriteHalf>;
+type Reader = FragmentCollectorRead<BufReader<ReadHalf<Stream>>>;
+type Writer = WebSocketWrite<WriteHalf<Stream>>;
 
 /// Longest HTTP response head the upgrade reads before giving up.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -111,16 +115,34 @@ async fn open_until(shared: &Arc<Shared>, deadline: Instant) -> Result<Reader, C
     let url = &config.url;
     let bad_url = |why: &str| ClientError::Url(format!("{url}: {why}"));
     let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad_url(&e.to_string()))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(bad_url("only ws:// URLs are supported"));
-    }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(bad_url("only ws:// and wss:// URLs are supported")),
+    };
     let host = uri.host().ok_or_else(|| bad_url("no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host, port))
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // Resolve the TLS settings before connecting: a CA file that cannot be used is not
+    // worth a connection.
+    let connector = tls.then(|| tls_connector(config)).transpose()?;
+    let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| ClientError::Connect { url: url.clone(), why: io_error_text(&e) })?;
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let _ = tcp.set_nodelay(true);
+    let stream: Stream = match connector {
+        None => Box::new(tcp),
+        Some(connector) => {
+            // `[::1]` in a URL is the name `::1` to TLS.
+            let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let name = switchboard_tls::pki_types::ServerName::try_from(name).map_err(|e| bad_url(&e.to_string()))?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ClientError::Tls { url: url.clone(), why: e.to_string() })?;
+            Box::new(tls)
+        }
+    };
+    let (read, mut write) = tokio::io::split(stream);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
@@ -160,7 +182,7 @@ enum Upgrade {
 
 /// Reads the answer to the upgrade request up to the end of its head, leaving whatever
 /// follows in `read`'s buffer; succeeds on `101` with `Upgrade: websocket`.
-async fn upgrade_response(read: &mut BufReader<OwnedReadHalf>) -> Result<(), Upgrade> {
+async fn upgrade_response(read: &mut BufReader<ReadHalf<Stream>>) -> Result<(), Upgrade> {
     let mut head = Vec::new();
     let end = loop {
         let chunk = read.fill_buf().await.map_err(Upgrade::Io)?;
@@ -198,6 +220,19 @@ async fn upgrade_response(read: &mut BufReader<OwnedReadHalf>) -> Result<(), Upg
         return Err(Upgrade::Not(NotWebSocket::Other("101 Switching Protocols without Upgrade: websocket".into())));
     }
     Ok(())
+}
+
+/// The TLS connector of a `wss` URL: the configured rustls config, or one trusting
+/// `ca_file` or the system's roots, offering HTTP/1.1.
+fn tls_connector(config: &ClientConfig) -> Result<switchboard_tls::tokio_rustls::TlsConnector, ClientError> {
+    let rustls = match &config.tls {
+        Some(c) => c.clone(),
+        None => Arc::new(
+            switchboard_tls::client_config(config.ca_file.as_deref(), &[b"http/1.1"])
+                .map_err(|e| ClientError::Tls { url: config.url.clone(), why: e.to_string() })?,
+        ),
+    };
+    Ok(switchboard_tls::tokio_rustls::TlsConnector::from(rustls))
 }
 
 /// An I/O error as a person reads it: `connection refused`, without `(os error 111)`.

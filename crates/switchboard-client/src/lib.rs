@@ -17,6 +17,7 @@
 mod conn;
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub use switchboard_wire::pb::Publication;
 /// How to reach a gateway and how to behave.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `ws://host:port/ws`.
+    /// `ws://host:port/ws`, or `wss://host:port/ws` for TLS.
     pub url: String,
     pub encoding: Encoding,
     /// Sent with the connect command.
@@ -54,6 +55,12 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Events buffered before the connection stops reading (back-pressure). Default 1024.
     pub event_buffer: usize,
+    /// For `wss`: a PEM file of the CA certificates to trust instead of the system's roots
+    /// (read at every connection attempt, so a renewed bundle is picked up). Default unset.
+    pub ca_file: Option<PathBuf>,
+    /// For `wss`: the whole rustls configuration (roots, client certificate, ALPN); takes
+    /// precedence over `ca_file`. Default unset: the system's roots, or `ca_file`.
+    pub tls: Option<Arc<switchboard_tls::rustls::ClientConfig>>,
 }
 
 impl ClientConfig {
@@ -69,6 +76,8 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             event_buffer: 1024,
+            ca_file: None,
+            tls: None,
         }
     }
 
@@ -79,6 +88,13 @@ impl ClientConfig {
 
     pub fn reconnect(mut self, reconnect: bool) -> Self {
         self.reconnect = reconnect;
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` for `wss` (instead of the
+    /// system's roots).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 }
@@ -115,9 +131,13 @@ pub enum Event {
 /// A failed client operation.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not a `ws://host:port/path` URL.
+    /// The URL is not a `ws://` or `wss://host:port/path` URL.
     #[error("invalid url {0}")]
     Url(String),
+    /// `wss`: the TLS setup (`why` names a CA file that cannot be used) or the handshake
+    /// (`why` is e.g. `invalid peer certificate: UnknownIssuer`) failed.
+    #[error("tls with {url} failed: {why}")]
+    Tls { url: String, why: String },
     /// No connection to the gateway's address (`why` is e.g. `connection refused`).
     #[error("cannot connect to {url}: {why}")]
     Connect { url: String, why: String },
@@ -262,6 +282,7 @@ impl Client {
         let config = &self.shared.config;
         let deadline = Instant::now() + config.request_timeout;
         let mut attempt = 0;
+        let mut last = None;
         loop {
             match self.subscribe_until(channel, deadline).await {
                 Err(e @ ClientError::Server { temporary: true, .. }) => {
@@ -272,7 +293,10 @@ impl Client {
                     tracing::debug!(%channel, error = %e, attempt, "subscribe failed, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
+                    last = Some(e);
                 }
+                // A retry cut short by the deadline: the server's own answer says more.
+                Err(ClientError::Timeout) if last.is_some() => return Err(last.expect("checked")),
                 result => return result,
             }
         }

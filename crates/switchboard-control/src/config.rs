@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use switchboard_bus::BusError;
+use switchboard_tls::TlsFiles;
+
+use crate::auth::ApiKeys;
 
 /// The longest gateway lease allowed: a dead gateway's sessions must not linger longer.
 pub const MAX_GATEWAY_LEASE: Duration = Duration::from_secs(15);
@@ -28,6 +31,18 @@ pub struct ControlConfig {
     /// Time allowed for one query to a peer replica or one command to a gateway; also
     /// bounds how long a call waits for the ring while the replica starts. Default 2 s.
     pub query_timeout: Duration,
+    /// Serve the gRPC API over TLS with this certificate and key (ALPN `h2`), reloaded
+    /// when the files change; with `client_ca`, a call on a connection with a verified
+    /// client certificate needs no API key (mutual TLS). Default unset: plain HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// The API keys `SwitchboardApi` calls must carry as `authorization: Bearer <key>`.
+    /// With no key and no client CA the API is open to anyone who reaches the port (fine
+    /// for `switchboard dev`; `switchboard control` refuses it unless told). Health and
+    /// reflection never need a key. Default none.
+    pub api_keys: ApiKeys,
+    /// Serve gRPC server reflection (v1 and v1alpha), which lists every service and
+    /// message. Default true.
+    pub reflection: bool,
 }
 
 /// Why a control replica did not start.
@@ -73,7 +88,20 @@ impl ControlConfig {
         if self.query_timeout.is_zero() {
             return fail("query_timeout must be positive".into());
         }
+        self.api_keys.validate().map_err(StartError::Config)?;
+        if let Some(files) = &self.tls {
+            // The same loading as at start-up, without the reloading.
+            let once = TlsFiles { reload_interval: Duration::ZERO, ..files.clone() };
+            switchboard_tls::ServerTls::load(&once, crate::tls::ALPN)
+                .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+        }
         Ok(())
+    }
+
+    /// Whether callers of the API must authenticate: an API key is configured, or the gRPC
+    /// listener verifies client certificates.
+    pub fn is_authenticated(&self) -> bool {
+        !self.api_keys.is_empty() || self.tls.as_ref().is_some_and(|t| t.client_ca.is_some())
     }
 }
 
@@ -86,6 +114,9 @@ impl Default for ControlConfig {
             replica_lease: Duration::from_secs(3),
             gateway_lease: Duration::from_secs(10),
             query_timeout: Duration::from_secs(2),
+            tls: None,
+            api_keys: ApiKeys::default(),
+            reflection: true,
         }
     }
 }

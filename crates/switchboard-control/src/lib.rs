@@ -14,6 +14,7 @@
 //! the gateways can always rebuild.
 
 mod api;
+mod auth;
 mod config;
 mod membership;
 pub mod metrics;
@@ -22,6 +23,7 @@ mod registry;
 mod ring;
 mod state;
 mod sync;
+mod tls;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -34,6 +36,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::http::Response;
 
 pub use api::Api;
+pub use auth::{ApiKeys, MIN_API_KEY_LEN, read_keys_file};
 pub use config::{ControlConfig, MAX_GATEWAY_LEASE, StartError, random_replica_id};
 pub use membership::{JOIN_WINDOW_MAX, JOINING_HEADER, LEAVE_HEADER};
 pub use registry::TOMBSTONE_TTL;
@@ -53,6 +56,10 @@ pub struct Control {
 struct Inner {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<Task>>,
+    /// The gRPC listener's TLS, when on (reloaded when its files change).
+    tls: Option<switchboard_tls::ServerTls>,
+    /// Who may call `SwitchboardApi`.
+    auth: Arc<auth::ApiAuth>,
 }
 
 // === impl Control ===
@@ -64,6 +71,11 @@ impl Control {
     /// that need the ring wait for it.
     pub async fn start(config: ControlConfig, bus: Arc<dyn Bus>) -> Result<Control, StartError> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(|files| switchboard_tls::ServerTls::load(files, tls::ALPN)).transpose();
+        let tls = tls.map_err(|e| StartError::Config(format!("tls: {e}")))?;
+        let keys = auth::KeyRing::load(&config.api_keys).map_err(StartError::Config)?;
+        let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let auth = Arc::new(auth::ApiAuth::new(keys, client_certs));
         let shared = Arc::new(Shared::new(config, bus.clone()));
         let peers = bus.listen(&Address::ControlHeartbeat, None).await?;
         let gateways = bus.listen(&Address::GatewayHeartbeat, None).await?;
@@ -77,7 +89,7 @@ impl Control {
             Task::spawn(membership::run_sweeper(shared.clone())),
         ];
         tracing::info!(replica = %shared.id, "control replica started");
-        Ok(Control { inner: Arc::new(Inner { shared, tasks: Mutex::new(tasks) }) })
+        Ok(Control { inner: Arc::new(Inner { shared, tasks: Mutex::new(tasks), tls, auth }) })
     }
 
     /// This replica's id.
@@ -90,9 +102,11 @@ impl Control {
         Api::new(self.clone())
     }
 
-    /// Serves the backend API, health and reflection on `listener` until `shutdown`
-    /// resolves; then open `WatchEvents` streams end with UNAVAILABLE so the server can
-    /// finish. Does not stop the replica: call [`Control::stop`] after.
+    /// Serves the backend API, health and (unless turned off) reflection on `listener`
+    /// until `shutdown` resolves; then open `WatchEvents` streams end with UNAVAILABLE so
+    /// the server can finish. With `tls` configured, every connection is TLS; with API keys
+    /// or a client CA, `SwitchboardApi` calls without a valid key or client certificate get
+    /// UNAUTHENTICATED. Does not stop the replica: call [`Control::stop`] after.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -121,15 +135,19 @@ impl Control {
             shutdown.await;
             shared.streams_closed.send_replace(true);
         };
-        tonic::transport::Server::builder()
+        let on = self.inner.shared.config.reflection;
+        let api = auth::Authenticated::new(SwitchboardApiServer::new(self.api()), self.inner.auth.clone());
+        let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(SwitchboardApiServer::new(self.api()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
+            .add_optional_service(on.then_some(reflection_v1))
+            .add_optional_service(on.then_some(reflection_v1alpha))
+            .add_service(api);
+        match &self.inner.tls {
+            None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await,
+            Some(tls) => router.serve_with_incoming_shutdown(tls::incoming(listener, tls.clone()), shutdown).await,
+        }
     }
 
     /// The registry shards this replica holds, ascending.

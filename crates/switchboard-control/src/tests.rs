@@ -1,10 +1,12 @@
 //! Control replicas and fake gateways on the in-process bus: membership and the ring
 //! ([`cluster`]), snapshots ([`snapshots`]), and the API's answers and status codes
-//! ([`api`]). Short heartbeats and leases keep every test well under two seconds.
+//! ([`api`]), and who may call it, with keys and over TLS ([`secure`]). Short heartbeats
+//! and leases keep every test well under two seconds.
 
 mod api;
 mod cluster;
 mod fake_gateway;
+mod secure;
 mod snapshots;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub(crate) fn config(id: &str) -> ControlConfig {
         replica_lease: LEASE,
         gateway_lease: LEASE,
         query_timeout: LEASE,
+        ..ControlConfig::default()
     }
 }
 

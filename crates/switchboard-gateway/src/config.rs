@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use switchboard_tls::TlsFiles;
 use switchboard_wire::channel::MAX_CHANNEL_LEN;
 use switchboard_wire::ids::MAX_USER_ID_LEN;
 
@@ -103,6 +104,10 @@ pub struct GatewayConfig {
     /// CIDRs (`10.0.0.0/8`, `::1`); from any other peer those headers are ignored and the
     /// client IP is the peer's. Default `127.0.0.0/8` and `::1` (a proxy on the same host).
     pub trusted_proxies: Vec<String>,
+    /// Serve `wss` (TLS) instead of `ws` with this certificate and key, reloaded when the
+    /// files change; with `client_ca`, clients need a certificate (mutual TLS). Default
+    /// unset (plain `ws`; TLS is then usually terminated by an ingress).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for GatewayConfig {
@@ -138,6 +143,7 @@ impl Default for GatewayConfig {
             max_channel_len: MAX_CHANNEL_LEN,
             allowed_origins: Vec::new(),
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
+            tls: None,
         }
     }
 }
@@ -175,6 +181,11 @@ impl GatewayConfig {
         }
         for proxy in &self.trusted_proxies {
             crate::client_ip::Cidr::parse(proxy).map_err(|e| format!("trusted_proxies: {e}"))?;
+        }
+        if let Some(files) = &self.tls {
+            // The same loading as at start-up, without the reloading.
+            let once = TlsFiles { reload_interval: Duration::ZERO, ..files.clone() };
+            switchboard_tls::ServerTls::load(&once, crate::tls::ALPN).map_err(|e| format!("tls: {e}"))?;
         }
         Ok(())
     }

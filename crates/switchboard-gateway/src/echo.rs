@@ -63,7 +63,7 @@ async fn run(mut stream: TcpStream, initial: Bytes) {
                 if stream.readable().await.is_err() {
                     return;
                 }
-                match reader.fill(&stream) {
+                match reader.fill(|buf| stream.try_read_buf(buf)) {
                     Ok(_) => continue,
                     Err(e) => match close_code(&e) {
                         Some(code) => break code,

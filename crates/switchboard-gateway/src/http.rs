@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::Shared;
 use crate::limits::Refusal;
 use crate::session;
+use crate::socket::Socket;
 
 type Body = Full<Bytes>;
 
@@ -62,26 +63,41 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let shared = shared.clone();
         shared.http_connections.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|req| route(shared.clone(), peer, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.config.handshake_timeout)
-                .max_header_size(shared.config.max_header_bytes)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                if e.is_parse_too_large() {
-                    shared.metrics.limit_header_bytes.increment(1);
-                } else if e.is_timeout() {
-                    shared.metrics.limit_header_timeout.increment(1);
+            match &shared.tls {
+                None => serve_http(&shared, stream, peer).await,
+                Some(tls) => {
+                    if let Some(stream) = crate::tls::accept(&shared, tls, stream, peer).await {
+                        serve_http(&shared, stream, peer).await;
+                    }
                 }
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
             shared.http_connections.fetch_sub(1, Ordering::AcqRel);
         });
     }
     // Keep the drain going until the sessions have left.
     drop(listener);
+}
+
+/// Serves HTTP/1.1 on one connection (plain TCP, or TLS after its handshake).
+async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(|req| route(shared.clone(), peer, req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .max_header_size(shared.config.max_header_bytes)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        if e.is_parse_too_large() {
+            shared.metrics.limit_header_bytes.increment(1);
+        } else if e.is_timeout() {
+            shared.metrics.limit_header_timeout.increment(1);
+        }
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
 }
 
 async fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -234,8 +250,8 @@ fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) ->
     let task = async move {
         let stream = match on_upgrade.await {
             Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-                Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
-                Err(_) => None,
+                Ok(parts) => Some((Socket::Plain(parts.io.into_inner()), parts.read_buf)),
+                Err(upgraded) => crate::tls::downcast(upgraded),
             },
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");

@@ -17,6 +17,8 @@ mod node;
 pub mod origin;
 pub mod permissions;
 mod session;
+mod socket;
+mod tls;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub(crate) struct Shared {
     metrics: metrics::Metrics,
     limits: limits::Limits,
     prometheus: Option<PrometheusHandle>,
+    /// The `wss` certificate (reloaded when its files change), when TLS is on.
+    tls: Option<switchboard_tls::ServerTls>,
     next_session: AtomicU64,
     /// Four random characters that tag this process's session ids.
     boot: String,
@@ -106,7 +110,8 @@ impl BusInterest {
 // === impl Gateway ===
 
 impl Gateway {
-    /// Builds a gateway whose bus node is made by `connect` from the gateway's deliverer.
+    /// Builds a gateway whose bus node is made by `connect` from the gateway's deliverer;
+    /// with `config.tls`, loads the certificate first (and keeps reloading it).
     pub async fn new<F, Fut, E>(
         config: GatewayConfig,
         prometheus: Option<PrometheusHandle>,
@@ -115,8 +120,10 @@ impl Gateway {
     where
         F: FnOnce(Arc<dyn Deliver>) -> Fut,
         Fut: Future<Output = Result<Arc<dyn Bus>, E>>,
-        E: From<BusError>,
+        E: From<BusError> + From<switchboard_tls::TlsError>,
     {
+        // Before the bus: a certificate that cannot be read fails without a connection made.
+        let tls = config.tls.as_ref().map(|files| switchboard_tls::ServerTls::load(files, tls::ALPN)).transpose()?;
         let metrics = metrics::Metrics::new();
         let verifier = auth::Verifier::new(config.auth.clone()).map_err(BusError::Invalid)?;
         let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
@@ -136,6 +143,7 @@ impl Gateway {
                 metrics,
                 limits,
                 prometheus,
+                tls,
                 next_session: AtomicU64::new(1),
                 boot: config::random_node_id()[1..5].to_owned(),
                 connections: AtomicUsize::new(0),

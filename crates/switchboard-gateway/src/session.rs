@@ -14,10 +14,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use switchboard_hub::frame;
 use switchboard_hub::outbox::Taken;
-use switchboard_hub::{Outbox, Sink, Subscriber};
+use switchboard_hub::{Outbox, Subscriber};
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
 use switchboard_wire::{Channel, ChannelError, CloseCode, DecodeError, Encoding, ErrorCode};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use switchboard_bus::{Address, BusError};
@@ -27,6 +26,7 @@ use crate::auth::{Claims, Grants};
 use crate::limits::{Admit, Client, Flow};
 use crate::node::{SessionCommand, SessionHandle, now_ms};
 use crate::permissions::Op;
+use crate::socket::Socket;
 
 use crate::ws::{FrameReader, Message, ReadError};
 
@@ -80,7 +80,7 @@ struct Session {
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Socket,
     initial: Bytes,
     encoding: Encoding,
     client: Client,
@@ -89,7 +89,9 @@ pub(crate) async fn run(
     shared.metrics.connections_total.increment(1);
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
     let config = &shared.config;
-    let stream = Arc::new(Socket(stream));
+    // Shared with the outbox, which writes to it directly while nothing is queued (see
+    // `switchboard_hub::outbox`).
+    let stream = Arc::new(stream);
     let outbox = Outbox::with_sink(config.max_queue_bytes, stream.clone());
     let sub = Arc::new(Subscriber { id, encoding, outbox });
     let mut session = Session {
@@ -131,16 +133,6 @@ pub(crate) async fn run(
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
-}
-
-/// The connection's socket, shared with the session's outbox, which writes to it directly
-/// while nothing is queued (see `switchboard_hub::outbox`).
-struct Socket(TcpStream);
-
-impl Sink for Socket {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
 }
 
 // === impl Session ===
@@ -194,7 +186,7 @@ impl Session {
                         return End::Gone;
                     }
                 }
-                r = poll_fn(|cx| self.stream.0.poll_write_ready(cx)), if !self.pending.is_empty() => {
+                r = poll_fn(|cx| self.stream.poll_write_ready(cx)), if !self.pending.is_empty() => {
                     if r.is_err() || self.flush().is_err() {
                         return End::Gone;
                     }
@@ -206,6 +198,8 @@ impl Session {
                     self.shared.metrics.limit_outbound_queue.increment(1);
                     return End::Close(CloseCode::SLOW_CONSUMER);
                 }
+                // TLS only: records a write encrypted but the socket did not take yet.
+                _ = poll_fn(|cx| self.stream.poll_backlog(cx)), if self.stream.is_tls() => return End::Gone,
                 commands = poll_fn(|cx| self.handle.poll_commands(cx)) => {
                     for command in commands {
                         if let Some(end) = Box::pin(self.on_backend_command(command)).await {
@@ -213,7 +207,7 @@ impl Session {
                         }
                     }
                 }
-                r = poll_fn(|cx| self.stream.0.poll_read_ready(cx)) => {
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)) => {
                     if r.is_err() {
                         return End::Gone;
                     }
@@ -262,7 +256,7 @@ impl Session {
 
     /// Reads what the socket has and handles every complete message in it.
     async fn read(&mut self) -> Option<End> {
-        match self.reader.fill(&self.stream.0) {
+        match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
             Ok(true) => self.last_seen = Instant::now(),
             Ok(false) => return None,
             Err(e) => return Some(self.read_failed(e)),
@@ -632,7 +626,7 @@ impl Session {
             let frames = &self.pending[self.head..];
             let result = if let [frame] = frames {
                 // The common case at low rates: one frame, no slices to set up.
-                self.stream.0.try_write(frame)
+                self.stream.try_write(frame)
             } else {
                 let end = frames.len().min(MAX_IOV);
                 // On the stack: a flush allocates nothing.
@@ -640,7 +634,7 @@ impl Session {
                 for (slot, frame) in slices.iter_mut().zip(&frames[..end]) {
                     *slot = IoSlice::new(frame);
                 }
-                self.stream.0.try_write_vectored(&slices[..end])
+                self.stream.try_write_vectored(&slices[..end])
             };
             let mut written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -695,12 +689,12 @@ impl Session {
         }
         self.pending.push(close);
         let deadline = Instant::now() + CLOSE_GRACE;
-        while self.head < self.pending.len() {
-            if self.flush().is_err() {
+        while self.head < self.pending.len() || self.stream.has_backlog() {
+            if self.flush().is_err() || self.stream.flush_backlog().is_err() {
                 return;
             }
-            if self.head < self.pending.len()
-                && tokio::time::timeout_at(deadline, self.stream.0.writable()).await.is_err()
+            if (self.head < self.pending.len() || self.stream.has_backlog())
+                && tokio::time::timeout_at(deadline, self.stream.writable()).await.is_err()
             {
                 return;
             }
@@ -709,8 +703,8 @@ impl Session {
             return;
         }
         // Wait for the client's close frame; discard anything else it still sends.
-        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.0.readable()).await {
-            match self.reader.fill(&self.stream.0) {
+        while let Ok(Ok(())) = tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
                 Ok(_) => {}
                 Err(_) => return,
             }

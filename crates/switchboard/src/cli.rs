@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use switchboard_bench::parse_duration;
 
+pub mod security;
+pub use security::{ApiKeysArgs, ControlAuthArgs, NatsSecurityArgs, TlsArgs};
+
 /// Switchboard: a horizontally scaled WebSocket pub/sub gateway.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about, propagate_version = true)]
@@ -75,6 +78,8 @@ pub struct NatsArgs {
     /// ping interval x (this + 1)).
     #[arg(long, env = "SWITCHBOARD_NATS_MAX_MISSED_PONGS", default_value_t = 2)]
     pub nats_max_missed_pongs: u32,
+    #[command(flatten)]
+    pub security: NatsSecurityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +96,9 @@ pub struct GatewayCmdArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// `wss`: TLS on the WebSocket listener.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,17 +130,28 @@ pub struct ControlArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// TLS on the gRPC listener (`--tls-client-ca`: mutual TLS).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub auth: ControlAuthArgs,
 }
 
 /// Where the gRPC API is, and how long to wait for it.
 #[derive(Debug, Clone, Args)]
 pub struct GrpcArgs {
-    /// gRPC API URL, or `host:port` for `http://host:port`.
+    /// gRPC API URL (`http://` or `https://`), or `host:port` for `http://host:port`.
     #[arg(long, env = "SWITCHBOARD_GRPC", default_value = "http://127.0.0.1:50051")]
     pub grpc: String,
     /// Time allowed for each call, connecting included; UNAVAILABLE is retried within it.
     #[arg(long, env = "SWITCHBOARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// API key, sent as `authorization: Bearer <key>` on every call.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// CA certificates (PEM) to trust for an https:// URL instead of the system's roots.
+    #[arg(long, env = "SWITCHBOARD_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +224,12 @@ pub struct DevArgs {
     pub test_echo_endpoint: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    /// `wss`: TLS on the WebSocket listener.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Optional here: without keys the API is open (with a warning).
+    #[command(flatten)]
+    pub api: ApiKeysArgs,
 }
 
 /// Gateway limits and timers, shared by every command that runs a gateway.
@@ -372,7 +397,6 @@ pub struct TokenArgs {
     pub config: ConfigArg,
 }
 
-/// The entries of a comma-separated list, without empty ones (`--flag=` is an empty list).
 /// The entries of a comma-separated list that are not blank.
 pub fn non_empty(list: &[String]) -> Vec<String> {
     list.iter().map(|e| e.trim()).filter(|e| !e.is_empty()).map(str::to_owned).collect()
@@ -380,9 +404,12 @@ pub fn non_empty(list: &[String]) -> Vec<String> {
 
 #[derive(Debug, Args)]
 pub struct SubArgs {
-    /// Gateway WebSocket URL.
+    /// Gateway WebSocket URL (`ws://` or `wss://`).
     #[arg(long, env = "SWITCHBOARD_URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
+    /// CA certificates (PEM) to trust for a wss:// URL instead of the system's roots.
+    #[arg(long, env = "SWITCHBOARD_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Exit after this many publications.
     #[arg(long, env = "SWITCHBOARD_COUNT")]
     pub count: Option<u64>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, MemoryBroker, NoDelivery};
-use switchboard_control::{Control, ControlConfig};
+use switchboard_control::{ApiKeys, Control, ControlConfig};
 use switchboard_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 pub struct DevConfig {
     pub gateway: GatewayConfig,
     pub grpc_listen: SocketAddr,
+    /// Keys the gRPC API asks for; none: open.
+    pub api_keys: ApiKeys,
 }
 
 /// A running dev node.
@@ -46,8 +48,12 @@ impl Dev {
             .with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
         let (http, grpc) = (listener.local_addr()?, grpc_listener.local_addr()?);
         let control_bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(NoDelivery)));
-        let control_config =
-            ControlConfig { replica_id: "dev".into(), grpc_addr: grpc.to_string(), ..ControlConfig::default() };
+        let control_config = ControlConfig {
+            replica_id: "dev".into(),
+            grpc_addr: grpc.to_string(),
+            api_keys: config.api_keys.clone(),
+            ..ControlConfig::default()
+        };
         let control = Control::start(control_config, control_bus).await?;
         let (stop_grpc, stopped) = oneshot::channel::<()>();
         let serving = gateway.clone();
@@ -101,15 +107,26 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
              (fine for trying it; configure [auth] keys before exposing it)"
         );
     }
-    let node = Dev::start(DevConfig { gateway, grpc_listen }, Some(prometheus)).await?;
+    let api_keys = args.api.keys();
+    api_keys.validate().map_err(crate::UsageError)?;
+    let (http, ws) = if gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    let open = api_keys.is_empty();
+    let node = Dev::start(DevConfig { gateway, grpc_listen, api_keys }, Some(prometheus)).await?;
+    if open {
+        eprintln!("WARNING: the gRPC API takes calls without an API key (fine on a laptop; --api-keys to require one)");
+    }
     println!("switchboard dev is running (in-process bus, no NATS)");
-    println!("  browser:   http://{}/", node.http);
-    println!("  websocket: ws://{}/ws", node.http);
+    println!("  browser:   {http}://{}/", node.http);
+    println!("  websocket: {ws}://{}/ws", node.http);
     println!("  grpc:      http://{}", node.grpc);
     // Commands that work as printed: this binary's path, and the addresses unless default.
     let me = command_name();
     let default = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let url = if node.http == default(8080) { String::new() } else { format!(" --url ws://{}/ws", node.http) };
+    let url = if node.http == default(8080) && ws == "ws" {
+        String::new()
+    } else {
+        format!(" --url {ws}://{}/ws", node.http)
+    };
     let grpc = if node.grpc == default(50051) { String::new() } else { format!(" --grpc {}", node.grpc) };
     println!("  subscribe: {me} sub{url} chat:lobby");
     println!("  publish:   {me} pub{grpc} chat:lobby '{{\"text\":\"hi\"}}'");

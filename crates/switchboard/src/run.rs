@@ -15,9 +15,15 @@ use crate::config::{ControlSettings, Explicit};
 /// Connects to NATS, or fails with one line naming the servers and why.
 async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::Result<NatsBus> {
     tracing::info!(servers = %config.urls.join(","), "connecting to nats");
-    NatsBus::connect(config, deliver)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} (is nats-server running there? `make deps` installs it)"))
+    NatsBus::connect(config, deliver).await.map_err(|e| {
+        // The hint is for a server that is not there, not for one that refused us.
+        let text = e.to_string();
+        if text.contains("refused the credentials") || text.contains("tls failed") {
+            anyhow::anyhow!("{text}")
+        } else {
+            anyhow::anyhow!("{text} (is nats-server running there? `make deps` installs it)")
+        }
+    })
 }
 
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
@@ -36,8 +42,9 @@ pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Resul
     .await?;
     let listener = gateway.bind().await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (http, ws) = if config.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     println!(
-        "switchboard gateway {} listening on http://{addr} (websocket ws://{addr}/ws), nats {}",
+        "switchboard gateway {} listening on {http}://{addr} (websocket {ws}://{addr}/ws), nats {}",
         config.node_id, servers
     );
     let serving = gateway.clone();
@@ -58,6 +65,12 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
     switchboard_control::metrics::describe();
     switchboard_bus::metrics::describe();
     let servers = nats.urls.join(",");
+    if !config.is_authenticated() {
+        eprintln!(
+            "WARNING: the gRPC API on {grpc_listen} is open: anyone who reaches it may publish, send and disconnect \
+             (--allow-unauthenticated-api)"
+        );
+    }
     // NATS first: the gRPC port opens only once the API can answer.
     let bus: Arc<dyn Bus> = Arc::new(connect_nats(nats, Arc::new(NoDelivery)).await?);
     let listener = TcpListener::bind(grpc_listen).await.with_context(|| format!("cannot listen on {grpc_listen}"))?;
@@ -66,6 +79,7 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
         config.grpc_addr = addr.to_string();
     }
     let replica_id = config.replica_id.clone();
+    let config_tls = config.tls.is_some();
     let control = match Control::start(config, bus).await {
         Ok(c) => c,
         Err(e @ switchboard_control::StartError::Config(_)) => return Err(UsageError(e.to_string()).into()),
@@ -79,7 +93,8 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
             move || control.is_ready()
         }));
     }
-    println!("switchboard control {replica_id} serving gRPC on http://{addr}, nats {servers}");
+    let scheme = if config_tls { "https" } else { "http" };
+    println!("switchboard control {replica_id} serving gRPC on {scheme}://{addr}, nats {servers}");
     control.serve(listener, crate::shutdown_signal()).await?;
     control.stop().await;
     Ok(())

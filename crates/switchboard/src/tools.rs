@@ -28,6 +28,11 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
     let channels = args.channels.iter().map(|c| channel(c)).collect::<Result<Vec<_>, _>>()?;
     let encoding = if args.protobuf { Encoding::Protobuf } else { Encoding::Json };
     let mut config = ClientConfig::new(&args.url).encoding(encoding);
+    if let Some(ca) = &args.ca {
+        // Checked here so a CA file that cannot be used is a usage error, not a retry.
+        switchboard_tls::load_roots(ca).map_err(|e| UsageError(format!("--ca: {e}")))?;
+        config.ca_file = Some(ca.clone());
+    }
     config.token = args.token.clone();
     config.connect_timeout = args.timeout;
     config.request_timeout = args.timeout;

@@ -12,8 +12,6 @@
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
-
 /// How much to read at a time when no frame needs more.
 const READ_CHUNK: usize = 4096;
 
@@ -76,13 +74,14 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Reads what the socket has now (call when it is readable). Returns `Ok(false)` on a
-    /// spurious wake-up, `Err(Eof)` when the peer closed the connection.
-    pub fn fill(&mut self, stream: &TcpStream) -> Result<bool, ReadError> {
+    /// Reads what the socket has now with `read` (a non-blocking `try_read_buf`; call when
+    /// the socket is readable). Returns `Ok(false)` on a spurious wake-up, `Err(Eof)` when
+    /// the peer closed the connection.
+    pub fn fill(&mut self, read: impl FnOnce(&mut BytesMut) -> io::Result<usize>) -> Result<bool, ReadError> {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
-        match stream.try_read_buf(&mut self.buf) {
+        match read(&mut self.buf) {
             Ok(0) => Err(ReadError::Eof),
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

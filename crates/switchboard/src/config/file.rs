@@ -96,6 +96,25 @@ pub struct GatewaySection {
     /// Proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-For header names the client; []
     /// trusts none. Default ["127.0.0.0/8", "::1"].
     pub trusted_proxies: Option<Vec<String>>,
+    /// Serve `wss` (TLS) on the WebSocket listener. Default: plain `ws`.
+    pub tls: Option<TlsSection>,
+}
+
+/// TLS on a listener: PEM files, re-read when they change.
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain (PEM). Required with `key`.
+    pub cert: Option<String>,
+    /// Its private key (PEM).
+    pub key: Option<String>,
+    /// CA certificates (PEM) client certificates must chain to (mutual TLS). Default unset.
+    pub client_ca: Option<String>,
+    /// With `client_ca`: let clients without a certificate connect (they then need another
+    /// credential). Default false.
+    pub client_cert_optional: Option<bool>,
+    /// How often the files are checked for changes. Default "10s".
+    pub reload_interval: Option<Dur>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
@@ -203,6 +222,16 @@ pub struct ControlSection {
     pub query_timeout: Option<Dur>,
     /// Serve /metrics, /healthz and /readyz on this address. Default unset (not served).
     pub metrics_listen: Option<String>,
+    /// TLS on the gRPC listener (`client_ca`: mutual TLS). Default: plain.
+    pub tls: Option<TlsSection>,
+    /// API keys backends send as `authorization: Bearer <key>` (prefer `api_keys_file`).
+    pub api_keys: Option<Vec<String>>,
+    /// A file of API keys, one per line, re-read when it changes (a mounted secret).
+    pub api_keys_file: Option<String>,
+    /// Serve the API with neither API keys nor mutual TLS. Default false: refused.
+    pub allow_unauthenticated_api: Option<bool>,
+    /// Serve gRPC server reflection. Default true.
+    pub reflection: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
@@ -220,6 +249,25 @@ pub struct NatsSection {
     /// Round trips in a row without an answer before the connection counts as dead. Default 2.
     #[schemars(range(min = 1))]
     pub max_missed_pongs: Option<u32>,
+    /// CA certificates (PEM) of the NATS servers; implies TLS.
+    pub tls_ca: Option<String>,
+    /// Client certificate (PEM) for servers that verify clients; implies TLS; needs `tls_key`.
+    pub tls_cert: Option<String>,
+    /// Private key (PEM) of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Refuse servers that do not offer TLS. Default false.
+    pub require_tls: Option<bool>,
+    /// NATS user name (with `password`). Give one credential at most: user and password,
+    /// token, nkey seed file or creds file.
+    pub user: Option<String>,
+    /// NATS password of `user` (prefer SWITCHBOARD_NATS_PASSWORD).
+    pub password: Option<String>,
+    /// NATS authorization token (prefer SWITCHBOARD_NATS_TOKEN).
+    pub token: Option<String>,
+    /// A file holding the nkey seed this node signs in with.
+    pub nkey_seed_file: Option<String>,
+    /// A NATS credentials file (`.creds`).
+    pub creds: Option<String>,
 }
 
 /// A duration: `"250ms"`, `"10s"`, `"2m"`, `"1h"`, or a number of seconds.

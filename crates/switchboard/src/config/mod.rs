@@ -18,6 +18,7 @@ use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
 
 use crate::UsageError;
+use crate::cli::security::{ApiKeysArgs, NatsSecurityArgs, TlsArgs};
 use crate::cli::{ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
 use file::FileConfig;
 
@@ -97,7 +98,10 @@ pub fn gateway(args: &GatewayCmdArgs, x: &Explicit) -> Result<(GatewayConfig, Na
     };
     let mut config = gateway_config(&args.gateway, listen, &f, x, false)?;
     config.serve_page = x.pick("page", args.page, g.page);
+    config.tls = tls(&args.tls, g.tls.as_ref(), x);
+    config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
     let nats = nats_config(&args.nats, &f, x, &config.node_id)?;
+    check_anonymous(&config)?;
     Ok((config, nats))
 }
 
@@ -113,6 +117,9 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), 
     config.serve_page = if x.has("no_page") { !args.no_page } else { g.page.unwrap_or(!args.no_page) };
     // A test flag only, never in a file.
     config.echo = args.test_echo_endpoint;
+    config.tls = tls(&args.tls, g.tls.as_ref(), x);
+    config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
+    check_anonymous(&config)?;
     let grpc = match (f.control.as_ref().and_then(|c| c.grpc_listen.as_ref()), x.has("grpc_listen")) {
         (Some(l), false) => addr("control.grpc_listen", l)?,
         _ => args.grpc_listen,
@@ -153,9 +160,33 @@ pub fn control(args: &ControlArgs, x: &Explicit) -> Result<ControlSettings, Usag
         gateway_lease: x.pick("gateway_lease", args.gateway_lease, dur(c.gateway_lease)),
         replica_lease: x.pick("replica_lease", args.replica_lease, dur(c.replica_lease)),
         query_timeout: x.pick("query_timeout", args.query_timeout, dur(c.query_timeout)),
+        tls: tls(&args.tls, c.tls.as_ref(), x),
+        api_keys: {
+            let mut keys = ApiKeysArgs { api_keys: args.auth.keys.api_keys.clone(), ..args.auth.keys.clone() };
+            if !x.has("api_keys")
+                && let Some(k) = &c.api_keys
+            {
+                keys.api_keys = k.clone();
+            }
+            if !x.has("api_keys_file")
+                && let Some(p) = &c.api_keys_file
+            {
+                keys.api_keys_file = Some(p.into());
+            }
+            keys.keys()
+        },
+        reflection: x.pick("no_reflection", !args.auth.no_reflection, c.reflection),
         ..ControlConfig::default()
     };
     config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let open = x.pick("allow_unauthenticated_api", args.auth.allow_unauthenticated_api, c.allow_unauthenticated_api);
+    if !config.is_authenticated() && !open {
+        return Err(UsageError(
+            "the gRPC API needs API keys (--api-keys, --api-keys-file, control.api_keys) or mutual TLS \
+             (--tls-client-ca); --allow-unauthenticated-api serves it open"
+                .into(),
+        ));
+    }
     let nats = nats_config(&args.nats, &f, x, &replica_id)?;
     Ok(ControlSettings { config, nats, grpc_listen, advertise_addr, metrics_listen })
 }
@@ -212,8 +243,14 @@ fn gateway_config(
             g.trusted_proxies.clone(),
         )),
         echo: false,
+        tls: None,
     };
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
+    Ok(config)
+}
+
+/// A gateway that would admit every session without a token must say it means to.
+fn check_anonymous(config: &GatewayConfig) -> Result<(), UsageError> {
     if !config.auth.checks_tokens() && !config.auth.allow_anonymous {
         return Err(UsageError(
             "gateway: no connect-token keys are configured and anonymous sessions are not allowed: configure \
@@ -222,7 +259,7 @@ fn gateway_config(
                 .into(),
         ));
     }
-    Ok(config)
+    Ok(())
 }
 
 fn auth_config(a: &GatewayArgs, f: &FileConfig, x: &Explicit, dev: bool) -> Result<AuthConfig, UsageError> {
@@ -285,6 +322,24 @@ fn key(at: &str, k: &file::KeySection) -> Result<Key, UsageError> {
     }
 }
 
+/// TLS from the flags when one was given, else from the file's section.
+fn tls(flags: &TlsArgs, file: Option<&file::TlsSection>, x: &Explicit) -> Option<switchboard_tls::TlsFiles> {
+    let mut t = flags.clone();
+    if let Some(f) = file
+        && !x.has("tls_cert")
+        && let (Some(cert), Some(key)) = (&f.cert, &f.key)
+    {
+        t.tls_cert = Some(cert.into());
+        t.tls_key = Some(key.into());
+        t.tls_client_ca = f.client_ca.as_ref().map(Into::into).or(t.tls_client_ca);
+        t.tls_client_cert_optional = f.client_cert_optional.unwrap_or(t.tls_client_cert_optional);
+    }
+    if let Some(f) = file {
+        t.tls_reload_interval = x.pick("tls_reload_interval", t.tls_reload_interval, dur(f.reload_interval));
+    }
+    t.files()
+}
+
 fn channel_rules(f: &FileConfig) -> ChannelRules {
     let c = f.channels.clone().unwrap_or_default();
     let access = |a: Option<file::Access>, default: Access| match a {
@@ -320,7 +375,33 @@ fn nats_config(a: &NatsArgs, f: &FileConfig, x: &Explicit, name: &str) -> Result
     config.connect_timeout = x.pick("nats_connect_timeout", a.nats_connect_timeout, dur(n.connect_timeout));
     config.ping_interval = x.pick("nats_ping_interval", a.nats_ping_interval, dur(n.ping_interval));
     config.max_missed_pongs = x.pick("nats_max_missed_pongs", a.nats_max_missed_pongs, n.max_missed_pongs);
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let mut s: NatsSecurityArgs = a.security.clone();
+    let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
+    if !x.has("nats_tls_ca") && n.tls_ca.is_some() {
+        s.nats_tls_ca = path(&n.tls_ca);
+    }
+    if !x.has("nats_tls_cert") && n.tls_cert.is_some() {
+        (s.nats_tls_cert, s.nats_tls_key) = (path(&n.tls_cert), path(&n.tls_key));
+    }
+    s.nats_require_tls = x.pick("nats_require_tls", s.nats_require_tls, n.require_tls);
+    // A credential from the command line replaces the file's, whichever kind.
+    let flag_credential = ["nats_user", "nats_token", "nats_nkey_seed_file", "nats_creds"].iter().any(|id| x.has(id));
+    if !flag_credential {
+        s.nats_user = n.user.clone().or(s.nats_user);
+        s.nats_password = n.password.clone().or(s.nats_password);
+        s.nats_token = n.token.clone().or(s.nats_token);
+        s.nats_nkey_seed_file = path(&n.nkey_seed_file).or(s.nats_nkey_seed_file);
+        s.nats_creds = path(&n.creds).or(s.nats_creds);
+    }
+    if s.nats_user.is_some() != s.nats_password.is_some() {
+        return Err(UsageError("nats: a user needs a password, and a password a user".into()));
+    }
+    config.tls = s.tls();
+    config.auth = s.auth()?;
+    config.validate().map_err(|e| match e {
+        switchboard_bus::BusError::Invalid(why) => UsageError(why),
+        e => UsageError(e.to_string()),
+    })?;
     switchboard_bus::subjects::Subjects::new(&config.prefix).map_err(|e| UsageError(e.to_string()))?;
     Ok(config)
 }

@@ -29,11 +29,17 @@ fn the_example_file_parses_to_the_defaults() {
     let base = ["switchboard", "gateway", "--nats", "nats://127.0.0.1:4222", "--allow-anonymous"];
     let with_file: Vec<&str> = base.iter().copied().chain(["--config", path]).collect();
     assert_eq!(gateway_summary_for(&with_file).unwrap(), gateway_summary_for(&base).unwrap());
-    let (Command::Control(a), x) = cli(&["switchboard", "control", "--nats", "nats://x:4222", "--config", path]) else {
+    let (Command::Control(a), x) =
+        cli(&["switchboard", "control", "--nats", "nats://x:4222", "--allow-unauthenticated-api", "--config", path])
+    else {
         panic!()
     };
     let from_file = control(&a, &x).unwrap();
-    let (Command::Control(a), x) = cli(&["switchboard", "control", "--nats", "nats://x:4222"]) else { panic!() };
+    let (Command::Control(a), x) =
+        cli(&["switchboard", "control", "--nats", "nats://x:4222", "--allow-unauthenticated-api"])
+    else {
+        panic!()
+    };
     let defaults = control(&a, &x).unwrap();
     assert_eq!(
         (

@@ -9,14 +9,30 @@ use anyhow::anyhow;
 use switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use super::{human, no_answer};
 use crate::UsageError;
 use crate::cli::GrpcArgs;
 
-pub(super) type ApiClient = SwitchboardApiClient<Channel>;
+pub(super) type ApiClient = SwitchboardApiClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <key>` to every call, when `--api-key` is given.
+#[derive(Clone)]
+pub(super) struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            req.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(req)
+    }
+}
 
 /// What `--timeout` expires on: the server the tools expect at a gRPC address.
 const EXPECTED: &str = "a control replica";
@@ -34,16 +50,28 @@ impl Api {
     /// Connects to `--grpc` within `--timeout`.
     pub(super) async fn connect(args: &GrpcArgs) -> anyhow::Result<Api> {
         let (url, timeout) = (grpc_url(&args.grpc)?, args.timeout);
-        let endpoint = Endpoint::from_shared(url.clone())
+        let bearer = match &args.api_key {
+            None => None,
+            Some(key) => Some(
+                MetadataValue::try_from(format!("Bearer {}", key.trim()))
+                    .map_err(|_| UsageError("--api-key must be printable ASCII".into()))?,
+            ),
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| UsageError(format!("invalid --grpc {:?}: {}", args.grpc, chain(&e))))?
             .connect_timeout(timeout)
             .timeout(timeout);
+        if url.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(tls_config(args.ca.as_deref())?)
+                .map_err(|e| UsageError(format!("tls for --grpc {:?}: {}", args.grpc, chain(&e))))?;
+        }
         let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(transport_error(&url, timeout, &e).await),
             Err(_) => return Err(no_answer(&url, timeout, EXPECTED)),
         };
-        Ok(Api { url, timeout, client: SwitchboardApiClient::new(channel) })
+        Ok(Api { url, timeout, client: SwitchboardApiClient::with_interceptor(channel, Bearer(bearer)) })
     }
 
     /// Calls `f` until it answers, fails with anything but a server's UNAVAILABLE, or
@@ -73,20 +101,37 @@ impl Api {
                 continue;
             }
             let still = if retried { format!(" (still after {})", human(self.timeout)) } else { String::new() };
-            return Err(anyhow!("{what} failed: {}: {}{still}", code_name(status.code()), status.message()));
+            let hint = if status.code() == Code::Unauthenticated {
+                " (give the API key with --api-key or SWITCHBOARD_API_KEY)"
+            } else {
+                ""
+            };
+            return Err(anyhow!("{what} failed: {}: {}{still}{hint}", code_name(status.code()), status.message()));
         }
     }
+}
+
+/// TLS for an `https://` API: the CAs of `--ca`, or the system's roots.
+fn tls_config(ca: Option<&std::path::Path>) -> Result<ClientTlsConfig, UsageError> {
+    Ok(match ca {
+        Some(path) => {
+            // Parsed here too, so a bad file is named as such rather than as a handshake error.
+            switchboard_tls::load_roots(path).map_err(|e| UsageError(format!("--ca: {e}")))?;
+            let pem = std::fs::read(path).map_err(|e| UsageError(format!("--ca: {}: {e}", path.display())))?;
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+        }
+        None => ClientTlsConfig::new().with_native_roots(),
+    })
 }
 
 /// `--grpc` as a URL: `host:port` becomes `http://host:port`, as grpcurl takes it.
 fn grpc_url(s: &str) -> Result<String, UsageError> {
     let url = if s.contains("://") { s.to_owned() } else { format!("http://{s}") };
     match url.parse::<hyper::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => Ok(url),
-        Ok(u) if u.scheme_str() == Some("https") => {
-            Err(UsageError(format!("invalid --grpc {s:?}: https is not supported yet, use http://")))
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(url),
+        Ok(_) => {
+            Err(UsageError(format!("invalid --grpc {s:?}: expected host:port, http://host:port or https://host:port")))
         }
-        Ok(_) => Err(UsageError(format!("invalid --grpc {s:?}: expected host:port or http://host:port"))),
         Err(e) => Err(UsageError(format!("invalid --grpc {s:?}: {e}"))),
     }
 }
@@ -198,7 +243,7 @@ mod tests {
             ("127.0.0.1:50051", Ok("http://127.0.0.1:50051")),
             ("http://127.0.0.1:50051", Ok("http://127.0.0.1:50051")),
             ("localhost:50051", Ok("http://localhost:50051")),
-            ("https://127.0.0.1:50051", Err("https is not supported")),
+            ("https://127.0.0.1:50051", Ok("https://127.0.0.1:50051")),
             ("ws://127.0.0.1:8080/ws", Err("expected host:port")),
             ("not a url", Err("invalid --grpc")),
         ];
