@@ -6,6 +6,7 @@
 //! control see a `dyn Bus`; they never build a subject or hold a broker connection.
 
 pub mod memory;
+pub mod metrics;
 pub mod nats;
 pub mod shard;
 pub mod subjects;
