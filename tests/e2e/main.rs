@@ -11,6 +11,7 @@ mod docs;
 mod grpc_api;
 mod hostile;
 mod interest;
+mod metrics;
 mod nats_bus;
 mod nats_faults;
 mod nats_kit;
