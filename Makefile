@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build install test lint fmt deps cluster autobahn fuzz
+.PHONY: help run build install test test-deploy chart-sync lint fmt deps cluster autobahn fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -21,13 +21,23 @@ cluster: deps ## Run a local cluster: 3 NATS nodes, 2 control replicas, 3 gatewa
 	$(CARGO) build --release -p switchboard
 	SWITCHBOARD_BIN=target/release/switchboard deploy/cluster.sh
 
-deps: ## Install what the tests need, when missing (nats-server, the Autobahn TestSuite)
+deps: ## Install what the tests need, when missing (nats-server, promtool, the chart test tools, the Autobahn TestSuite)
 	@tests/tools/install-deps.sh
 
-test: deps ## Install what the tests need, then run every test (cargo test, then the Autobahn TestSuite)
+test: deps ## Install what the tests need, then run every test (cargo test, the alert rules and the Helm chart, then the Autobahn TestSuite)
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	tests/tools/chart-test.sh target/debug/switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
+
+test-deploy: ## The alert rules (promtool test rules) and the Helm chart (lint, render, Kubernetes schemas, contract with the binary), ~10 s
+	@tests/tools/chart-test.sh --install-only
+	$(CARGO) build -p switchboard
+	tests/tools/chart-test.sh target/debug/switchboard
+
+chart-sync: ## Rewrite the chart's generated parts: the schema's config part, the rules and dashboard copies, the README's values table
+	$(CARGO) build -p switchboard
+	tests/tools/chart-test.sh --python tests/chart/sync.py target/debug/switchboard
 
 fuzz: ## Fuzz each cargo-fuzz target in fuzz/ for 60 s (FUZZ_SECONDS), one by one; nightly; not part of make test
 	fuzz/run.sh

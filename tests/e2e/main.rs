@@ -12,6 +12,7 @@ mod grpc_api;
 mod hostile;
 mod interest;
 mod limits;
+mod metrics;
 mod nats_bus;
 mod nats_faults;
 mod nats_kit;

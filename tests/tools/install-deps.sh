@@ -4,6 +4,8 @@ set -euo pipefail
 
 need=()
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# promtool: `promtool check metrics` in the e2e tests, `promtool test rules` in make test.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The Autobahn TestSuite's installer makes a Python 3 venv (see tests/tools/autobahn.sh).
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
@@ -18,6 +20,11 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 echo "install-deps: nats-server $(nats-server --version 2>/dev/null | head -1)"
+echo "install-deps: $(promtool --version 2>/dev/null | head -1)"
+
+# helm-python-sdk, kubernetes-validate and pytest for the chart tests, in a cached venv.
+"$(dirname "$0")/chart-test.sh" --install-only
+echo "install-deps: chart test tools ready"
 
 # wstest (Python 2.7 in a cached virtualenv); says in one line what is missing, if anything.
 "$(dirname "$0")/autobahn.sh" --install-only

@@ -1,4 +1,14 @@
-//! The bus's metrics: messages its queues dropped. Never a subject or id as a label.
+//! The bus's metrics, all `switchboard_bus_…`: one closed list, described at start-up. The
+//! connection and request metrics are the NATS bus's; both buses count what a full queue
+//! dropped. Never a subject or id as a label.
+
+use metrics::{Counter, Gauge, Histogram, describe_counter, describe_gauge, describe_histogram};
+
+pub const CONNECTED: &str = "switchboard_bus_connected";
+pub const DISCONNECTS_TOTAL: &str = "switchboard_bus_disconnects_total";
+pub const RECONNECTS_TOTAL: &str = "switchboard_bus_reconnects_total";
+pub const STALLS_TOTAL: &str = "switchboard_bus_stalls_total";
+pub const REQUEST_DURATION_SECONDS: &str = "switchboard_bus_request_duration_seconds";
 
 /// Messages a full queue dropped, by `queue`: `node` (a node's publication queue on the
 /// in-process bus), `listener` (an in-process listener's inbox), `nats_subscription` (a
@@ -9,15 +19,57 @@ pub const DROPPED_MESSAGES_TOTAL: &str = "switchboard_bus_dropped_messages_total
 /// The `queue` label values of [`DROPPED_MESSAGES_TOTAL`].
 pub const QUEUES: &[&str] = &["node", "listener", "nats_subscription"];
 
-/// Describes every metric and registers each series at zero. Call once, after installing
-/// the recorder.
+pub(crate) fn dropped(queue: &'static str) {
+    metrics::counter!(DROPPED_MESSAGES_TOTAL, "queue" => queue).increment(1);
+}
+
+/// Describes every metric and registers the dropped-message series at zero. Call once,
+/// after installing the recorder.
 pub fn describe() {
-    metrics::describe_counter!(DROPPED_MESSAGES_TOTAL, "Messages dropped because a bus queue was full, by queue.");
+    describe_counter!(DROPPED_MESSAGES_TOTAL, "Messages dropped because a bus queue was full, by queue.");
     for queue in QUEUES {
         metrics::counter!(DROPPED_MESSAGES_TOTAL, "queue" => *queue).increment(0);
     }
+    describe_gauge!(
+        CONNECTED,
+        "1 while the NATS connection is up and the server answers its liveness round trips, else 0."
+    );
+    describe_counter!(DISCONNECTS_TOTAL, "NATS connections lost.");
+    describe_counter!(RECONNECTS_TOTAL, "NATS connections re-established after a loss.");
+    describe_counter!(
+        STALLS_TOTAL,
+        "NATS servers that stopped answering liveness round trips (then a forced reconnect)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Round trip of a NATS request, by op: publish and position (to a channel's sequencer), request (any other)."
+    );
 }
 
-pub(crate) fn dropped(queue: &'static str) {
-    metrics::counter!(DROPPED_MESSAGES_TOTAL, "queue" => queue).increment(1);
+/// The handles one NATS connection updates.
+#[derive(Clone)]
+pub(crate) struct BusMetrics {
+    pub connected: Gauge,
+    pub disconnects: Counter,
+    pub reconnects: Counter,
+    pub stalls: Counter,
+    pub publish: Histogram,
+    pub position: Histogram,
+    pub request: Histogram,
+}
+
+impl BusMetrics {
+    pub fn new() -> Self {
+        let op = |op: &'static str| metrics::histogram!(REQUEST_DURATION_SECONDS, "op" => op);
+        BusMetrics {
+            connected: metrics::gauge!(CONNECTED),
+            disconnects: metrics::counter!(DISCONNECTS_TOTAL),
+            reconnects: metrics::counter!(RECONNECTS_TOTAL),
+            stalls: metrics::counter!(STALLS_TOTAL),
+            publish: op("publish"),
+            position: op("position"),
+            request: op("request"),
+        }
+    }
 }

@@ -37,6 +37,7 @@ use switchboard_wire::pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::metrics::BusMetrics;
 use crate::shard::shard;
 
 mod security;
@@ -125,6 +126,7 @@ pub struct NatsBus {
     /// Set while the liveness round trips go unanswered (see the module doc).
     stalled: Arc<AtomicBool>,
     watchdog: JoinHandle<()>,
+    metrics: BusMetrics,
 }
 
 // === impl NatsBus ===
@@ -140,7 +142,8 @@ impl NatsBus {
             .iter()
             .map(|u| u.parse::<ServerAddr>().map_err(|e| BusError::Invalid(format!("nats url {u:?}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let log = Arc::new(EventLog::new(&config.name, &config.urls));
+        let metrics = BusMetrics::new();
+        let log = Arc::new(EventLog::new(&config.name, &config.urls, metrics.clone()));
         let events = log.clone();
         let options = security::apply(async_nats::ConnectOptions::new(), &config.tls, &config.auth).await?;
         let client = options
@@ -182,7 +185,9 @@ impl NatsBus {
             config.ping_interval,
             config.max_missed_pongs,
             stalled.clone(),
+            metrics.clone(),
         ));
+        metrics.connected.set(1.0);
         Ok(NatsBus {
             client,
             subjects,
@@ -192,6 +197,7 @@ impl NatsBus {
             request_timeout: config.request_timeout,
             stalled,
             watchdog,
+            metrics,
         })
     }
 
@@ -222,6 +228,10 @@ impl NatsBus {
             return ready(Err(e)).boxed();
         }
         let shard = shard(channel.as_str());
+        let timer = match &req.op {
+            Some(pb::sequencer_request::Op::Publish(_)) => self.metrics.publish.clone(),
+            _ => self.metrics.position.clone(),
+        };
         let subject = match self.subjects.address(&Address::Sequencer(shard)) {
             Ok(s) => s,
             Err(e) => return ready(Err(invalid(e))).boxed(),
@@ -230,7 +240,10 @@ impl NatsBus {
             async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(self.request_timeout));
         let client = self.client.clone();
         async move {
-            let reply = client.send_request(subject, request).await.map_err(|e| match e.kind() {
+            let started = Instant::now();
+            let reply = client.send_request(subject, request).await;
+            timer.record(started.elapsed());
+            let reply = reply.map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => {
                     tracing::debug!(shard, "no sequencer serves the shard: is a control replica running?");
                     BusError::NoResponders
@@ -296,21 +309,27 @@ fn invalid(e: impl std::fmt::Display) -> BusError {
 
 /// Logs the client's connection events with the servers named, once per kind of trouble
 /// and interval rather than once per reconnect attempt.
+/// It also keeps the connection metrics.
 struct EventLog {
     name: String,
     servers: String,
     last: Mutex<Option<(String, Instant, u64)>>,
     /// A server answered the credentials with an authorization violation.
     refused: AtomicBool,
+    metrics: BusMetrics,
+    /// Set at the first loss: every later `Connected` is a reconnect.
+    lost_once: AtomicBool,
 }
 
 impl EventLog {
-    fn new(name: &str, urls: &[String]) -> Self {
+    fn new(name: &str, urls: &[String], metrics: BusMetrics) -> Self {
         EventLog {
             name: name.to_owned(),
             servers: urls.join(","),
             last: Mutex::new(None),
             refused: AtomicBool::new(false),
+            metrics,
+            lost_once: AtomicBool::new(false),
         }
     }
 
@@ -323,9 +342,16 @@ impl EventLog {
         match event {
             async_nats::Event::Connected => {
                 *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.metrics.connected.set(1.0);
+                if self.lost_once.load(Ordering::Relaxed) {
+                    self.metrics.reconnects.increment(1);
+                }
                 tracing::info!(node, servers, "connected to nats");
             }
             async_nats::Event::Disconnected => {
+                self.metrics.connected.set(0.0);
+                self.metrics.disconnects.increment(1);
+                self.lost_once.store(true, Ordering::Relaxed);
                 tracing::warn!(node, servers, "lost the nats connection; reconnecting")
             }
             // During a connect, async-nats reports the server's `-ERR 'Authorization
@@ -386,19 +412,23 @@ fn strip_os_error(s: &str) -> String {
 }
 
 /// Sends a liveness round trip every `interval`; after `max_missed` in a row go
-/// unanswered, marks the connection stalled and makes the client reconnect.
+/// unanswered, marks the connection stalled and makes the client reconnect. Each round
+/// also sets the `connected` gauge from what it found.
 async fn run_watchdog(
     client: async_nats::Client,
     probe: String,
     interval: Duration,
     max_missed: u32,
     stalled: Arc<AtomicBool>,
+    metrics: BusMetrics,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut missed = 0;
     loop {
         tick.tick().await;
+        let up = client.connection_state() == State::Connected && !stalled.load(Ordering::Relaxed);
+        metrics.connected.set(if up { 1.0 } else { 0.0 });
         if client.connection_state() != State::Connected {
             // Readiness follows the connection state meanwhile; start afresh on the next one.
             missed = 0;
@@ -423,6 +453,8 @@ async fn run_watchdog(
             if missed >= max_missed {
                 tracing::warn!(missed, "the nats server stopped answering; reconnecting");
                 stalled.store(true, Ordering::Relaxed);
+                metrics.stalls.increment(1);
+                metrics.connected.set(0.0);
                 missed = 0;
                 let _ = client.force_reconnect().await;
             }
@@ -566,8 +598,12 @@ impl Bus for NatsBus {
         if !message.headers.is_empty() {
             request = request.headers(to_headers(&message.headers));
         }
+        let timer = self.metrics.request.clone();
         async move {
-            let reply = client.send_request(subject, request).await.map_err(|e| match e.kind() {
+            let started = Instant::now();
+            let reply = client.send_request(subject, request).await;
+            timer.record(started.elapsed());
+            let reply = reply.map_err(|e| match e.kind() {
                 RequestErrorKind::NoResponders => BusError::NoResponders,
                 RequestErrorKind::TimedOut => BusError::Timeout,
                 _ => unavailable(e),

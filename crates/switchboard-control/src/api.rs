@@ -18,6 +18,7 @@ use switchboard_wire::Channel;
 use switchboard_wire::pb::{self, switchboard_api_server::SwitchboardApi};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use crate::Control;
 use crate::metrics;
@@ -54,9 +55,18 @@ fn position(p: Position) -> pb::PublishApiResponse {
     pb::PublishApiResponse { offset: p.offset, epoch: p.epoch.to_string() }
 }
 
-/// Counts the call and wraps its result.
-fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
-    metrics::api_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+/// Runs one call in its `grpc` span, counts it with its status and time, and wraps its
+/// result.
+async fn counted<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    let span = tracing::info_span!("grpc", method);
+    let started = std::time::Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let (code, took) = (result.as_ref().map_or_else(Status::code, |_| Code::Ok), started.elapsed());
+    metrics::api_request(method, code, took);
+    span.in_scope(|| tracing::debug!(code = metrics::code_name(code), took_us = took.as_micros() as u64, "answered"));
     result.map(Response::new)
 }
 
@@ -131,73 +141,73 @@ impl Api {
 #[tonic::async_trait]
 impl SwitchboardApi for Api {
     async fn publish(&self, req: Request<pb::PublishApiRequest>) -> Result<Response<pb::PublishApiResponse>, Status> {
-        counted("Publish", self.gated(self.publish_one(req.into_inner())).await)
+        counted("Publish", self.gated(self.publish_one(req.into_inner()))).await
     }
 
     async fn broadcast(&self, req: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
-        counted("Broadcast", self.gated(self.broadcast_all(req.into_inner())).await)
+        counted("Broadcast", self.gated(self.broadcast_all(req.into_inner()))).await
     }
 
     async fn send_to_session(
         &self,
         req: Request<pb::SendToSessionRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        counted("SendToSession", self.gated(self.send_session(req.into_inner())).await)
+        counted("SendToSession", self.gated(self.send_session(req.into_inner()))).await
     }
 
     async fn send_to_user(&self, req: Request<pb::SendToUserRequest>) -> Result<Response<pb::SendResponse>, Status> {
-        counted("SendToUser", self.gated(self.send_user(req.into_inner())).await)
+        counted("SendToUser", self.gated(self.send_user(req.into_inner()))).await
     }
 
     async fn disconnect(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Result<Response<pb::DisconnectResponse>, Status> {
-        counted("Disconnect", self.gated(self.close(req.into_inner())).await)
+        counted("Disconnect", self.gated(self.close(req.into_inner()))).await
     }
 
     async fn subscribe(
         &self,
         req: Request<pb::ServerSubscribeRequest>,
     ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
-        counted("Subscribe", self.gated(self.server_subscribe(req.into_inner(), true)).await)
+        counted("Subscribe", self.gated(self.server_subscribe(req.into_inner(), true))).await
     }
 
     async fn unsubscribe(
         &self,
         req: Request<pb::ServerSubscribeRequest>,
     ) -> Result<Response<pb::ServerSubscribeResponse>, Status> {
-        counted("Unsubscribe", self.gated(self.server_subscribe(req.into_inner(), false)).await)
+        counted("Unsubscribe", self.gated(self.server_subscribe(req.into_inner(), false))).await
     }
 
     async fn get_session(&self, req: Request<pb::GetSessionRequest>) -> Result<Response<pb::SessionInfo>, Status> {
-        counted("GetSession", self.gated(self.session(req.into_inner())).await)
+        counted("GetSession", self.gated(self.session(req.into_inner()))).await
     }
 
     async fn list_sessions(
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        counted("ListSessions", self.gated(self.sessions_of(req.into_inner())).await)
+        counted("ListSessions", self.gated(self.sessions_of(req.into_inner()))).await
     }
 
     async fn presence(&self, req: Request<pb::PresenceRequest>) -> Result<Response<pb::PresenceResponse>, Status> {
-        counted("Presence", self.gated(self.presence_of(req.into_inner())).await)
+        counted("Presence", self.gated(self.presence_of(req.into_inner()))).await
     }
 
     async fn presence_stats(
         &self,
         req: Request<pb::PresenceRequest>,
     ) -> Result<Response<pb::PresenceStatsResponse>, Status> {
-        counted("PresenceStats", self.gated(self.stats_of(req.into_inner())).await)
+        counted("PresenceStats", self.gated(self.stats_of(req.into_inner()))).await
     }
 
     async fn channels(&self, req: Request<pb::ChannelsRequest>) -> Result<Response<pb::ChannelsResponse>, Status> {
-        counted("Channels", self.gated(self.channel_counts(req.into_inner())).await)
+        counted("Channels", self.gated(self.channel_counts(req.into_inner()))).await
     }
 
     async fn info(&self, _: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
-        counted("Info", Ok(self.cluster_info()))
+        counted("Info", async { Ok(self.cluster_info()) }).await
     }
 
     type WatchEventsStream = ReceiverStream<Result<pb::SessionEvent, Status>>;
@@ -206,6 +216,6 @@ impl SwitchboardApi for Api {
         &self,
         _: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        counted("WatchEvents", self.gated(self.watch()).await)
+        counted("WatchEvents", self.gated(self.watch())).await
     }
 }

@@ -292,7 +292,11 @@ where
         match self.auth.check(req.headers(), req.extensions()) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(status) => {
-                metrics::api_request(method_name(req.uri().path()), tonic::Code::Unauthenticated);
+                metrics::api_request(
+                    method_name(req.uri().path()),
+                    tonic::Code::Unauthenticated,
+                    std::time::Duration::ZERO,
+                );
                 Either::Right(ready(Ok(status.into_http())))
             }
         }

@@ -332,9 +332,15 @@ pub(crate) async fn run_sweeper(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let (left, expired) = shared.membership().expire(now, config.replica_lease, config.gateway_lease);
+        let (left, expired, gone) = {
+            let mut m = shared.membership();
+            let before = m.live_replicas().len();
+            let (left, expired) = m.expire(now, config.replica_lease, config.gateway_lease);
+            (left, expired, before.saturating_sub(m.live_replicas().len()))
+        };
         if left.is_some() {
-            tracing::warn!("replicas silent past their lease left the ring");
+            metrics::replicas_expired(gone);
+            tracing::warn!(gone, "replicas silent past their lease left the ring");
         }
         shared.ring_changed(left);
         for gateway in &expired {

@@ -1,7 +1,9 @@
 //! Control's metrics: one closed list of names, described at start-up so every series
 //! exists before traffic. Never a session, user or channel id as a label.
 
-use metrics::{describe_counter, describe_gauge};
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 use tonic::Code;
 
 pub const REPLICAS: &str = "switchboard_control_replicas";
@@ -11,6 +13,27 @@ pub const SESSIONS: &str = "switchboard_control_sessions";
 pub const API_REQUESTS_TOTAL: &str = "switchboard_control_api_requests_total";
 pub const GATEWAY_EXPIRATIONS_TOTAL: &str = "switchboard_control_gateway_expirations_total";
 pub const SNAPSHOTS_TOTAL: &str = "switchboard_control_snapshots_total";
+pub const API_REQUEST_DURATION_SECONDS: &str = "switchboard_control_api_request_duration_seconds";
+pub const RING_CHANGES_TOTAL: &str = "switchboard_control_ring_changes_total";
+pub const REPLICA_EXPIRATIONS_TOTAL: &str = "switchboard_control_replica_expirations_total";
+
+/// The `method` label values of the API metrics: every `SwitchboardApi` method.
+pub const METHODS: &[&str] = &[
+    "Publish",
+    "Broadcast",
+    "SendToSession",
+    "SendToUser",
+    "Disconnect",
+    "Subscribe",
+    "Unsubscribe",
+    "GetSession",
+    "ListSessions",
+    "Presence",
+    "PresenceStats",
+    "Channels",
+    "Info",
+    "WatchEvents",
+];
 
 /// Describes every metric. Call once, after installing the recorder.
 pub fn describe() {
@@ -21,11 +44,30 @@ pub fn describe() {
     describe_counter!(API_REQUESTS_TOTAL, "Backend API calls answered, by method and gRPC status code.");
     describe_counter!(GATEWAY_EXPIRATIONS_TOTAL, "Gateways whose sessions were dropped after their lease ran out.");
     describe_counter!(SNAPSHOTS_TOTAL, "Snapshot requests sent to gateways.");
+    describe_histogram!(
+        API_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to answer a backend API call, by method (for Publish: through the sequencer and back)."
+    );
+    describe_counter!(
+        RING_CHANGES_TOTAL,
+        "New versions of the hash ring this replica computed (replicas joined or left)."
+    );
+    describe_counter!(REPLICA_EXPIRATIONS_TOTAL, "Peer replicas dropped from the ring after their lease ran out.");
+    // Every method's series exist from the start, so rates and ratios have a zero to start from.
+    for method in METHODS {
+        metrics::counter!(API_REQUESTS_TOTAL, "method" => *method, "code" => "OK").absolute(0);
+    }
+    metrics::counter!(RING_CHANGES_TOTAL).absolute(0);
+    metrics::counter!(REPLICA_EXPIRATIONS_TOTAL).absolute(0);
+    metrics::counter!(GATEWAY_EXPIRATIONS_TOTAL).absolute(0);
+    metrics::counter!(SNAPSHOTS_TOTAL).absolute(0);
 }
 
-/// Counts one API call under its method and outcome.
-pub(crate) fn api_request(method: &'static str, code: Code) {
+/// Counts one API call under its method and outcome, and how long it took.
+pub(crate) fn api_request(method: &'static str, code: Code, took: Duration) {
     metrics::counter!(API_REQUESTS_TOTAL, "method" => method, "code" => code_name(code)).increment(1);
+    metrics::histogram!(API_REQUEST_DURATION_SECONDS, "method" => method).record(took);
 }
 
 /// The canonical upper-case name of a gRPC status code (`OK`, `NOT_FOUND`, …).
@@ -70,6 +112,14 @@ impl Gauges {
 
 pub(crate) fn gateway_expired() {
     metrics::counter!(GATEWAY_EXPIRATIONS_TOTAL).increment(1);
+}
+
+pub(crate) fn ring_changed() {
+    metrics::counter!(RING_CHANGES_TOTAL).increment(1);
+}
+
+pub(crate) fn replicas_expired(n: usize) {
+    metrics::counter!(REPLICA_EXPIRATIONS_TOTAL).increment(n as u64);
 }
 
 pub(crate) fn snapshot_sent() {

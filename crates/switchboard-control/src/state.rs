@@ -108,6 +108,7 @@ impl Shared {
     /// Wakes the rebalancer when membership produced a new ring version.
     pub fn ring_changed(&self, version: Option<u64>) {
         if version.is_some() {
+            crate::metrics::ring_changed();
             self.ring_changed.notify_one();
         }
     }

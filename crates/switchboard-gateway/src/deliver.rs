@@ -66,6 +66,9 @@ impl Deliver for HubDeliver {
         Box::pin(async move {
             let now = self.pace.now();
             let gap = now.saturating_sub(self.pace.last_batch.swap(now, Ordering::Relaxed));
+            // A thread-local draw: no shared counter for the sampling.
+            let sampled = fastrand::u32(..crate::metrics::DELIVERY_SAMPLE) == 0;
+            let mut wrote_direct = false;
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
             let mut items = Vec::with_capacity(batch.len());
             // Runs of one channel go to the hub together.
@@ -77,6 +80,7 @@ impl Deliver for HubDeliver {
                 let per_part = fanout.len().div_ceil(parts) as u64;
                 let direct = batch.len() == 1 && per_part * self.pace.per_subscriber.load(Ordering::Relaxed) <= gap;
                 let d = if direct {
+                    wrote_direct = true;
                     let started = self.pace.now();
                     let d = fan_out(Arc::new(fanout), parts).await;
                     self.pace.measured((self.pace.now() - started) / per_part);
@@ -89,6 +93,11 @@ impl Deliver for HubDeliver {
                 self.metrics.deliveries.increment(d.queued as u64);
             }
             self.metrics.publications.increment(batch.len() as u64);
+            if sampled {
+                let took = std::time::Duration::from_nanos(self.pace.now().saturating_sub(now));
+                let h = if wrote_direct { &self.metrics.delivery_direct } else { &self.metrics.delivery_queued };
+                h.record(took);
+            }
         })
     }
 }

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -62,12 +62,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         shared.http_connections.fetch_add(1, Ordering::AcqRel);
+        let accepted = Instant::now();
         tokio::spawn(async move {
             match &shared.tls {
-                None => serve_http(&shared, stream, peer).await,
+                None => serve_http(&shared, stream, peer, accepted).await,
                 Some(tls) => {
                     if let Some(stream) = crate::tls::accept(&shared, tls, stream, peer).await {
-                        serve_http(&shared, stream, peer).await;
+                        serve_http(&shared, stream, peer, accepted).await;
                     }
                 }
             }
@@ -79,11 +80,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 /// Serves HTTP/1.1 on one connection (plain TCP, or TLS after its handshake).
-async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, peer: SocketAddr)
+async fn serve_http<IO>(shared: &Arc<Shared>, io: IO, peer: SocketAddr, accepted: Instant)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(|req| route(shared.clone(), peer, req));
+    let service = hyper::service::service_fn(|req| route(shared.clone(), peer, req, accepted));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.handshake_timeout)
@@ -100,21 +101,17 @@ where
     }
 }
 
-async fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// `accepted`: when the connection's TCP accept returned (for the handshake histogram).
+async fn route(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    accepted: Instant,
+) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(shared, peer, req),
+        (&Method::GET, "/ws") => upgrade(shared, peer, req, accepted),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if *shared.draining.borrow() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if !shared.bus.is_ready() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
-            } else if !shared.node.control_reachable() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "waiting for a control replica (none heard on the bus for 3s)\n")
-            } else {
-                text(StatusCode::OK, "ready\n")
-            }
-        }
+        (&Method::GET, "/readyz") => readyz(&shared),
         (&Method::GET, "/metrics") => metrics(&shared),
         (&Method::GET, "/echo") if shared.config.echo => crate::echo::upgrade(req),
         (&Method::GET, "/") if shared.config.serve_page => {
@@ -126,6 +123,53 @@ async fn route(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) ->
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
+}
+
+/// Serves only `/metrics`, `/healthz` and `/readyz` (the admin port, `--admin-listen`),
+/// with the same answers as the client port, until the task is dropped. Unlike the client
+/// port it keeps serving while the node drains, so the drain can be watched.
+pub(crate) async fn serve_admin(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let resp = match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+                        (&Method::GET, "/readyz") => readyz(&shared),
+                        (&Method::GET, "/metrics") => metrics(&shared),
+                        (_, "/healthz" | "/readyz" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+                        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(shared.config.handshake_timeout)
+                .max_header_size(shared.config.max_header_bytes)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = conn.await;
+        });
+    }
+}
+
+/// `200 ready`, or `503` saying what the node waits for.
+fn readyz(shared: &Shared) -> Response<Body> {
+    if *shared.draining.borrow() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !shared.bus.is_ready() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "bus unavailable\n")
+    } else if !shared.node.control_reachable() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "waiting for a control replica (none heard on the bus for 3s)\n")
+    } else {
+        text(StatusCode::OK, "ready\n")
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -143,6 +187,9 @@ fn metrics(shared: &Shared) -> Response<Body> {
     shared.metrics.connections.set(shared.connections.load(Ordering::Relaxed) as f64);
     shared.metrics.channels.set(shared.hub.channels() as f64);
     shared.metrics.bus_subscriptions.set(shared.bus.subscriptions() as f64);
+    let (queued, subscriptions) = shared.node.queue_and_subscriptions();
+    shared.metrics.outbound_queue_bytes.set(queued as f64);
+    shared.metrics.subscriptions.set(subscriptions as f64);
     let mut r = Response::new(Full::new(Bytes::from(handle.render())));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r
@@ -189,7 +236,7 @@ fn handshake_problem(req: &Request<Incoming>) -> Option<&'static str> {
     (!valid).then_some("bad websocket handshake: Sec-WebSocket-Key must be 16 bytes in base64\n")
 }
 
-fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>, accepted: Instant) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         shared.metrics.limit_handshake.increment(1);
         let mut r = text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket\n");
@@ -259,7 +306,10 @@ fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut req: Request<Incoming>) ->
             }
         };
         match stream {
-            Some((stream, initial)) => session::run(shared, stream, initial, encoding, client, token).await,
+            Some((stream, initial)) => {
+                shared.metrics.handshake.record(accepted.elapsed());
+                session::run(shared, stream, initial, encoding, client, token).await
+            }
             None => {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
             }

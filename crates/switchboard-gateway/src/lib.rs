@@ -166,6 +166,12 @@ impl Gateway {
         http::serve(self.shared.clone(), listener).await
     }
 
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (the admin port) until the
+    /// returned future is dropped; they also stay on the client port.
+    pub async fn serve_admin(&self, listener: TcpListener) {
+        http::serve_admin(self.shared.clone(), listener).await
+    }
+
     /// Starts draining: `/readyz` fails, new connections are refused, and every session is
     /// asked to reconnect (close 4001) at a random moment within the drain window. Resolves
     /// once every session has ended.

@@ -1,7 +1,11 @@
 //! The gateway's metrics: one closed list of names, described at start-up so every series
 //! exists before traffic. Never a session, user or channel id as a label.
+//!
+//! Nothing here costs a registry lookup on the delivery path: [`Metrics::new`] registers
+//! every handle the hot paths touch, and the only histogram near the fan-out
+//! ([`DELIVERY_DURATION_SECONDS`]) records one batch in [`DELIVERY_SAMPLE`].
 
-use metrics::{Counter, Gauge, describe_counter, describe_gauge};
+use metrics::{Counter, Gauge, Histogram, describe_counter, describe_gauge, describe_histogram};
 
 pub const CONNECTIONS: &str = "switchboard_gateway_connections";
 pub const CONNECTIONS_TOTAL: &str = "switchboard_gateway_connections_total";
@@ -12,6 +16,16 @@ pub const DELIVERIES_TOTAL: &str = "switchboard_gateway_deliveries_total";
 pub const LIMIT_HITS_TOTAL: &str = "switchboard_gateway_limit_hits_total";
 pub const CHANNELS: &str = "switchboard_gateway_channels";
 pub const BUS_SUBSCRIPTIONS: &str = "switchboard_gateway_bus_subscriptions";
+pub const SUBSCRIPTIONS: &str = "switchboard_gateway_subscriptions";
+pub const HANDSHAKE_DURATION_SECONDS: &str = "switchboard_gateway_handshake_duration_seconds";
+pub const CONNECT_DURATION_SECONDS: &str = "switchboard_gateway_connect_duration_seconds";
+pub const DELIVERY_DURATION_SECONDS: &str = "switchboard_gateway_delivery_duration_seconds";
+pub const OUTBOUND_QUEUE_BYTES: &str = "switchboard_gateway_outbound_queue_bytes";
+pub const SLOW_CONSUMERS_TOTAL: &str = "switchboard_gateway_slow_consumers_total";
+pub const AUTH_FAILURES_TOTAL: &str = "switchboard_gateway_auth_failures_total";
+
+/// One publication batch in this many has its delivery time recorded.
+pub const DELIVERY_SAMPLE: u32 = 16;
 
 /// The `limit` label values of [`LIMIT_HITS_TOTAL`].
 pub const LIMITS: &[&str] = &[
@@ -49,6 +63,33 @@ pub fn describe() {
     describe_counter!(LIMIT_HITS_TOTAL, "Requests or sessions refused or closed by a limit, by limit.");
     describe_gauge!(CHANNELS, "Channels with at least one local subscriber.");
     describe_gauge!(BUS_SUBSCRIPTIONS, "Channel subscriptions this gateway holds on the bus.");
+    describe_gauge!(SUBSCRIPTIONS, "Channel subscriptions of the connected sessions, summed over sessions.");
+    describe_histogram!(
+        HANDSHAKE_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from the TCP accept to the WebSocket upgrade (the 101 written)."
+    );
+    describe_histogram!(
+        CONNECT_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to answer a connect command (token check and registration), accepted or not."
+    );
+    describe_histogram!(
+        DELIVERY_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from a publication batch's receipt from the bus until every local subscriber has it \
+         written to its socket (write=direct) or queued for its writer (write=queued); 1 batch in 16."
+    );
+    describe_gauge!(
+        OUTBOUND_QUEUE_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes queued to the connected sessions and not yet taken by their writers, summed."
+    );
+    describe_counter!(
+        SLOW_CONSUMERS_TOTAL,
+        "Sessions closed as slow consumers (4002): their outbound queue overflowed."
+    );
+    describe_counter!(AUTH_FAILURES_TOTAL, "Connect and refresh tokens refused, by reason.");
 }
 
 /// Pre-registered handles for the hot paths (no registry lookup per message).
@@ -79,14 +120,26 @@ pub struct Metrics {
     pub limit_message_rate: Counter,
     pub limit_byte_rate: Counter,
     pub limit_channel_len: Counter,
+    pub slow_consumers: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
     pub bus_subscriptions: Gauge,
+    pub subscriptions: Gauge,
+    pub outbound_queue_bytes: Gauge,
+    pub handshake: Histogram,
+    pub connect: Histogram,
+    pub delivery_direct: Histogram,
+    pub delivery_queued: Histogram,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let limit = |l: &'static str| metrics::counter!(LIMIT_HITS_TOTAL, "limit" => l);
+        // Every reason's series exists from the start, at zero.
+        for reason in crate::auth::TokenError::REASONS {
+            metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => *reason).absolute(0);
+        }
+        let delivery = |w: &'static str| metrics::histogram!(DELIVERY_DURATION_SECONDS, "write" => w);
         Metrics {
             connections_total: metrics::counter!(CONNECTIONS_TOTAL),
             messages_received: metrics::counter!(MESSAGES_RECEIVED_TOTAL),
@@ -113,15 +166,33 @@ impl Metrics {
             limit_message_rate: limit("message_rate"),
             limit_byte_rate: limit("byte_rate"),
             limit_channel_len: limit("channel_len"),
+            slow_consumers: metrics::counter!(SLOW_CONSUMERS_TOTAL),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),
             bus_subscriptions: metrics::gauge!(BUS_SUBSCRIPTIONS),
+            subscriptions: metrics::gauge!(SUBSCRIPTIONS),
+            outbound_queue_bytes: metrics::gauge!(OUTBOUND_QUEUE_BYTES),
+            handshake: metrics::histogram!(HANDSHAKE_DURATION_SECONDS),
+            connect: metrics::histogram!(CONNECT_DURATION_SECONDS),
+            delivery_direct: delivery("direct"),
+            delivery_queued: delivery("queued"),
         }
     }
 
     /// Counts a session's end under its close code.
     pub fn disconnect(code: u16) {
         metrics::counter!(DISCONNECTS_TOTAL, "code" => code.to_string()).increment(1);
+    }
+
+    /// Counts a refused token under its reason (one of [`crate::auth::TokenError::REASONS`]).
+    pub fn auth_failure(reason: &'static str) {
+        metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
+    }
+
+    /// Counts a slow consumer's close, under its limit and on its own.
+    pub fn slow_consumer(&self) {
+        self.limit_outbound_queue.increment(1);
+        self.slow_consumers.increment(1);
     }
 }
 

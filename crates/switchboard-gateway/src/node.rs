@@ -211,6 +211,16 @@ impl NodeAgent {
         self.lock().sessions.len()
     }
 
+    /// The bytes queued to the connected sessions (not yet taken by their writers) and
+    /// their channel subscriptions, each summed: read at scrape time, one outbox lock per
+    /// session, rather than kept up to date per frame.
+    pub(crate) fn queue_and_subscriptions(&self) -> (usize, usize) {
+        let st = self.lock();
+        st.sessions
+            .values()
+            .fold((0, 0), |(q, s), (record, handle)| (q + handle.sub.outbox.queued_bytes(), s + record.channels.len()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -18,6 +18,8 @@ use switchboard_hub::{Outbox, Subscriber};
 use switchboard_wire::pb::{self, command::Command as C, reply::Reply as R};
 use switchboard_wire::{Channel, ChannelError, CloseCode, DecodeError, Encoding, ErrorCode};
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use switchboard_bus::{Address, BusError};
 
@@ -179,7 +181,7 @@ impl Session {
                 biased;
                 taken = poll_fn(|cx| self.sub.outbox.poll_take(cx, &mut self.pending)), if self.pending.is_empty() => {
                     if taken == Taken::Overflowed {
-                        self.shared.metrics.limit_outbound_queue.increment(1);
+                        self.shared.metrics.slow_consumer();
                         return End::Close(CloseCode::SLOW_CONSUMER);
                     }
                     if self.flush().is_err() {
@@ -195,7 +197,7 @@ impl Session {
                 // possibly forever (it may still send pings); the queue behind it overflows
                 // meanwhile, and that alone ends the session.
                 () = poll_fn(|cx| self.sub.outbox.poll_overflow(cx)), if !self.pending.is_empty() => {
-                    self.shared.metrics.limit_outbound_queue.increment(1);
+                    self.shared.metrics.slow_consumer();
                     return End::Close(CloseCode::SLOW_CONSUMER);
                 }
                 // TLS only: records a write encrypted but the socket did not take yet.
@@ -346,15 +348,27 @@ impl Session {
             return None;
         }
         let result = match command {
-            C::Connect(c) => match self.connect(c).await {
-                Ok(result) => result,
-                Err(end) => return Some(end),
-            },
+            C::Connect(c) => {
+                let started = std::time::Instant::now();
+                let span = tracing::info_span!("connect", conn = self.sub.id, session = Empty, user = Empty);
+                let connected = self.connect(c).instrument(span).await;
+                self.shared.metrics.connect.record(started.elapsed());
+                match connected {
+                    Ok(result) => result,
+                    Err(end) => return Some(end),
+                }
+            }
             _ if self.session_id.is_none() => Err((ErrorCode::NOT_CONNECTED, "send connect first".into())),
-            C::Subscribe(s) => self.subscribe(&s.channel, Checked::Yes).await,
+            C::Subscribe(s) => {
+                let span = tracing::debug_span!("subscribe", session = self.session_id.as_deref(), channel = s.channel);
+                self.subscribe(&s.channel, Checked::Yes).instrument(span).await
+            }
             C::Refresh(r) => self.refresh(r).await,
             C::Unsubscribe(u) => self.unsubscribe(&u.channel).await,
-            C::Publish(p) => self.publish(&p.channel, p.data).await,
+            C::Publish(p) => {
+                let span = tracing::debug_span!("publish", session = self.session_id.as_deref(), channel = p.channel);
+                self.publish(&p.channel, p.data).instrument(span).await
+            }
             C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
             C::Send(s) => self.upstream_send(s.data).await,
             C::Rpc(r) => match self.upstream_rpc(cmd.id, r) {
@@ -487,6 +501,7 @@ impl Session {
                 Ok(claims) => claims,
                 Err(e) => {
                     tracing::debug!(error = %e, "connect token rejected");
+                    crate::metrics::Metrics::auth_failure(e.reason());
                     self.shared.metrics.limit_token.increment(1);
                     return Err(End::Close(CloseCode::UNAUTHORIZED));
                 }
@@ -500,6 +515,10 @@ impl Session {
         let session = format!("{}-{}{:x}", self.shared.config.node_id, self.shared.boot, self.sub.id);
         self.session_id = Some(session.clone().into());
         self.user = user.clone();
+        let span = tracing::Span::current();
+        span.record("session", session.as_str());
+        span.record("user", user.as_str());
+        tracing::debug!("connected");
         let record = pb::SessionRecord {
             session: session.clone(),
             gateway: self.shared.config.node_id.clone(),
@@ -537,6 +556,7 @@ impl Session {
         let claims = match self.shared.verifier.verify(&req.token).await {
             Ok(c) => c,
             Err(e) => {
+                crate::metrics::Metrics::auth_failure(e.reason());
                 self.shared.metrics.limit_token.increment(1);
                 return Err((ErrorCode::PERMISSION_DENIED, format!("refresh token refused: {e}")));
             }

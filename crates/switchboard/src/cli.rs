@@ -23,6 +23,10 @@ pub struct Cli {
     /// events itself, with the servers named.
     #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info,async_nats=warn")]
     pub log: String,
+    /// Log line format on stderr: `text` (for people) or `json` (one object per line, with
+    /// the span: connect, subscribe, publish, grpc).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +93,10 @@ pub struct GatewayCmdArgs {
     /// HTTP and WebSocket listen address (also serves /healthz, /readyz, /metrics).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Also serve `/metrics`, `/healthz` and `/readyz` on this address (an admin port kept
+    /// off the client path; it answers while the node drains); unset: not served.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Serve the demo page at `/`.
     #[arg(long, env = "SWITCHBOARD_PAGE")]
     pub page: bool,
@@ -124,9 +132,9 @@ pub struct ControlArgs {
     /// Time allowed for a query to another replica or a command to a gateway.
     #[arg(long, env = "SWITCHBOARD_QUERY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub query_timeout: Duration,
-    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP on this address;
-    /// unset: not served.
-    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP on this address
+    /// (the admin port; `--admin-listen` is the same flag); unset: not served.
+    #[arg(long, visible_alias = "admin-listen", env = "SWITCHBOARD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub nats: NatsArgs,

@@ -97,7 +97,7 @@ impl Drop for Dev {
 /// `switchboard dev`: runs until SIGINT/SIGTERM, then drains.
 pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) -> anyhow::Result<()> {
     let (gateway, grpc_listen) = crate::config::dev(&args, explicit)?;
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let prometheus = crate::telemetry::install_metrics()?;
     switchboard_gateway::metrics::describe();
     switchboard_bus::metrics::describe();
     switchboard_control::metrics::describe();

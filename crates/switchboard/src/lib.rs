@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod run;
+pub mod telemetry;
 pub mod token;
 pub mod tools;
 

@@ -22,12 +22,7 @@ async fn main() {
             return;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, not in log files (`make run > log 2>&1`).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    switchboard::telemetry::init_logs(&cli.log, cli.log_format);
     // Which settings came from a flag or the environment: they win over the config file.
     let explicit = Explicit::from_matches(&matches);
     let result = match cli.command {

@@ -29,7 +29,8 @@ async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
 pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Result<()> {
     let (config, nats) = crate::config::gateway(&args, explicit)?;
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let admin = crate::config::gateway_admin(&args, explicit)?;
+    let prometheus = crate::telemetry::install_metrics()?;
     switchboard_gateway::metrics::describe();
     switchboard_bus::metrics::describe();
     if config.auth.allow_anonymous {
@@ -47,12 +48,28 @@ pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Resul
         "switchboard gateway {} listening on {http}://{addr} (websocket {ws}://{addr}/ws), nats {}",
         config.node_id, servers
     );
+    let admin = match admin {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            println!(
+                "switchboard gateway {} serving metrics on http://{}/metrics",
+                config.node_id,
+                listener.local_addr()?
+            );
+            let serving = gateway.clone();
+            Some(tokio::spawn(async move { serving.serve_admin(listener).await }))
+        }
+        None => None,
+    };
     let serving = gateway.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await });
     crate::shutdown_signal().await;
     println!("draining…");
     gateway.drain().await;
     server.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     Ok(())
 }
 
@@ -61,7 +78,7 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
     // Every setting is checked before any connection attempt.
     let ControlSettings { mut config, nats, grpc_listen, advertise_addr, metrics_listen } =
         crate::config::control(&args, explicit)?;
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let prometheus = crate::telemetry::install_metrics()?;
     switchboard_control::metrics::describe();
     switchboard_bus::metrics::describe();
     let servers = nats.urls.join(",");

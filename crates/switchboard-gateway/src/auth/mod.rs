@@ -123,8 +123,11 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// A short label, one of a closed set: `missing`, `malformed`, `algorithm`, `unknown_key`,
-    /// `expired`, `invalid`, `no_subject`.
+    /// Every value [`TokenError::reason`] returns.
+    pub const REASONS: &[&str] =
+        &["missing", "malformed", "algorithm", "unknown_key", "expired", "invalid", "no_subject"];
+
+    /// A short label, one of a closed set: [`TokenError::REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             TokenError::Missing => "missing",

@@ -124,6 +124,7 @@ async fn tokens_that_choose_their_own_algorithm_or_break_the_rules_are_refused()
     for (what, v, token, reason) in cases {
         let err = v.verify(&token).await.expect_err(what);
         assert_eq!(err.reason(), reason, "{what}: {err}");
+        assert!(TokenError::REASONS.contains(&reason), "{reason} is in the closed list");
     }
 }
 

@@ -32,6 +32,8 @@ pub struct FileConfig {
 pub struct GatewaySection {
     /// HTTP and WebSocket listen address. Default "127.0.0.1:8080".
     pub listen: Option<String>,
+    /// Also serve /metrics, /healthz and /readyz on this address. Default unset (only on `listen`).
+    pub admin_listen: Option<String>,
     /// This node's id, the prefix of its session ids ([A-Za-z0-9_-]). Default: random.
     pub node_id: Option<String>,
     /// Serve the demo page at `/`. Default false for `gateway`, true for `dev`.

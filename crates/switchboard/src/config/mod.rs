@@ -105,6 +105,15 @@ pub fn gateway(args: &GatewayCmdArgs, x: &Explicit) -> Result<(GatewayConfig, Na
     Ok((config, nats))
 }
 
+/// `switchboard gateway`: the admin address (`--admin-listen`, or `gateway.admin_listen`).
+pub fn gateway_admin(args: &GatewayCmdArgs, x: &Explicit) -> Result<Option<SocketAddr>, UsageError> {
+    let f = load(args.config.path.as_deref())?;
+    match (f.gateway.and_then(|g| g.admin_listen), x.has("admin_listen")) {
+        (Some(l), false) => Ok(Some(addr("gateway.admin_listen", &l)?)),
+        _ => Ok(args.admin_listen),
+    }
+}
+
 /// `switchboard dev`: the gateway and the gRPC listen address.
 pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), UsageError> {
     let f = load(args.config.path.as_deref())?;
@@ -425,7 +434,8 @@ pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
                 }
                 Role::Gateway(args) => {
                     let (g, n) = gateway(&args, x)?;
-                    serde_json::json!({"role": "gateway", "gateway": gateway_summary(&g), "nats": nats_summary(&n)})
+                    let admin = gateway_admin(&args, x)?.map(|a| a.to_string());
+                    serde_json::json!({"role": "gateway", "gateway": gateway_summary(&g), "admin_listen": admin, "nats": nats_summary(&n)})
                 }
                 Role::Control(args) => {
                     let c = control(&args, x)?;

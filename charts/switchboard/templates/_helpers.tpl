@@ -1,0 +1,170 @@
+{{/* Names, labels and small pieces shared by the templates. */}}
+
+{{- define "switchboard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's base name: <release>-switchboard, or the release name when it already says switchboard. */}}
+{{- define "switchboard.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "switchboard.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "switchboard.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "switchboard.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "switchboard.control.fullname" -}}
+{{- printf "%s-control" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "switchboard.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "switchboard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: switchboard
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: call with (dict "ctx" $ "component" "gateway"). */}}
+{{- define "switchboard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "switchboard.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "switchboard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "switchboard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "switchboard.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the rendered configuration file is mounted. */}}
+{{- define "switchboard.configPath" -}}/etc/switchboard/config/switchboard.toml{{- end -}}
+
+{{/*
+The gateway's termination grace: the preStop pause, then the drain window, then the pong
+timeout (Gateway::drain waits at most drain window + pong timeout for sessions to leave),
+then a margin for the close handshakes.
+*/}}
+{{- define "switchboard.gateway.terminationGrace" -}}
+{{- add .Values.gateway.preStopSeconds .Values.gateway.drainWindowSeconds .Values.gateway.pongTimeoutSeconds .Values.gateway.terminationMarginSeconds -}}
+{{- end -}}
+
+{{/*
+The configuration map as TOML. Helm's own toToml writes every number as a float
+(`max_connections = 100000.0`), which the binary refuses for integer keys: this writes
+whole numbers as integers. Top-level tables become [sections]; deeper maps and lists are
+inline. A null value is left out (the key takes its default).
+*/}}
+{{- define "switchboard.toml" -}}
+{{- $root := . -}}
+{{- range $key, $value := $root -}}
+{{- if and (ne (kindOf $value) "map") (ne (kindOf $value) "invalid") }}
+{{ toJson $key }} = {{ include "switchboard.tomlValue" $value }}
+{{- end -}}
+{{- end -}}
+{{- range $key, $value := $root -}}
+{{- if eq (kindOf $value) "map" }}
+
+[{{ toJson $key }}]
+{{- range $k, $v := $value -}}
+{{- if ne (kindOf $v) "invalid" }}
+{{ toJson $k }} = {{ include "switchboard.tomlValue" $v }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "switchboard.tomlValue" -}}
+{{- $v := . -}}
+{{- $kind := kindOf $v -}}
+{{- if eq $kind "string" -}}
+{{- toJson $v -}}
+{{- else if eq $kind "bool" -}}
+{{- $v -}}
+{{- else if has $kind (list "float64" "float32" "int" "int64" "int32" "uint64") -}}
+{{- if eq (float64 (int64 $v)) (float64 $v) -}}{{- int64 $v -}}{{- else -}}{{- $v -}}{{- end -}}
+{{- else if eq $kind "slice" -}}
+[{{- range $i, $e := $v -}}{{- if $i -}}, {{ end -}}{{- include "switchboard.tomlValue" $e -}}{{- end -}}]
+{{- else if eq $kind "map" -}}
+{{- $first := true -}}
+{ {{- range $k, $e := $v -}}{{- if ne (kindOf $e) "invalid" -}}{{- if not $first -}},{{- end -}}{{- $first = false }} {{ toJson $k }} = {{ include "switchboard.tomlValue" $e -}}{{- end -}}{{- end }} }
+{{- else -}}
+{{- fail (printf "config: a value of kind %s cannot be written to TOML" $kind) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment shared by gateway and control: logs, NATS from a Secret, the NATS CA. */}}
+{{- define "switchboard.commonEnv" -}}
+- name: SWITCHBOARD_LOG
+  value: {{ .Values.logLevel | quote }}
+- name: SWITCHBOARD_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- if .Values.nats.existingSecret }}
+- name: SWITCHBOARD_NATS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.nats.existingSecret }}
+      key: {{ .Values.nats.existingSecretKey }}
+{{- end }}
+{{- if .Values.nats.tls.caSecret }}
+# A private CA for tls:// NATS URLs; it replaces the system roots for the NATS client.
+- name: SSL_CERT_FILE
+  value: /etc/switchboard/nats-ca/{{ .Values.nats.tls.caKey }}
+{{- end }}
+{{- end -}}
+
+{{/* The --nats flag, unless the URLs come from a Secret. */}}
+{{- define "switchboard.natsArgs" -}}
+{{- if not .Values.nats.existingSecret }}
+- --nats={{ required "nats.url (or nats.existingSecret) is required: the NATS server URLs" .Values.nats.url }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes every server pod mounts: the configuration file, and the NATS CA when given. */}}
+{{- define "switchboard.commonVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "switchboard.fullname" . }}
+{{- if .Values.nats.tls.caSecret }}
+- name: nats-ca
+  secret:
+    secretName: {{ .Values.nats.tls.caSecret }}
+{{- end }}
+{{- end -}}
+
+{{- define "switchboard.commonMounts" -}}
+- name: config
+  mountPath: /etc/switchboard/config
+  readOnly: true
+{{- if .Values.nats.tls.caSecret }}
+- name: nats-ca
+  mountPath: /etc/switchboard/nats-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Topology spread constraints with this component's selector filled in. */}}
+{{- define "switchboard.topologySpread" -}}
+{{- $selector := fromYaml (include "switchboard.selectorLabels" (dict "ctx" .ctx "component" .component)) -}}
+{{- range .constraints }}
+- {{ toYaml (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" $selector))) | nindent 2 | trim }}
+{{- end }}
+{{- end -}}

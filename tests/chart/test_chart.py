@@ -1,0 +1,493 @@
+"""The Helm chart, checked offline with the real Helm engine and the real binary.
+
+- `helm lint --strict` and a render of the defaults and of every value set in VALUE_SETS;
+- every rendered manifest validated against the Kubernetes schemas (kubernetes-validate,
+  strict) of the oldest and the newest release it knows, the Prometheus Operator's two
+  kinds checked by hand and with `promtool check rules`;
+- the contract: each server container's args, env and mounted files (the rendered
+  configuration file, the Secrets a value set says exist) handed to the real
+  `switchboard config check <role>`, which must accept them and report the ports the
+  pod declares; the `helm test` pod's script run against a real `switchboard dev`;
+- broken value sets refused by values.schema.json or by the binary;
+- generated files (the schema's `config` part, the rules and dashboard copies, the
+  README's values table) in step with their sources (tests/chart/sync.py rewrites them).
+
+Run by `make test` (tests/tools/chart-test.sh) with `SWITCHBOARD_BIN` naming the binary.
+"""
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import helm_python as helm
+import kubernetes_validate as kv
+import pytest
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CHART = ROOT / "charts" / "switchboard"
+BINARY = pathlib.Path(os.environ.get("SWITCHBOARD_BIN", ROOT / "target" / "debug" / "switchboard")).resolve()
+KUBE_VERSIONS = ["1.30.0", kv.latest_version()]
+sys.path.insert(0, str(HERE))
+import sync  # noqa: E402
+
+# A real Ed25519 public key, for the value set that verifies tokens with a key file.
+ED25519_PUB = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
+TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"}}
+
+# name: (values, the Secrets that exist in the namespace {name: {key: value}})
+VALUE_SETS = {
+    "defaults": ({}, TOKEN_SECRET),
+    "external-nats-from-a-secret": (
+        {"nats": {"existingSecret": "nats-urls"}, "config": {"nats": {"subject_prefix": "prod.sb", "max_missed_pongs": 3}}},
+        {**TOKEN_SECRET, "nats-urls": {"url": "nats://nats-a.example.internal:4222,nats://nats-b.example.internal:4222"}},
+    ),
+    "tls-on": (
+        {
+            "nats": {"url": "tls://nats.example.internal:4222", "tls": {"caSecret": "nats-ca"}},
+            "ingress": {"enabled": True, "tls": [{"secretName": "switchboard-tls", "hosts": ["switchboard.example.com"]}]},
+        },
+        {**TOKEN_SECRET, "nats-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"}},
+    ),
+    "token-keys-from-an-existing-secret": (
+        {
+            "auth": {"tokenSecret": {"existingSecret": ""}, "keysSecret": {"existingSecret": "jwt-keys"}},
+            "config": {"auth": {"keys": [{"kid": "2026-01", "public_key_file": "/etc/switchboard/keys/jwt.pem"}],
+                                "issuer": "https://auth.example.com", "algorithms": ["EdDSA"]}},
+            "tests": {"enabled": False},
+        },
+        {"jwt-keys": {"jwt.pem": ED25519_PUB}},
+    ),
+    "servicemonitor-and-prometheusrule": (
+        {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                     "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                     "dashboard": {"enabled": True, "namespace": "monitoring"}}},
+        TOKEN_SECRET,
+    ),
+    "hpa-off": ({"gateway": {"autoscaling": {"enabled": False}, "replicas": 3}, "control": {"replicas": 3}}, TOKEN_SECRET),
+    "ingress-on": (
+        {"ingress": {"enabled": True, "hosts": [{"host": "rt.example.com", "paths": [{"path": "/ws"}]}]}},
+        TOKEN_SECRET,
+    ),
+    "network-policy-anonymous-and-a-full-config": (
+        {
+            "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+            "auth": {"allowAnonymous": True, "tokenSecret": {"existingSecret": ""}},
+            "gateway": {"pdb": {"enabled": False}, "extraArgs": ["--max-subscriptions=64"]},
+            "config": {
+                "gateway": {"max_connections": 50000, "max_queue_bytes": 2097152, "handshake_timeout": "5s",
+                            "client_publish": False, "max_user_id_len": 128},
+                "channels": {"unknown_namespaces": "refuse", "default": {"subscribe": "anyone", "publish": "nobody"},
+                             "namespaces": {"chat": {"subscribe": "authenticated", "publish": "granted"},
+                                            "helm-test": {"subscribe": "anyone", "publish": "anyone"}}},
+                "control": {"gateway_lease": "12s", "query_timeout": 3},
+            },
+        },
+        {},
+    ),
+}
+
+FAKE_FIELDS = {"metadata.name": "sb-switchboard-gateway-5d8f9c7b6-x2k4q", "status.podIP": "10.1.2.3",
+               "metadata.namespace": "rt"}
+
+
+# === helpers ===
+
+def render(values, name="sb", namespace="rt"):
+    with helm.Chart.load(str(CHART)) as chart:
+        out = chart.render(values, name=name, namespace=namespace)
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith(".txt"):
+            continue
+        docs.extend((path, d) for d in yaml.safe_load_all(text) if d)
+    return out, docs
+
+
+RENDERED = {}
+
+
+def rendered(set_name):
+    if set_name not in RENDERED:
+        RENDERED[set_name] = render(VALUE_SETS[set_name][0])
+    return RENDERED[set_name]
+
+
+def kinds(docs, kind):
+    return [d for _, d in docs if d["kind"] == kind]
+
+
+def one(docs, kind, component=None):
+    found = [d for d in kinds(docs, kind)
+             if component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs):
+    for _, d in docs:
+        if d["kind"] == "Deployment":
+            yield d, d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            yield d, d["spec"]
+
+
+def expand(value, env):
+    """$(VAR) as the kubelet expands it, from the variables defined before."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def materialize(spec, container, docs, secrets, root):
+    """Writes the container's mounted ConfigMaps and Secrets under `root`, builds its
+    environment as the kubelet would, and returns (env, rewrite) where rewrite maps the
+    pod's paths to the ones under `root`."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in kinds(docs, "ConfigMap")}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = []
+    for m in container.get("volumeMounts", []):
+        v = volumes[m["name"]]
+        if "configMap" in v:
+            files = configmaps[v["configMap"]["name"]]
+        elif "secret" in v:
+            name = v["secret"]["secretName"]
+            assert name in secrets, f"the pod mounts Secret {name!r}, which the value set does not create"
+            files = secrets[name]
+        elif "emptyDir" in v:
+            files = {}
+        else:
+            raise AssertionError(f"volume {m['name']}: unsupported source {v}")
+        target = root / m["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for key, text in files.items():
+            (target / key).write_text(text)
+        mounts.append(m["mountPath"])
+
+    def rewrite(text):
+        for path in sorted(mounts, key=len, reverse=True):
+            text = text.replace(path, str(root / path.lstrip("/")))
+        return text
+
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = rewrite(expand(e["value"], env))
+        elif "fieldRef" in e["valueFrom"]:
+            env[e["name"]] = FAKE_FIELDS[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        elif "secretKeyRef" in e["valueFrom"]:
+            ref = e["valueFrom"]["secretKeyRef"]
+            assert ref["key"] in secrets.get(ref["name"], {}), \
+                f"env {e['name']} reads Secret {ref['name']!r} key {ref['key']!r}, which the value set does not create"
+            env[e["name"]] = secrets[ref["name"]][ref["key"]]
+        else:
+            raise AssertionError(f"env {e['name']}: unsupported source {e['valueFrom']}")
+    # The configuration file may name mounted files too (auth.keys[].public_key_file).
+    for path in root.rglob("*.toml"):
+        path.write_text(rewrite(path.read_text()))
+    return env, rewrite
+
+
+def config_check(role, args, env):
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run([str(BINARY), "config", "check", role, *args], env=clean, capture_output=True, text=True,
+                          timeout=30)
+
+
+def server_containers(docs):
+    for doc, spec in pod_specs(docs):
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            if c.get("args") and c["args"][0] in ("gateway", "control"):
+                yield doc, spec, c
+
+
+# === the tests ===
+
+def test_the_binary_exists():
+    assert BINARY.is_file(), f"{BINARY} is missing: build it first (`cargo build -p switchboard`)"
+
+
+@pytest.mark.parametrize("set_name", VALUE_SETS)
+def test_lint_strict_passes(set_name):
+    report = helm.lint(str(CHART), VALUE_SETS[set_name][0], strict=True, kube_version=f"v{KUBE_VERSIONS[-1]}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("set_name", VALUE_SETS)
+def test_every_manifest_is_valid_kubernetes(set_name):
+    _, docs = rendered(set_name)
+    assert docs
+    for path, doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            check_monitoring(doc)
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kv.validate(doc, version, strict=True)
+            except kv.ValidationError as e:
+                pytest.fail(f"{set_name}: {path} ({doc['kind']}) is invalid for Kubernetes {version}: {e.message} at {list(e.path)}")
+
+
+def check_monitoring(doc):
+    """The Prometheus Operator's kinds, which kubernetes-validate has no schema for."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    if doc["kind"] == "ServiceMonitor":
+        ep = doc["spec"]["endpoints"]
+        assert doc["spec"]["selector"]["matchLabels"] and ep and ep[0]["port"] == "admin" and ep[0]["path"] == "/metrics"
+        assert set(ep[0]) <= {"port", "path", "interval", "scrapeTimeout", "relabelings"}
+    elif doc["kind"] == "PrometheusRule":
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(doc["spec"], f)
+            f.flush()
+            r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+    else:
+        pytest.fail(f"unexpected kind {doc['kind']}")
+
+
+@pytest.mark.parametrize("set_name", VALUE_SETS)
+def test_the_binary_accepts_every_container(set_name, tmp_path):
+    values, secrets = VALUE_SETS[set_name]
+    _, docs = rendered(set_name)
+    roles = []
+    for i, (doc, spec, c) in enumerate(server_containers(docs)):
+        role, args = c["args"][0], c["args"][1:]
+        root = tmp_path / f"{i}-{role}"
+        env, rewrite = materialize(spec, c, docs, secrets, root)
+        r = config_check(role, [rewrite(a) for a in args], env)
+        assert r.returncode == 0, f"{set_name}: `switchboard config check {role}` refused {doc['metadata']['name']}:\n{r.stderr}"
+        summary = json.loads(r.stdout)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        if role == "gateway":
+            assert summary["gateway"]["listen"] == f"0.0.0.0:{ports['http']}"
+            assert summary["admin_listen"] == f"0.0.0.0:{ports['admin']}"
+            assert summary["gateway"]["node_id"] == FAKE_FIELDS["metadata.name"]
+            grace = spec["terminationGracePeriodSeconds"]
+            assert grace > summary["gateway"]["drain_window_ms"] / 1000 + summary["gateway"]["pong_timeout_ms"] / 1000, \
+                "the grace period outlasts the drain"
+        else:
+            assert summary["grpc_listen"] == f"0.0.0.0:{ports['grpc']}"
+            assert summary["metrics_listen"] == f"0.0.0.0:{ports['admin']}"
+            assert summary["advertise_addr"] == f"{FAKE_FIELDS['status.podIP']}:{ports['grpc']}"
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert c[probe]["httpGet"]["port"] in ports
+        roles.append((role, summary))
+    assert sorted(r for r, _ in roles) == ["control", "gateway"]
+    summaries = dict(roles)
+    config = values.get("config", {})
+    # What the value set's configuration says is what the binary runs with.
+    for section, role in (("gateway", "gateway"), ("control", "control")):
+        for key, want in config.get(section, {}).items():
+            summary = summaries[role]["gateway"] if role == "gateway" else summaries[role]
+            if key in duration_keys(section):
+                key, want = f"{key}_ms", duration_ms(want)
+            assert summary[key] == want, f"{set_name}: {section}.{key} is {summary[key]}, not {want}"
+    if "subject_prefix" in config.get("nats", {}):
+        assert summaries["gateway"]["nats"]["subject_prefix"] == config["nats"]["subject_prefix"]
+    if values.get("nats", {}).get("existingSecret"):
+        assert summaries["control"]["nats"]["urls"] == secrets["nats-urls"]["url"].split(",")
+    if "namespaces" in config.get("channels", {}):
+        got = summaries["gateway"]["gateway"]["channels"]["namespaces"]
+        assert got == config["channels"]["namespaces"]
+    if "--max-subscriptions=64" in values.get("gateway", {}).get("extraArgs", []):
+        assert summaries["gateway"]["gateway"]["max_subscriptions"] == 64
+    assert summaries["gateway"]["gateway"]["auth"]["allow_anonymous"] is values.get("auth", {}).get("allowAnonymous", False)
+
+
+def duration_keys(section):
+    """The keys of a section of the binary's schema that are durations."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    props = schema["$defs"][f"{section.capitalize()}Section"]["properties"]
+    return {k for k, v in props.items() if '"#/$defs/Duration"' in json.dumps(v)}
+
+
+def duration_ms(d):
+    if isinstance(d, int):
+        return d * 1000
+    number, unit = re.fullmatch(r"([0-9.]+)(ms|s|m|h)?", d).groups()
+    return int(float(number) * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}[unit])
+
+
+BROKEN = {
+    # values.schema.json refuses these before anything renders.
+    "config-out-of-range": ({"config": {"gateway": {"max_user_id_len": 1000}}}, "max_user_id_len"),
+    "config-unknown-key": ({"config": {"gateway": {"max_connexions": 5}}}, "max_connexions"),
+    "chart-value-typo": ({"gateway": {"replica": 3}}, "replica"),
+    "bad-log-format": ({"logFormat": "xml"}, "logFormat"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_broken_values_are_refused_by_the_schema(case):
+    values, named = BROKEN[case]
+    with pytest.raises(helm.HelmError) as e:
+        render(values)
+    assert named in str(e.value), str(e.value)
+
+
+def test_a_config_the_schema_allows_but_the_binary_refuses_fails_the_contract(tmp_path):
+    # A gateway lease over 15 s is a valid duration to the schema; the binary refuses it.
+    values = {"config": {"control": {"gateway_lease": "20s"}}}
+    _, docs = render(values)
+    refused = []
+    for i, (doc, spec, c) in enumerate(server_containers(docs)):
+        env, rewrite = materialize(spec, c, docs, TOKEN_SECRET, tmp_path / str(i))
+        r = config_check(c["args"][0], [rewrite(a) for a in c["args"][1:]], env)
+        if r.returncode != 0:
+            assert r.returncode == 64 and "gateway_lease" in r.stderr, r.stderr
+            refused.append(c["args"][0])
+    assert refused == ["control"]
+
+
+def test_no_value_set_renders_a_secret():
+    for set_name in VALUE_SETS:
+        _, docs = rendered(set_name)
+        assert not kinds(docs, "Secret"), f"{set_name} renders a Secret: the chart must only read existing ones"
+
+
+def test_gateways_roll_out_without_dropping_traffic():
+    _, docs = rendered("defaults")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]
+    d = one(docs, "Deployment", "gateway")
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in d["spec"], "the HPA owns the replica count"
+    spec = d["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(values["preStopSeconds"])]
+    want = values["preStopSeconds"] + values["drainWindowSeconds"] + values["pongTimeoutSeconds"] + values["terminationMarginSeconds"]
+    assert spec["terminationGracePeriodSeconds"] == want
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {t["topologyKey"] for t in spec["topologySpreadConstraints"]} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert all(t["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway" for t in spec["topologySpreadConstraints"])
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert one(docs, "PodDisruptionBudget", "gateway")["spec"]["maxUnavailable"] == 1
+    _, off = rendered("hpa-off")
+    assert not kinds(off, "HorizontalPodAutoscaler")
+    assert one(off, "Deployment", "gateway")["spec"]["replicas"] == 3
+
+
+def test_every_pod_runs_locked_down():
+    for set_name in VALUE_SETS:
+        _, docs = rendered(set_name)
+        for doc, spec in pod_specs(docs):
+            pod = spec["securityContext"]
+            assert pod["runAsNonRoot"] is True and pod["seccompProfile"]["type"] == "RuntimeDefault", doc["metadata"]["name"]
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+                assert sc["capabilities"]["drop"] == ["ALL"]
+                assert "resources" in c
+
+
+def test_a_config_change_rolls_the_pods():
+    def checksum(values):
+        _, docs = render(values)
+        return one(docs, "Deployment", "gateway")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert checksum({}) != checksum({"config": {"gateway": {"max_connections": 10}}})
+    assert checksum({}) == checksum({"gateway": {"replicas": 7}})
+
+
+def test_the_prometheus_rule_and_the_dashboard_are_the_shipped_files():
+    _, docs = rendered("servicemonitor-and-prometheusrule")
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    board = [d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")][0]
+    assert board["metadata"]["namespace"] == "monitoring" and board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(board["data"]["switchboard.json"]) == json.loads((ROOT / "deploy" / "grafana" / "switchboard.json").read_text())
+    monitors = kinds(docs, "ServiceMonitor")
+    jobs = sorted(m["spec"]["endpoints"][0]["relabelings"][0]["replacement"] for m in monitors)
+    assert jobs == ["switchboard-control", "switchboard-gateway"], "the jobs the rules and dashboard expect"
+    rules_text = (ROOT / "deploy" / "prometheus" / "rules.yaml").read_text()
+    for job in jobs:
+        assert f'job="{job}"' in rules_text
+
+
+def test_generated_files_are_in_step_with_their_sources():
+    stale = [str(p.relative_to(ROOT)) for p, text in sync.expected_files(BINARY).items() if p.read_text() != text]
+    assert not stale, f"run `make chart-sync` (tests/chart/sync.py): {stale} differ from their sources"
+
+
+def test_values_yaml_documents_every_value_and_the_readme_lists_them():
+    documented = sync.documented_values()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaves(node, prefix=""):
+        """Every value's path; a group of values (an object the schema closes) is not
+        one, unless values.yaml documents it as a whole (`resources`)."""
+        for key, sub in node.get("properties", {}).items():
+            path = f"{prefix}{key}"
+            if key in ("config", "global") and not prefix:
+                continue
+            if sub.get("additionalProperties") is False and path not in documented:
+                yield from leaves(sub, path + ".")
+            else:
+                yield path
+
+    missing = [p for p in leaves(schema) if p not in documented]
+    assert not missing, f"values.yaml keys without a comment: {missing}"
+    readme = (CHART / "README.md").read_text()
+    for path in documented:
+        assert f"`{path}`" in readme, f"charts/switchboard/README.md does not list {path}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_helm_test_pod_subscribes_and_publishes_through_a_real_node(tmp_path):
+    _, docs = rendered("defaults")
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["/bin/sh", "-ec"]
+    script = c["args"][0]
+    http, grpc = free_port(), free_port()
+    node = subprocess.Popen([str(BINARY), "dev", "--listen", f"127.0.0.1:{http}", "--grpc-listen", f"127.0.0.1:{grpc}",
+                             "--token-secret", TOKEN_SECRET["switchboard-token"]["secret"], "--no-page"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", grpc), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "switchboard dev did not start"
+                time.sleep(0.05)
+        script = (script.replace("ws://sb-switchboard-gateway:8080/ws", f"ws://127.0.0.1:{http}/ws")
+                  .replace("http://sb-switchboard-control:50051", f"http://127.0.0.1:{grpc}")
+                  .replace("/tmp/", f"{tmp_path}/"))
+        assert str(http) in script and str(grpc) in script, "the script names the release's Services"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "switchboard").symlink_to(BINARY)
+        env, _ = materialize(pod["spec"], c, docs, TOKEN_SECRET, tmp_path / "root")
+        env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        r = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert '"helm":"test"' in r.stdout, r.stdout
+    finally:
+        node.terminate()
+        node.wait(timeout=20)
+
+
+def test_deploy_readme_lists_every_panel_and_alert():
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    board = json.loads((ROOT / "deploy" / "grafana" / "switchboard.json").read_text())
+    for panel in board["panels"]:
+        if panel["type"] != "row":
+            assert f"| {panel['title']} | {panel['description']} |" in readme, f"deploy/README.md lacks panel {panel['title']!r}"
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert f"### {rule['alert']}\n" in readme, f"deploy/README.md has no runbook for {rule['alert']}"
+            assert rule["annotations"]["runbook"] == f"deploy/README.md#{rule['alert'].lower()}"
