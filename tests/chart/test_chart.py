@@ -40,7 +40,8 @@ import sync  # noqa: E402
 
 # A real Ed25519 public key, for the value set that verifies tokens with a key file.
 ED25519_PUB = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
-TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"}}
+TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"},
+                "switchboard-api-keys": {"keys": "# rotated 2026-12\nchart-test-api-key-0123456789\n"}}
 
 # name: (values, the Secrets that exist in the namespace {name: {key: value}})
 VALUE_SETS = {
@@ -63,7 +64,7 @@ VALUE_SETS = {
                                 "issuer": "https://auth.example.com", "algorithms": ["EdDSA"]}},
             "tests": {"enabled": False},
         },
-        {"jwt-keys": {"jwt.pem": ED25519_PUB}},
+        {"jwt-keys": {"jwt.pem": ED25519_PUB}, "switchboard-api-keys": TOKEN_SECRET["switchboard-api-keys"]},
     ),
     "servicemonitor-and-prometheusrule": (
         {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -80,6 +81,7 @@ VALUE_SETS = {
         {
             "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
             "auth": {"allowAnonymous": True, "tokenSecret": {"existingSecret": ""}},
+            "apiKeys": {"existingSecret": "", "allowUnauthenticated": True},
             "gateway": {"pdb": {"enabled": False}, "extraArgs": ["--max-subscriptions=64"]},
             "config": {
                 "gateway": {"max_connections": 50000, "max_queue_bytes": 2097152, "handshake_timeout": "5s",
