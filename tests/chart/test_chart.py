@@ -40,6 +40,9 @@ import sync  # noqa: E402
 
 # A real Ed25519 public key, for the value set that verifies tokens with a key file.
 ED25519_PUB = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"
+# A throw-away certificate and key for the wss value set (openssl, EC P-256, CA:FALSE).
+TLS_CRT = '-----BEGIN CERTIFICATE-----\nMIIBvTCCAWKgAwIBAgIUf+4EoNlUJkC0d92yPcmF3Q3cxikwCgYIKoZIzj0EAwIw\nIjEgMB4GA1UEAwwXc3dpdGNoYm9hcmQuZXhhbXBsZS5jb20wIBcNMjYxMjAxMTAz\nNzU3WhgPMjEyNjExMDcxMDM3NTdaMCIxIDAeBgNVBAMMF3N3aXRjaGJvYXJkLmV4\nYW1wbGUuY29tMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqKZ/n6xTYZONEZoe\nOF4JQMOBaaeyuRh3kk2jfu9Bld48DX3ba6ZtedTvgircbFQ3CH0haaKSz+X7dy2E\nR88gVqN0MHIwHQYDVR0OBBYEFFfZ0QXdd2eRohk1HJ247Plff4PRMB8GA1UdIwQY\nMBaAFFfZ0QXdd2eRohk1HJ247Plff4PRMCIGA1UdEQQbMBmCF3N3aXRjaGJvYXJk\nLmV4YW1wbGUuY29tMAwGA1UdEwEB/wQCMAAwCgYIKoZIzj0EAwIDSQAwRgIhAL52\nfSdMHtJ4KKR/OlgNokZ0FpfO99FU6i/RI7yXWN6/AiEAp+HCw1MjmYqnIMyFSgaE\niYx7ZWQqrA7bjB+ceYmLKwE=\n-----END CERTIFICATE-----\n'
+TLS_KEY = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgnAXbLfmxPFxd271p\nIdH+lWsxka0M/6+dLGb5BTdkPi+hRANCAASopn+frFNhk40Rmh44XglAw4Fpp7K5\nGHeSTaN+70GV3jwNfdtrpm151O+CKtxsVDcIfSFpopLP5ft3LYRHzyBW\n-----END PRIVATE KEY-----\n'
 TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"},
                 "switchboard-api-keys": {"keys": "# rotated 2026-12\nchart-test-api-key-0123456789\n"}}
 
@@ -52,10 +55,14 @@ VALUE_SETS = {
     ),
     "tls-on": (
         {
-            "nats": {"url": "tls://nats.example.internal:4222", "tls": {"caSecret": "nats-ca"}},
+            "nats": {"url": "tls://nats.example.internal:4222", "tls": {"caSecret": "nats-ca"},
+                     "credentials": {"existingSecret": "nats-credentials"}},
+            "gateway": {"tls": {"existingSecret": "switchboard-wss"}},
             "ingress": {"enabled": True, "tls": [{"secretName": "switchboard-tls", "hosts": ["switchboard.example.com"]}]},
         },
-        {**TOKEN_SECRET, "nats-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"}},
+        {**TOKEN_SECRET, "nats-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"},
+         "nats-credentials": {"user": "switchboard", "password": "nats-password"},
+         "switchboard-wss": {"tls.crt": TLS_CRT, "tls.key": TLS_KEY}},
     ),
     "token-keys-from-an-existing-secret": (
         {

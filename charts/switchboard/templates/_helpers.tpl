@@ -124,6 +124,18 @@ inline. A null value is left out (the key takes its default).
       name: {{ .Values.nats.existingSecret }}
       key: {{ .Values.nats.existingSecretKey }}
 {{- end }}
+{{- with .Values.nats.credentials.existingSecret }}
+- name: SWITCHBOARD_NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.nats.credentials.userKey }}
+- name: SWITCHBOARD_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.nats.credentials.passwordKey }}
+{{- end }}
 {{- if .Values.nats.tls.caSecret }}
 # A private CA for tls:// NATS URLs; it replaces the system roots for the NATS client.
 - name: SSL_CERT_FILE
