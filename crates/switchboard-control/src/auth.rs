@@ -303,28 +303,10 @@ where
     }
 }
 
-/// The methods of `SwitchboardApi`, the `method` label's closed set.
-const METHODS: [&str; 14] = [
-    "Publish",
-    "Broadcast",
-    "SendToSession",
-    "SendToUser",
-    "Disconnect",
-    "Subscribe",
-    "Unsubscribe",
-    "GetSession",
-    "ListSessions",
-    "Presence",
-    "PresenceStats",
-    "Channels",
-    "Info",
-    "WatchEvents",
-];
-
 /// `/switchboard.v1.SwitchboardApi/Publish` → `Publish`; anything else is `unknown`.
 fn method_name(path: &str) -> &'static str {
     let last = path.rsplit('/').next().unwrap_or_default();
-    METHODS.iter().find(|m| **m == last).copied().unwrap_or("unknown")
+    metrics::METHODS.iter().find(|m| **m == last).copied().unwrap_or("unknown")
 }
 
 #[cfg(test)]

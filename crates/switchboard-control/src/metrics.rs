@@ -71,7 +71,7 @@ pub(crate) fn api_request(method: &'static str, code: Code, took: Duration) {
 }
 
 /// The canonical upper-case name of a gRPC status code (`OK`, `NOT_FOUND`, …).
-pub(crate) fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -106,7 +106,11 @@ impl Api {
             } else {
                 ""
             };
-            return Err(anyhow!("{what} failed: {}: {}{still}{hint}", code_name(status.code()), status.message()));
+            return Err(anyhow!(
+                "{what} failed: {}: {}{still}{hint}",
+                switchboard_control::metrics::code_name(status.code()),
+                status.message()
+            ));
         }
     }
 }
@@ -210,29 +214,6 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The canonical name of a gRPC status code, as the gRPC documentation writes it.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,7 +262,7 @@ mod tests {
     fn status_codes_have_their_canonical_names() {
         let cases = [(Code::Unavailable, "UNAVAILABLE"), (Code::InvalidArgument, "INVALID_ARGUMENT"), (Code::Ok, "OK")];
         for (code, name) in cases {
-            assert_eq!(code_name(code), name);
+            assert_eq!(switchboard_control::metrics::code_name(code), name);
         }
     }
 }
