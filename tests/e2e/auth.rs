@@ -235,16 +235,21 @@ async fn keys_from_a_jwks_url_are_fetched_and_refreshed_for_an_unknown_kid() {
     assert_eq!(reply["closed"], 4501, "the key is not published yet: {reply}");
     // The key is rotated in: the next unknown kid fetches again (after the rate limit).
     *body.lock().unwrap() = format!(r#"{{"keys":[{}]}}"#, RSA_JWK.trim());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, reply) = connect(node.http, &t).await;
-    assert_eq!(reply["connect"]["user"], "frank", "{reply}");
+    switchboard_tests::eventually("the rotated key is fetched", async || {
+        connect(node.http, &t).await.1["connect"]["user"] == "frank"
+    })
+    .await;
     // The server goes bad: the keys already fetched are kept.
     *body.lock().unwrap() = "not json".into();
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let unknown =
         token(Algorithm::RS256, Some("rsa-2"), &rsa(), serde_json::json!({"sub": "frank", "exp": now() + 60}));
-    let (_, reply) = connect(node.http, &unknown).await;
-    assert_eq!(reply["closed"], 4501);
+    let fetched_good = hits.load(std::sync::atomic::Ordering::SeqCst);
+    switchboard_tests::eventually("an unknown kid fetches the bad JWKS", async || {
+        let (_, reply) = connect(node.http, &unknown).await;
+        assert_eq!(reply["closed"], 4501);
+        hits.load(std::sync::atomic::Ordering::SeqCst) > fetched_good
+    })
+    .await;
     let (_, reply) = connect(node.http, &t).await;
     assert_eq!(reply["connect"]["user"], "frank", "the last good keys are kept: {reply}");
     // Unknown kids in a burst fetch at most once per min_refresh.

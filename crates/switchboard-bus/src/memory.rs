@@ -438,6 +438,17 @@ mod tests {
         }
     }
 
+    impl Record {
+        /// The offsets recorded once `n` have arrived (or what arrived within a second).
+        async fn first(&self, n: usize) -> Vec<u64> {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while self.0.lock().unwrap().len() < n && tokio::time::Instant::now() < deadline {
+                tokio::task::yield_now().await;
+            }
+            self.0.lock().unwrap().clone()
+        }
+    }
+
     #[tokio::test]
     async fn a_node_that_falls_behind_gets_its_oldest_publications_in_order_and_loses_the_newest() {
         let broker = MemoryBroker::with_bounds(4, LISTENER_QUEUE);
@@ -450,11 +461,9 @@ mod tests {
             bus.publish(&channel, Bytes::from_static(b"x")).await.unwrap();
         }
         assert_eq!(broker.dropped(), 16);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(*record.0.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(record.first(4).await, [1, 2, 3, 4]);
         // Once it caught up, the next publication arrives with the channel's next offset.
         bus.publish(&channel, Bytes::from_static(b"y")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(*record.0.lock().unwrap(), [1, 2, 3, 4, 21]);
+        assert_eq!(record.first(5).await, [1, 2, 3, 4, 21]);
     }
 }
