@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use proptest::sample::Index;
 
+use super::tests::client_frame;
 use super::*;
 
 /// Decodes `bytes` delivered in `chunks` (cycled), until the first error. Returns the
@@ -28,25 +29,6 @@ fn decode_chunked(max: usize, bytes: &[u8], chunks: &[usize]) -> (Vec<Message>, 
         }
     }
     (out, None)
-}
-
-/// A masked client frame.
-fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(fin as u8) << 7 | opcode];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 /// One step of a client's stream.

@@ -3,6 +3,11 @@ use super::*;
 const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame(fin, opcode, payload, MASK)
+}
+
+/// A client frame masked with `mask`.
+pub(super) fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![(fin as u8) << 7 | opcode];
     match payload.len() {
         n @ 0..=125 => out.push(0x80 | n as u8),
@@ -15,8 +20,8 @@ fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     out
 }
 
