@@ -85,38 +85,33 @@ async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
 
+/// The services that reflection version `$v` (`v1` or `v1alpha`) lists on `$channel`: the
+/// two versions have the same messages in different generated modules.
+macro_rules! list_services {
+    ($v:ident, $channel:expr) => {{
+        use tokio_stream::StreamExt;
+        use tonic_reflection::pb::$v::ServerReflectionRequest;
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut client = ServerReflectionClient::new($channel);
+        let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
+        let resp = stream.next().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+        list.service.into_iter().map(|s| s.name).collect::<Vec<String>>()
+    }};
+}
+
 async fn list_services_v1(channel: tonic::transport::Channel) -> Vec<String> {
-    use tokio_stream::StreamExt;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
-    let resp = stream.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
-    list.service.into_iter().map(|s| s.name).collect()
+    list_services!(v1, channel)
 }
 
 async fn list_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
-    use tokio_stream::StreamExt;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut client = ServerReflectionClient::new(channel);
-    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
-    let resp = stream.next().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
-    list.service.into_iter().map(|s| s.name).collect()
+    list_services!(v1alpha, channel)
 }
 
 #[tokio::test]
