@@ -74,6 +74,7 @@ pub async fn bus_conformance(cluster: &dyn Cluster) {
     requests_get_a_reply_or_fail_fast(cluster).await;
     request_many_collects_every_answer(cluster).await;
     a_dropped_inbox_stops_listening(cluster).await;
+    a_returned_listen_or_subscribe_is_in_place_for_every_node(cluster).await;
 }
 
 async fn next(inbox: &mut crate::Inbox) -> crate::Incoming {
@@ -180,6 +181,28 @@ async fn a_dropped_inbox_stops_listening(cluster: &dyn Cluster) {
             other => assert!(tokio::time::Instant::now() < deadline, "still listening: {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `listen` and `subscribe` return once the bus has the interest: another node's request
+/// or publication right after finds it (no "no responders", nothing missed).
+async fn a_returned_listen_or_subscribe_is_in_place_for_every_node(cluster: &dyn Cluster) {
+    let recorder = Recorder::new();
+    let a = cluster.node(recorder.clone()).await;
+    let b = cluster.node(Recorder::new()).await;
+    for i in 0..100 {
+        let at = Address::Replica(format!("conf-barrier-{i}").into());
+        let mut inbox = a.listen(&at, None).await.unwrap();
+        let (asked, answer) = tokio::join!(b.request(&at, Message::new("x"), Duration::from_secs(5)), async {
+            let req = next(&mut inbox).await;
+            a.reply(req.reply.as_ref().unwrap(), Message::new("y")).await.unwrap();
+        });
+        let () = answer;
+        assert_eq!(asked.unwrap_or_else(|e| panic!("request {i} right after listen: {e:?}")).payload, "y");
+        let c = ch(&format!("conf:barrier-{i}"));
+        a.subscribe(&c).await.unwrap();
+        b.publish(&c, Bytes::from_static(b"1")).await.unwrap();
+        recorder.wait_for(&c, 1).await;
     }
 }
 

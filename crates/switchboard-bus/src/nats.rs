@@ -123,6 +123,8 @@ pub struct NatsBus {
     channels: Mutex<HashMap<Channel, JoinHandle<()>>>,
     sequencer: Mutex<HashMap<u16, JoinHandle<()>>>,
     request_timeout: Duration,
+    /// This node's probe subject: liveness round trips, and the barrier after a subscribe.
+    probe: String,
     /// Set while the liveness round trips go unanswered (see the module doc).
     stalled: Arc<AtomicBool>,
     watchdog: JoinHandle<()>,
@@ -181,7 +183,7 @@ impl NatsBus {
         let probe = subjects.address(&Address::Probe(Arc::from(config.name.as_str()))).map_err(invalid)?;
         let watchdog = tokio::spawn(run_watchdog(
             client.clone(),
-            probe,
+            probe.clone(),
             config.ping_interval,
             config.max_missed_pongs,
             stalled.clone(),
@@ -195,6 +197,7 @@ impl NatsBus {
             channels: Mutex::new(HashMap::new()),
             sequencer: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
+            probe,
             stalled,
             watchdog,
             metrics,
@@ -404,6 +407,23 @@ async fn unreachable_reasons(urls: &[String], addrs: &[ServerAddr], tls: &NatsTl
     reasons.join("; ")
 }
 
+/// Returns once the server has processed everything this client sent before: a request
+/// to the probe subject, which the server itself answers with "no responders" after it
+/// has read every earlier operation of the connection (a server handles one connection's
+/// operations in order). `Client::flush` is not that: it only writes the buffer to the
+/// socket, so a subscription "flushed" may not be registered yet when another client
+/// publishes. Bounded by `timeout`, since while NATS is down it would wait for the
+/// reconnect.
+async fn server_round_trip(client: &async_nats::Client, probe: String, timeout: Duration) -> Result<(), BusError> {
+    let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(timeout));
+    match client.send_request(probe, request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(BusError::Timeout),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// `Connection refused (os error 111)` → `connection refused`.
 fn strip_os_error(s: &str) -> String {
     let s = s.split(" (os error").next().unwrap_or(s);
@@ -435,13 +455,7 @@ async fn run_watchdog(
             stalled.store(false, Ordering::Relaxed);
             continue;
         }
-        let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(interval));
-        let answered = match client.send_request(probe.clone(), request).await {
-            // Either way the server answered.
-            Ok(_) => true,
-            Err(e) => e.kind() == RequestErrorKind::NoResponders,
-        };
-        if answered {
+        if server_round_trip(&client, probe.clone(), interval).await.is_ok() {
             missed = 0;
             stalled.store(false, Ordering::Relaxed);
             continue;
@@ -479,7 +493,7 @@ impl Bus for NatsBus {
         let (confirm, confirmed) = oneshot::channel();
         let subject = self.subjects.publication(channel);
         let (client, deliver, channel_name) = (self.client.clone(), self.deliver.clone(), channel.clone());
-        let timeout = self.request_timeout;
+        let (timeout, probe) = (self.request_timeout, self.probe.clone());
         let task = tokio::spawn(async move {
             let mut sub = match client.subscribe(subject).await {
                 Ok(sub) => sub,
@@ -488,13 +502,9 @@ impl Bus for NatsBus {
                     return;
                 }
             };
-            // Confirmed once the server has the subscription; while NATS is down that waits,
-            // so it is bounded (async-nats re-subscribes by itself on reconnect).
-            let flushed = match tokio::time::timeout(timeout, client.flush()).await {
-                Ok(r) => r.map_err(unavailable),
-                Err(_) => Err(BusError::Timeout),
-            };
-            let _ = confirm.send(flushed);
+            // Confirmed once the server has the subscription (async-nats re-subscribes by
+            // itself on reconnect).
+            let _ = confirm.send(server_round_trip(&client, probe, timeout).await);
             let mut epoch: Arc<str> = Arc::from("");
             let mut batch = Vec::new();
             while let Some(mut msg) = sub.next().await {
@@ -642,14 +652,14 @@ impl Bus for NatsBus {
             Err(e) => return ready(Err(invalid(e))).boxed(),
         };
         let (client, queue, timeout) = (self.client.clone(), queue.map(str::to_owned), self.request_timeout);
+        let probe = self.probe.clone();
         async move {
             let sub = match queue {
                 Some(q) => client.queue_subscribe(subject, q).await,
                 None => client.subscribe(subject).await,
             }
             .map_err(unavailable)?;
-            // Bounded: while NATS is unreachable the flush would wait for the reconnect.
-            tokio::time::timeout(timeout, client.flush()).await.map_err(|_| BusError::Timeout)?.map_err(unavailable)?;
+            server_round_trip(&client, probe, timeout).await?;
             Ok(Inbox::new(sub.map(from_nats).boxed()))
         }
         .boxed()
