@@ -1,26 +1,36 @@
 //! The NATS bus passes the same conformance suite as the in-process bus, against a real
-//! `nats-server`.
+//! `nats-server` with JetStream.
 
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use switchboard_bus::conformance::{Cluster, Recorder, bus_conformance};
-use switchboard_bus::shard::SHARDS;
+use switchboard_bus::conformance::{Cluster, bus_conformance, namespaces};
 use switchboard_bus::{Bus, Deliver, NatsBus, NatsConfig};
 use switchboard_tests::nats::NatsServer;
 
 struct NatsCluster {
     url: String,
-    /// Serves every sequencer shard, as a lone control replica would.
-    _sequencer: NatsBus,
+}
+
+impl NatsCluster {
+    fn config(&self) -> NatsConfig {
+        let mut config = NatsConfig::new(vec![self.url.clone()], "conformance");
+        config.namespaces = namespaces();
+        config
+    }
 }
 
 impl Cluster for NatsCluster {
     fn node(&self, deliver: Arc<dyn Deliver>) -> BoxFuture<'_, Arc<dyn Bus>> {
+        async move { Arc::new(NatsBus::connect(self.config(), deliver).await.unwrap()) as Arc<dyn Bus> }.boxed()
+    }
+
+    fn lose_history<'a>(&'a self, key: &'a str) -> BoxFuture<'a, ()> {
         async move {
-            let bus = NatsBus::connect(NatsConfig::new(vec![self.url.clone()], "conformance"), deliver).await.unwrap();
-            Arc::new(bus) as Arc<dyn Bus>
+            let client = async_nats::connect(&self.url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            js.delete_stream(format!("sb~{key}")).await.unwrap();
         }
         .boxed()
     }
@@ -29,14 +39,5 @@ impl Cluster for NatsCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_bus_passes_the_conformance_suite() {
     let server = NatsServer::start();
-    let sequencer = NatsBus::connect(NatsConfig::new(vec![server.url()], "sequencer"), Recorder::new()).await.unwrap();
-    sequencer.set_sequencer_shards(&(0..SHARDS).collect::<Vec<_>>());
-    // The sequencer's subscriptions are live once a position request is answered.
-    let probe = NatsBus::connect(NatsConfig::new(vec![server.url()], "probe"), Recorder::new()).await.unwrap();
-    switchboard_tests::eventually("the sequencer answers", || {
-        let p = probe.position(&"conf:probe".parse().unwrap());
-        async move { p.await.is_ok() }
-    })
-    .await;
-    bus_conformance(&NatsCluster { url: server.url(), _sequencer: sequencer }).await;
+    bus_conformance(&NatsCluster { url: server.url() }).await;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_bus::subjects::Address;
-use switchboard_bus::{Bus, Message, NatsAuth, NatsBus, NatsConfig, NatsTls, NoDelivery};
+use switchboard_bus::{Message, Messages, NatsAuth, NatsBus, NatsConfig, NatsTls, NoDelivery};
 use switchboard_tests::nats::NatsServer;
 use switchboard_tls::testing::TestPki;
 

@@ -5,6 +5,7 @@
 //! Architecture invariant: only this crate knows how nodes reach each other. Gateways and
 //! control see a `dyn Bus`; they never build a subject or hold a broker connection.
 
+mod history;
 pub mod memory;
 pub mod metrics;
 pub mod nats;
@@ -26,21 +27,106 @@ pub use memory::{MemoryBroker, MemoryBus};
 pub use nats::{NatsAuth, NatsBus, NatsConfig, NatsTls};
 pub use subjects::Address;
 
-/// A publication as the bus delivers it: stamped with its channel offset and epoch.
+/// A publication as the bus delivers it.
+///
+/// In a namespace with history, `offset` is its place in the channel's history and `epoch`
+/// names that history; in a live-only namespace both are empty (`0` and `""`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publication {
     pub channel: Channel,
-    /// One more than the previous publication on the channel within the same epoch.
+    /// Strictly greater than the channel's previous publication's within an epoch, not
+    /// necessarily by one; `0` when the namespace keeps no history.
     pub offset: u64,
     pub epoch: Arc<str>,
     pub data: Bytes,
 }
 
-/// Where a publication landed in its channel's sequence.
+/// A point in a channel's history: the publication at `offset` and everything before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     pub offset: u64,
     pub epoch: Arc<str>,
+}
+
+/// How long a namespace keeps its channels' publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Publications kept per channel (the oldest go first).
+    pub size: u32,
+    /// How long a publication is kept.
+    pub ttl: Duration,
+}
+
+/// What the bus keeps for each channel namespace: history or none, from the `[channels]`
+/// configuration. A channel of a namespace not listed follows `default` (so do channels
+/// without a namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    pub default: Option<HistoryLimits>,
+    pub namespaces: std::collections::BTreeMap<String, Option<HistoryLimits>>,
+}
+
+/// The key of the namespaces' default entry in [`Namespaces::key`]: not a namespace name
+/// (the configuration refuses a namespace named `_`).
+pub const DEFAULT_NAMESPACE_KEY: &str = "_";
+
+impl Namespaces {
+    /// Which entry `channel` follows: its namespace when listed, else
+    /// [`DEFAULT_NAMESPACE_KEY`].
+    pub fn key<'a>(&self, channel: &'a Channel) -> &'a str {
+        match channel.namespace() {
+            ns if !ns.is_empty() && self.namespaces.contains_key(ns) => ns,
+            _ => DEFAULT_NAMESPACE_KEY,
+        }
+    }
+
+    /// The history `channel` keeps, if any.
+    pub fn history(&self, channel: &Channel) -> Option<HistoryLimits> {
+        match channel.namespace() {
+            ns if !ns.is_empty() => self.namespaces.get(ns).copied().unwrap_or(self.default),
+            _ => self.default,
+        }
+    }
+
+    /// Every entry with history: (key, limits).
+    pub fn with_history(&self) -> impl Iterator<Item = (&str, HistoryLimits)> {
+        let default = self.default.map(|h| (DEFAULT_NAMESPACE_KEY, h));
+        default.into_iter().chain(self.namespaces.iter().filter_map(|(k, h)| h.map(|h| (k.as_str(), h))))
+    }
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// A publish with the same key on the same channel within the bus's de-duplication
+    /// window (2 minutes) is stored and delivered once, and answered with the first one's
+    /// position. History namespaces only; ignored by live-only ones.
+    pub idempotency_key: Option<String>,
+}
+
+/// Which part of a channel's history to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only publications after this position (before it with `reverse`); from the oldest
+    /// kept (the newest, with `reverse`) when `None`.
+    pub since: Option<Position>,
+    /// At most this many publications (callers bound it).
+    pub limit: usize,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// Part of a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub publications: Vec<Publication>,
+    /// The channel's latest position when the page was read.
+    pub latest: Position,
+    /// Whether the page continues `since` without a gap: `since` is of the current epoch
+    /// and nothing published after it has been trimmed (or removed) since. When false, the
+    /// publications are the oldest (newest, with `reverse`) kept, and a client that wanted
+    /// to resume must reload its state instead. Always true without `since`.
+    pub continuous: bool,
 }
 
 /// Receives the publications for the channels a node subscribed to.
@@ -51,8 +137,20 @@ pub struct Position {
 /// encode and queue them as one piece. The returned future may take its time (it must not
 /// block the thread): the next batch is handed over only once it completes, so what
 /// arrives meanwhile makes the next batch, and order holds without any other coordination.
+///
+/// For a channel with history the bus hands over every publication stored after the
+/// node's subscription took effect, each once, without a gap: one that went missing on the
+/// way is fetched from the history first. When that is impossible (the missing ones were
+/// trimmed, or the history cannot be read in time) the bus calls [`Deliver::interrupted`]
+/// before the next publication of the channel.
 pub trait Deliver: Send + Sync + 'static {
     fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()>;
+
+    /// Publications of `channel` were lost on the way to this node and cannot be
+    /// recovered: the node's subscribers must resume from their last position.
+    fn interrupted(&self, channel: &Channel) {
+        let _ = channel;
+    }
 }
 
 /// The [`Deliver`] of a node that publishes and sends but subscribes to no channel (the
@@ -68,47 +166,69 @@ impl Deliver for NoDelivery {
 /// Most publications handed to one [`Deliver::deliver`] call.
 pub const MAX_BATCH: usize = 64;
 
-/// A node's handle on the bus.
+/// Channels: publications, their history, and which channels this node receives.
 ///
 /// Contract, checked by [`conformance::bus_conformance`]:
-/// - `publish` stamps the publication with the channel's next offset and its epoch and
-///   delivers it at most once to every node subscribed to the channel at that moment, the
-///   publisher's own node included;
-/// - offsets on a channel increase by exactly one per publication within an epoch, and every
-///   node sees a channel's publications in offset order;
+/// - `publish` delivers the publication at most once to every node subscribed to the
+///   channel at that moment, the publisher's own node included, and with history exactly
+///   once (see [`Deliver`]); nothing else sequences it: the bus (NATS JetStream, or the
+///   in-process broker) gives the offset;
+/// - in a namespace with history, offsets on a channel strictly increase within an epoch and
+///   every node sees a channel's publications in offset order; the epoch changes only when
+///   the history itself is lost (its store deleted or recreated), never because a process
+///   restarted; in a live-only namespace publications of one publisher keep their order;
+/// - `history` returns what is kept, in order, trimmed by the namespace's size and age;
 /// - `subscribe` and `unsubscribe` take effect in the order they are called, even when the
 ///   future `subscribe` returns completes later; subscribing twice holds one subscription;
 /// - `subscriptions` counts the channels this node is subscribed to (one per channel,
-///   however many local sessions hold it: the gateway's hub does the interest counting).
-pub trait Bus: Send + Sync + 'static {
-    /// Publishes `data` to `channel` and returns the position it was given.
-    fn publish(&self, channel: &Channel, data: Bytes) -> BoxFuture<'static, Result<Position, BusError>>;
+///   however many local sessions hold it: the gateway does the interest counting).
+pub trait Channels: Send + Sync + 'static {
+    /// Publishes `data` to `channel`: with history, once it is stored, answering where
+    /// (`Some`); live-only, once it is sent (`None`). A history namespace whose store cannot
+    /// be reached fails with [`BusError::Unavailable`]: nothing is delivered unstored.
+    fn publish(
+        &self,
+        channel: &Channel,
+        data: Bytes,
+        options: PublishOptions,
+    ) -> BoxFuture<'static, Result<Option<Position>, BusError>>;
 
     /// Starts delivering `channel`'s publications to this node's [`Deliver`]. The
     /// subscription is registered before this returns; the future resolves once the bus
-    /// confirms it (deliveries may already have begun).
+    /// has it (deliveries may already have begun): everything published after that
+    /// reaches this node.
     fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>>;
 
     /// Stops delivering `channel` to this node.
     fn unsubscribe(&self, channel: &Channel);
 
-    /// The channel's latest position (offset 0 when nothing was published in this epoch).
-    fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Position, BusError>>;
+    /// The channel's latest position (`None` in a live-only namespace). With nothing kept
+    /// for the channel it is a position before anything the channel will get.
+    fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>>;
+
+    /// Reads the channel's history; [`BusError::NoHistory`] in a live-only namespace.
+    fn history(&self, channel: &Channel, query: HistoryQuery) -> BoxFuture<'static, Result<HistoryPage, BusError>>;
+
+    /// Removes everything kept for the channel; offsets keep increasing afterwards, and a
+    /// position from before is no longer continuous.
+    fn remove_history(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>>;
 
     /// How many channels this node is subscribed to.
     fn subscriptions(&self) -> usize;
 
     /// Whether the bus can currently carry traffic (for `/readyz`).
     fn is_ready(&self) -> bool;
+}
 
-    /// Makes this node the sequencer of `shards` of the channel key space (see
-    /// [`shard::shard`]), replacing the previous set. A bus that sequences internally (the
-    /// in-process bus) ignores it; on NATS the control replicas own the shards the hash
-    /// ring gives them.
-    fn set_sequencer_shards(&self, shards: &[u16]);
-
-    // --- addressed messages (control plane) ---
-
+/// Addressed control-plane messages: to one node, a user's gateways, every gateway, a
+/// queue group of backends; requests with replies.
+///
+/// Contract, checked by [`conformance::bus_conformance`]: a `listen` that returned is in
+/// place for every node (a request right after finds it); `send` reaches every listener once
+/// (one per queue group); `request` answers with the first reply, fails at once with
+/// [`BusError::NoResponders`] when nobody listens and with [`BusError::Timeout`] after its
+/// timeout; dropping an inbox stops listening promptly.
+pub trait Messages: Send + Sync + 'static {
     /// Sends `message` to every listener at `to` (one per queue group). Nobody listening
     /// is not an error.
     fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>>;
@@ -134,6 +254,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Answers a request.
     fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>>;
 }
+
+/// A node's handle on the bus: both halves.
+pub trait Bus: Channels + Messages {}
+
+impl<T: Channels + Messages> Bus for T {}
 
 /// A control-plane message: a payload (usually an encoded protobuf) and string headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,6 +335,9 @@ pub enum BusError {
     /// A message could not be decoded.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// The channel's namespace keeps no history.
+    #[error("the channel's namespace keeps no history")]
+    NoHistory,
 }
 
 impl BusError {
@@ -219,7 +347,7 @@ impl BusError {
 }
 
 /// A new random epoch: 8 characters of [a-z0-9].
-pub fn new_epoch() -> Arc<str> {
+pub(crate) fn new_epoch() -> Arc<str> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let s: String = (0..8).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect();
     Arc::from(s)

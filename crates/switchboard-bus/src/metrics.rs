@@ -16,6 +16,18 @@ pub const REQUEST_DURATION_SECONDS: &str = "switchboard_bus_request_duration_sec
 /// subscription's 65,536 messages; counted once per event).
 pub const DROPPED_MESSAGES_TOTAL: &str = "switchboard_bus_dropped_messages_total";
 
+/// Publications of a history channel that went missing on the way to a node, by `outcome`:
+/// `filled` (fetched from the history and delivered in order), `lost` (gone from the
+/// history too, or it could not be read: the node's subscribers were told to resume).
+pub const GAPS_TOTAL: &str = "switchboard_bus_gaps_total";
+
+/// The `outcome` label values of [`GAPS_TOTAL`].
+pub const GAP_OUTCOMES: &[&str] = &["filled", "lost"];
+
+pub(crate) fn gap(outcome: &'static str) {
+    metrics::counter!(GAPS_TOTAL, "outcome" => outcome).increment(1);
+}
+
 /// The `queue` label values of [`DROPPED_MESSAGES_TOTAL`].
 pub const QUEUES: &[&str] = &["node", "listener", "nats_subscription"];
 
@@ -30,6 +42,13 @@ pub fn describe() {
     for queue in QUEUES {
         metrics::counter!(DROPPED_MESSAGES_TOTAL, "queue" => *queue).increment(0);
     }
+    describe_counter!(
+        GAPS_TOTAL,
+        "Gaps in a history channel's delivery to this node, by outcome: filled from the history, or lost."
+    );
+    for outcome in GAP_OUTCOMES {
+        metrics::counter!(GAPS_TOTAL, "outcome" => *outcome).increment(0);
+    }
     describe_gauge!(
         CONNECTED,
         "1 while the NATS connection is up and the server answers its liveness round trips, else 0."
@@ -43,7 +62,7 @@ pub fn describe() {
     describe_histogram!(
         REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
-        "Round trip of a NATS request, by op: publish and position (to a channel's sequencer), request (any other)."
+        "Round trip of a NATS request, by op: publish (a JetStream publish and its ack), history (a history or position read), request (any other)."
     );
 }
 
@@ -55,7 +74,7 @@ pub(crate) struct BusMetrics {
     pub reconnects: Counter,
     pub stalls: Counter,
     pub publish: Histogram,
-    pub position: Histogram,
+    pub history: Histogram,
     pub request: Histogram,
 }
 
@@ -68,7 +87,7 @@ impl BusMetrics {
             reconnects: metrics::counter!(RECONNECTS_TOTAL),
             stalls: metrics::counter!(STALLS_TOTAL),
             publish: op("publish"),
-            position: op("position"),
+            history: op("history"),
             request: op("request"),
         }
     }

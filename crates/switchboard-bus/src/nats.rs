@@ -1,11 +1,10 @@
 //! The NATS bus: gateways and control replicas on one NATS cluster.
 //!
-//! Channel publications: one NATS subscription per channel per node (the hub upstream does
-//! the interest counting), each with a small task that decodes and hands publications to
-//! the node's [`Deliver`]. A publish goes as a request to the sequencer of the channel's
-//! shard (`{p}.seq.{shard}`, served by the control replica that owns the shard), which
-//! stamps the next offset, publishes the publication on the channel subject, and answers
-//! with the position; one task per shard keeps each channel's publications in offset order.
+//! Channel publications: one NATS subscription per channel per node (the gateway does the
+//! interest counting), each with a small task that hands publications to the node's
+//! [`Deliver`]. A live-only channel's publish is one core NATS publish on the channel's
+//! subject; a history channel's is a JetStream publish, stored and then republished by its
+//! stream on the same subject (see [`streams`]). No process sequences anything.
 //!
 //! async-nats reconnects by itself and re-establishes every subscription; while it is not
 //! connected, [`Bus::is_ready`] is false and requests fail as unavailable.
@@ -31,25 +30,25 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, ready};
 use futures_util::stream::StreamExt;
-use prost::Message as _;
 use switchboard_wire::Channel;
-use switchboard_wire::pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::metrics::BusMetrics;
-use crate::shard::shard;
 
 mod security;
+mod streams;
 use crate::subjects::{Address, Subjects};
-use crate::{Bus, BusError, Deliver, Inbox, Incoming, MAX_BATCH, Message, Position, Publication, ReplyTo, new_epoch};
+use crate::{
+    BusError, Channels, Deliver, HistoryPage, HistoryQuery, Inbox, Incoming, MAX_BATCH, Message, Messages, Namespaces,
+    Position, Publication, PublishOptions, ReplyTo,
+};
 pub use security::{NatsAuth, NatsTls};
+use streams::{Continuity, Next, REMOVED_HEADER, Streams};
 
 /// The same connection error is logged at most once per this interval (with a count).
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// A sequencer forgets a channel idle for this long; its next publication opens a new epoch.
-const SEQUENCER_IDLE: Duration = Duration::from_secs(600);
 
 /// How to reach NATS.
 #[derive(Debug, Clone)]
@@ -75,6 +74,10 @@ pub struct NatsConfig {
     pub tls: NatsTls,
     /// Credentials for the servers. Default none.
     pub auth: NatsAuth,
+    /// Which namespaces keep history (one JetStream stream each). Default: none.
+    pub namespaces: Namespaces,
+    /// Replicas of each history stream: 1 for a single server, 3 in a cluster. Default 1.
+    pub history_replicas: usize,
 }
 
 impl NatsConfig {
@@ -89,6 +92,8 @@ impl NatsConfig {
             max_missed_pongs: 2,
             tls: NatsTls::default(),
             auth: NatsAuth::default(),
+            namespaces: Namespaces::default(),
+            history_replicas: 1,
         }
     }
 
@@ -110,6 +115,9 @@ impl NatsConfig {
         if self.max_missed_pongs == 0 {
             return invalid("nats max_missed_pongs must be at least 1");
         }
+        if !(1..=5).contains(&self.history_replicas) {
+            return invalid("nats history_replicas must be from 1 to 5");
+        }
         self.tls.validate()?;
         self.auth.validate()
     }
@@ -121,7 +129,7 @@ pub struct NatsBus {
     subjects: Subjects,
     deliver: Arc<dyn Deliver>,
     channels: Mutex<HashMap<Channel, JoinHandle<()>>>,
-    sequencer: Mutex<HashMap<u16, JoinHandle<()>>>,
+    streams: Arc<Streams>,
     request_timeout: Duration,
     /// This node's probe subject: liveness round trips, and the barrier after a subscribe.
     probe: String,
@@ -190,12 +198,24 @@ impl NatsBus {
             metrics.clone(),
         ));
         metrics.connected.set(1.0);
+        let streams = Arc::new(Streams::new(
+            client.clone(),
+            subjects.clone(),
+            config.namespaces.clone(),
+            config.history_replicas,
+            config.request_timeout,
+            metrics.clone(),
+        ));
+        if let Err(e) = streams.ensure_all().await {
+            watchdog.abort();
+            return Err(e);
+        }
         Ok(NatsBus {
             client,
             subjects,
             deliver,
             channels: Mutex::new(HashMap::new()),
-            sequencer: Mutex::new(HashMap::new()),
+            streams,
             request_timeout: config.request_timeout,
             probe,
             stalled,
@@ -221,53 +241,12 @@ impl NatsBus {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
-
-    fn sequencer_request(
-        &self,
-        channel: &Channel,
-        req: pb::SequencerRequest,
-    ) -> BoxFuture<'static, Result<Position, BusError>> {
-        if let Err(e) = self.connected() {
-            return ready(Err(e)).boxed();
-        }
-        let shard = shard(channel.as_str());
-        let timer = match &req.op {
-            Some(pb::sequencer_request::Op::Publish(_)) => self.metrics.publish.clone(),
-            _ => self.metrics.position.clone(),
-        };
-        let subject = match self.subjects.address(&Address::Sequencer(shard)) {
-            Ok(s) => s,
-            Err(e) => return ready(Err(invalid(e))).boxed(),
-        };
-        let request =
-            async_nats::Request::new().payload(req.encode_to_vec().into()).timeout(Some(self.request_timeout));
-        let client = self.client.clone();
-        async move {
-            let started = Instant::now();
-            let reply = client.send_request(subject, request).await;
-            timer.record(started.elapsed());
-            let reply = reply.map_err(|e| match e.kind() {
-                RequestErrorKind::NoResponders => {
-                    tracing::debug!(shard, "no sequencer serves the shard: is a control replica running?");
-                    BusError::NoResponders
-                }
-                RequestErrorKind::TimedOut => BusError::Timeout,
-                _ => BusError::Unavailable(e.to_string()),
-            })?;
-            let r = pb::SequencerReply::decode(reply.payload).map_err(|e| BusError::Invalid(e.to_string()))?;
-            Ok(Position { offset: r.offset, epoch: Arc::from(r.epoch) })
-        }
-        .boxed()
-    }
 }
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
         self.watchdog.abort();
         for (_, t) in self.channels.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            t.abort();
-        }
-        for (_, t) in self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             t.abort();
         }
     }
@@ -476,13 +455,22 @@ async fn run_watchdog(
     }
 }
 
-impl Bus for NatsBus {
-    fn publish(&self, channel: &Channel, data: Bytes) -> BoxFuture<'static, Result<Position, BusError>> {
-        let publication = pb::BusPublication { channel: channel.to_string(), offset: 0, epoch: String::new(), data };
-        self.sequencer_request(
-            channel,
-            pb::SequencerRequest { op: Some(pb::sequencer_request::Op::Publish(publication)) },
-        )
+impl Channels for NatsBus {
+    fn publish(
+        &self,
+        channel: &Channel,
+        data: Bytes,
+        options: PublishOptions,
+    ) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        let Some(key) = self.streams.history_key(channel) else {
+            let subject = self.streams.live_subject(channel);
+            return publish(self.client.clone(), subject, Message::new(data)).map(|r| r.map(|()| None)).boxed();
+        };
+        let (streams, channel, key) = (self.streams.clone(), channel.clone(), key.to_owned());
+        async move { streams.publish(&channel, &key, data, &options).await.map(Some) }.boxed()
     }
 
     fn subscribe(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>> {
@@ -491,9 +479,10 @@ impl Bus for NatsBus {
             return ready(Ok(())).boxed();
         }
         let (confirm, confirmed) = oneshot::channel();
-        let subject = self.subjects.publication(channel);
-        let (client, deliver, channel_name) = (self.client.clone(), self.deliver.clone(), channel.clone());
-        let (timeout, probe) = (self.request_timeout, self.probe.clone());
+        let subject = self.streams.live_subject(channel);
+        let key = self.streams.history_key(channel).map(str::to_owned);
+        let (client, deliver, streams) = (self.client.clone(), self.deliver.clone(), self.streams.clone());
+        let (timeout, probe, channel_name) = (self.request_timeout, self.probe.clone(), channel.clone());
         let task = tokio::spawn(async move {
             let mut sub = match client.subscribe(subject).await {
                 Ok(sub) => sub,
@@ -505,27 +494,41 @@ impl Bus for NatsBus {
             // Confirmed once the server has the subscription (async-nats re-subscribes by
             // itself on reconnect).
             let _ = confirm.send(server_round_trip(&client, probe, timeout).await);
-            let mut epoch: Arc<str> = Arc::from("");
+            let mut continuity = match key {
+                Some(key) => Some(Continuity::new(channel_name.clone(), key, streams).await),
+                None => None,
+            };
             let mut batch = Vec::new();
             while let Some(mut msg) = sub.next().await {
                 // Take what else async-nats already read off the socket: one call, one piece
                 // per subscriber in the hub.
                 loop {
-                    match pb::BusPublication::decode(msg.payload) {
-                        Ok(p) => {
-                            if *epoch != *p.epoch {
-                                epoch = Arc::from(p.epoch);
+                    match &mut continuity {
+                        None => batch.push(Publication {
+                            channel: channel_name.clone(),
+                            offset: 0,
+                            epoch: Arc::from(""),
+                            data: msg.payload,
+                        }),
+                        Some(c) => {
+                            let Some((offset, prev, removed)) = republished(&msg) else {
+                                tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
+                                continue;
+                            };
+                            match c.next(offset, prev, removed, msg.payload).await {
+                                Next::Deliver(ps) => batch.extend(ps),
+                                Next::Interrupted(ps) => {
+                                    for chunk in batch.chunks(MAX_BATCH) {
+                                        deliver.deliver(chunk).await;
+                                    }
+                                    batch.clear();
+                                    deliver.interrupted(&channel_name);
+                                    batch.extend(ps);
+                                }
                             }
-                            batch.push(Publication {
-                                channel: channel_name.clone(),
-                                offset: p.offset,
-                                epoch: epoch.clone(),
-                                data: p.data,
-                            });
                         }
-                        Err(_) => tracing::warn!(channel = %channel_name, "undecodable publication dropped"),
                     }
-                    if batch.len() == MAX_BATCH {
+                    if batch.len() >= MAX_BATCH {
                         break;
                     }
                     match sub.next().now_or_never() {
@@ -533,10 +536,10 @@ impl Bus for NatsBus {
                         _ => break,
                     }
                 }
-                if !batch.is_empty() {
-                    deliver.deliver(&batch).await;
-                    batch.clear();
+                for chunk in batch.chunks(MAX_BATCH) {
+                    deliver.deliver(chunk).await;
                 }
+                batch.clear();
             }
         });
         channels.insert(channel.clone(), task);
@@ -551,11 +554,31 @@ impl Bus for NatsBus {
         }
     }
 
-    fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Position, BusError>> {
-        self.sequencer_request(
-            channel,
-            pb::SequencerRequest { op: Some(pb::sequencer_request::Op::Position(channel.to_string())) },
-        )
+    fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
+        let Some(key) = self.streams.history_key(channel) else { return ready(Ok(None)).boxed() };
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        let (streams, channel, key) = (self.streams.clone(), channel.clone(), key.to_owned());
+        async move { streams.position(&channel, &key).await.map(Some) }.boxed()
+    }
+
+    fn history(&self, channel: &Channel, query: HistoryQuery) -> BoxFuture<'static, Result<HistoryPage, BusError>> {
+        let Some(key) = self.streams.history_key(channel) else { return ready(Err(BusError::NoHistory)).boxed() };
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        let (streams, channel, key) = (self.streams.clone(), channel.clone(), key.to_owned());
+        async move { streams.page(&channel, &key, &query, None).await }.boxed()
+    }
+
+    fn remove_history(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>> {
+        let Some(key) = self.streams.history_key(channel) else { return ready(Err(BusError::NoHistory)).boxed() };
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        let (streams, channel, key) = (self.streams.clone(), channel.clone(), key.to_owned());
+        async move { streams.remove(&channel, &key).await }.boxed()
     }
 
     fn subscriptions(&self) -> usize {
@@ -565,24 +588,18 @@ impl Bus for NatsBus {
     fn is_ready(&self) -> bool {
         self.connected().is_ok()
     }
+}
 
-    fn set_sequencer_shards(&self, shards: &[u16]) {
-        let mut running = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|shard, task| {
-            let keep = shards.contains(shard);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for &shard in shards {
-            running.entry(shard).or_insert_with(|| {
-                let subject = self.subjects.address(&Address::Sequencer(shard)).expect("a shard's subject is short");
-                tokio::spawn(run_sequencer(self.client.clone(), self.subjects.clone(), subject))
-            });
-        }
-    }
+/// A republished message's `Nats-Sequence`, `Nats-Last-Sequence` and removal marker.
+fn republished(msg: &async_nats::Message) -> Option<(u64, u64, bool)> {
+    let headers = msg.headers.as_ref()?;
+    let number = |name| headers.get_last(name).and_then(|v| v.as_str().parse::<u64>().ok());
+    let offset = number(async_nats::header::NATS_SEQUENCE)?;
+    let prev = number(async_nats::header::NATS_LAST_SEQUENCE).unwrap_or(0);
+    Some((offset, prev, headers.get(REMOVED_HEADER).is_some()))
+}
 
+impl Messages for NatsBus {
     fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
         match self.subjects.address(to) {
             Ok(subject) => publish(self.client.clone(), subject, message),
@@ -667,63 +684,5 @@ impl Bus for NatsBus {
 
     fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
         publish(self.client.clone(), to.0.clone(), message)
-    }
-}
-
-/// A channel's sequence as its sequencer keeps it.
-struct Sequence {
-    offset: u64,
-    epoch: String,
-    last_used: Instant,
-}
-
-/// Serves one shard's sequencer subject until aborted.
-async fn run_sequencer(client: async_nats::Client, subjects: Subjects, subject: String) {
-    let mut sub = match client.queue_subscribe(subject.clone(), "seq".into()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(%subject, error = %e, "cannot serve sequencer shard");
-            return;
-        }
-    };
-    let mut sequences: HashMap<String, Sequence> = HashMap::new();
-    let mut sweep = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m {
-                Some(m) => m,
-                None => return,
-            },
-            _ = sweep.tick() => {
-                sequences.retain(|_, s| s.last_used.elapsed() < SEQUENCER_IDLE);
-                continue;
-            }
-        };
-        let Some(reply) = msg.reply else { continue };
-        let Ok(req) = pb::SequencerRequest::decode(msg.payload) else { continue };
-        let (name, publication) = match req.op {
-            Some(pb::sequencer_request::Op::Publish(p)) => (p.channel.clone(), Some(p)),
-            Some(pb::sequencer_request::Op::Position(c)) => (c, None),
-            None => continue,
-        };
-        let Ok(channel) = Channel::parse(&name) else { continue };
-        let seq = sequences.entry(name).or_insert_with(|| Sequence {
-            offset: 0,
-            epoch: new_epoch().to_string(),
-            last_used: Instant::now(),
-        });
-        seq.last_used = Instant::now();
-        if let Some(mut p) = publication {
-            seq.offset += 1;
-            p.offset = seq.offset;
-            p.epoch = seq.epoch.clone();
-            if let Err(e) = client.publish(subjects.publication(&channel), p.encode_to_vec().into()).await {
-                tracing::warn!(error = %e, "publication not sent");
-                seq.offset -= 1;
-                continue;
-            }
-        }
-        let answer = pb::SequencerReply { offset: seq.offset, epoch: seq.epoch.clone() };
-        let _ = client.publish(reply, answer.encode_to_vec().into()).await;
     }
 }

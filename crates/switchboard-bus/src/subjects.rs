@@ -4,8 +4,8 @@
 //!
 //! | subject | address | carries | who listens |
 //! |---|---|---|---|
-//! | `{p}.pub.{ns}.{name}` | (channels) | stamped publications of a channel (`_` = no namespace) | gateways with local subscribers |
-//! | `{p}.seq.{shard}` | `Sequencer(shard)` | publish and position requests | the control replica owning the shard (queue group `seq`) |
+//! | `{p}.pub.{key}.{channel}` | (channels) | a channel's publications: published there (live-only) or republished by its stream | gateways with local subscribers |
+//! | `{p}.hist.{key}.{channel}` | (channels) | a history channel's publications, published to be stored | the namespace's JetStream stream |
 //! | `{p}.node.{node}` | `Node(id)` | commands for one gateway's sessions, snapshot requests | that gateway |
 //! | `{p}.user.{user}` | `User(id)` | commands for every session of a user | gateways holding a session of the user |
 //! | `{p}.gateways` | `Gateways` | snapshot requests for every gateway | every gateway |
@@ -17,8 +17,9 @@
 //! | `{p}.up.rpc.{method}` | `UpstreamRpc(method)` | client `rpc` requests | backends (queue group of their choice) |
 //! | `{p}.probe.{node}` | `Probe(id)` | liveness round trips of a node's NATS connection | nobody: the server itself answers "no responders" |
 //!
-//! A channel's name may contain `.`, which NATS reads as a token separator, so it is written
-//! as `%2E`; the channel grammar admits no `%`, `*`, `>` or whitespace, so no channel can
+//! `{key}` is the channel's [`Namespaces::key`](crate::Namespaces::key): its namespace when
+//! the configuration lists it, else `_`; `{channel}` is the whole channel name. A channel's
+//! name may contain `.`, which NATS reads as a token separator, so it is written as `%2E`; the channel grammar admits no `%`, `*`, `>` or whitespace, so no channel can
 //! produce a wildcard, an extra token, or another channel's subject. User ids are free-form
 //! (they come from tokens), so every byte outside `[A-Za-z0-9_-]` is percent-encoded.
 //!
@@ -46,8 +47,6 @@ pub const MAX_PREFIX_LEN: usize = 128;
 /// A control-plane destination on the bus.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
-    /// The sequencer of one shard of the channel key space.
-    Sequencer(u16),
     /// One gateway's command inbox.
     Node(Arc<str>),
     /// Every gateway holding a session of this user.
@@ -105,19 +104,32 @@ impl Subjects {
         &self.prefix
     }
 
-    /// The subject a channel's publications travel on. Always within [`MAX_SUBJECT_LEN`]:
-    /// a channel is at most 255 bytes, and only its `.`s grow (to three bytes each).
-    pub fn publication(&self, channel: &Channel) -> String {
-        let ns = match channel.namespace() {
-            "" => "_",
-            ns => ns,
-        };
-        let mut s = String::with_capacity(self.prefix.len() + channel.as_str().len() + 12);
+    /// The subject a channel's publications reach the gateways on. Always within
+    /// [`MAX_SUBJECT_LEN`]: a channel is at most 255 bytes, and only its `.`s grow (to three
+    /// bytes each).
+    pub fn live(&self, key: &str, channel: &Channel) -> String {
+        self.channel_subject("pub", key, channel)
+    }
+
+    /// The subject a history channel's publications are published on, to be stored.
+    pub fn stored(&self, key: &str, channel: &Channel) -> String {
+        self.channel_subject("hist", key, channel)
+    }
+
+    /// Every subject of `kind` of one namespace key (`{p}.{kind}.{key}.*`).
+    pub fn channels_of(&self, kind: &str, key: &str) -> String {
+        format!("{}.{kind}.{key}.*", self.prefix)
+    }
+
+    fn channel_subject(&self, kind: &str, key: &str, channel: &Channel) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + key.len() + channel.as_str().len() + 12);
         s.push_str(&self.prefix);
-        s.push_str(".pub.");
-        s.push_str(ns);
         s.push('.');
-        for c in channel.name().chars() {
+        s.push_str(kind);
+        s.push('.');
+        s.push_str(key);
+        s.push('.');
+        for c in channel.as_str().chars() {
             match c {
                 '.' => s.push_str("%2E"),
                 c => s.push(c),
@@ -139,7 +151,6 @@ impl Subjects {
     fn format(&self, a: &Address) -> String {
         let p = &self.prefix;
         match a {
-            Address::Sequencer(shard) => format!("{p}.seq.{shard}"),
             Address::Node(id) => format!("{p}.node.{}", escape(id)),
             Address::User(id) => format!("{p}.user.{}", escape(id)),
             Address::Gateways => format!("{p}.gateways"),
@@ -202,14 +213,16 @@ mod tests {
     #[test]
     fn channels_map_to_one_token_each() {
         let s = Subjects::default();
-        for (ch, subject) in [
-            ("news", "sb.pub._.news"),
-            ("chat:room-1", "sb.pub.chat.room-1"),
-            ("orders:eu.42", "sb.pub.orders.eu%2E42"),
-            ("a:b=c@d,e;f/g!h~i+j", "sb.pub.a.b=c@d,e;f/g!h~i+j"),
+        for (key, ch, subject) in [
+            ("_", "news", "sb.pub._.news"),
+            ("chat", "chat:room-1", "sb.pub.chat.chat:room-1"),
+            ("orders", "orders:eu.42", "sb.pub.orders.orders:eu%2E42"),
+            ("_", "a:b=c@d,e;f/g!h~i+j", "sb.pub._.a:b=c@d,e;f/g!h~i+j"),
         ] {
-            assert_eq!(s.publication(&Channel::parse(ch).unwrap()), subject);
+            assert_eq!(s.live(key, &Channel::parse(ch).unwrap()), subject);
         }
+        assert_eq!(s.stored("chat", &Channel::parse("chat:x").unwrap()), "sb.hist.chat.chat:x");
+        assert_eq!(s.channels_of("hist", "chat"), "sb.hist.chat.*");
     }
 
     #[test]
@@ -237,7 +250,7 @@ mod tests {
         assert!(s.address(&Address::Node(long_session)).is_err());
         // The longest channel still fits, dots and all.
         let channel = Channel::parse(&format!("{}:{}", "n".repeat(64), ".".repeat(190))).unwrap();
-        assert!(s.publication(&channel).len() <= MAX_SUBJECT_LEN);
+        assert!(s.stored(&"n".repeat(64), &channel).len() <= MAX_SUBJECT_LEN);
         assert!(Subjects::new(&"p".repeat(MAX_PREFIX_LEN + 1)).is_err());
     }
 

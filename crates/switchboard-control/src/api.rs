@@ -13,7 +13,7 @@ pub(crate) use watch::MAX_WATCHERS;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use switchboard_bus::{BusError, Position};
+use switchboard_bus::{BusError, Position, PublishOptions};
 use switchboard_wire::Channel;
 use switchboard_wire::pb::{self, switchboard_api_server::SwitchboardApi};
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,11 +48,13 @@ fn bus_status(e: BusError) -> Status {
         BusError::Unavailable(_) | BusError::NoResponders => Status::unavailable(e.to_string()),
         BusError::Timeout => Status::deadline_exceeded(e.to_string()),
         BusError::Invalid(_) => Status::internal(e.to_string()),
+        BusError::NoHistory => Status::failed_precondition(e.to_string()),
     }
 }
 
-fn position(p: Position) -> pb::PublishApiResponse {
-    pb::PublishApiResponse { offset: p.offset, epoch: p.epoch.to_string() }
+/// The answer to a publish: where it was stored, or zeros in a live-only namespace.
+fn position(p: Option<Position>) -> pb::PublishApiResponse {
+    p.map_or_else(Default::default, |p| pb::PublishApiResponse { offset: p.offset, epoch: p.epoch.to_string() })
 }
 
 /// Runs one call in its `grpc` span, counts it with its status and time, and wraps its
@@ -86,28 +88,18 @@ impl Api {
 
     async fn publish_one(&self, req: pb::PublishApiRequest) -> Result<pb::PublishApiResponse, Status> {
         let channel = parse_channel(&req.channel)?;
-        self.publish_to(&channel, req.data).await.map(position).map_err(bus_status)
+        self.publish_to(&channel, req.data, PublishOptions::default()).await.map(position).map_err(bus_status)
     }
 
-    /// Publishes through the channel's sequencer. When nobody serves its shard (the owner
-    /// just died), the ring is moved on without the owner and the publish retried until a
-    /// query timeout has passed: a publish right after a replica's death still succeeds.
-    async fn publish_to(&self, channel: &Channel, data: bytes::Bytes) -> Result<Position, BusError> {
-        let deadline = tokio::time::Instant::now() + self.shared.config.query_timeout;
-        let mut moved = false;
-        loop {
-            match self.shared.bus.publish(channel, data.clone()).await {
-                Err(BusError::NoResponders) if tokio::time::Instant::now() < deadline => {
-                    if !moved {
-                        self.shared.sequencer_lost(switchboard_bus::shard::shard(channel.as_str())).await;
-                        moved = true;
-                    } else {
-                        tokio::time::sleep(crate::queries::COVERAGE_RETRY).await;
-                    }
-                }
-                r => return r,
-            }
-        }
+    /// Publishes straight to the bus: the bus (JetStream, or the in-process broker) gives
+    /// the offset, no replica takes part.
+    async fn publish_to(
+        &self,
+        channel: &Channel,
+        data: bytes::Bytes,
+        options: PublishOptions,
+    ) -> Result<Option<Position>, BusError> {
+        self.shared.bus.publish(channel, data, options).await
     }
 
     async fn broadcast_all(&self, req: pb::BroadcastRequest) -> Result<pb::BroadcastResponse, Status> {
@@ -116,7 +108,8 @@ impl Api {
         }
         // Validate everything first: a broadcast with a bad channel publishes nothing.
         let channels = req.channels.iter().map(|c| parse_channel(c)).collect::<Result<Vec<_>, _>>()?;
-        let results = join_all(channels.iter().map(|c| self.publish_to(c, req.data.clone()))).await;
+        let results =
+            join_all(channels.iter().map(|c| self.publish_to(c, req.data.clone(), PublishOptions::default()))).await;
         let results = channels
             .iter()
             .zip(results)

@@ -177,7 +177,7 @@ impl Control {
         *shared.settled.borrow() > 0 && !shared.stopped.load(Ordering::Relaxed)
     }
 
-    /// Stops the replica: its tasks end (heartbeats, listeners, queries, sequencer shards),
+    /// Stops the replica: its tasks end (heartbeats, listeners, queries),
     /// its peers get a leave notice and take its shards over at once, and it drops its
     /// registry. Calls on its [`Api`] that need the ring fail afterwards.
     pub async fn stop(&self) {
@@ -186,7 +186,6 @@ impl Control {
             // Under the registry lock, so a rebalance running right now cannot undo this.
             let mut registry = shared.registry();
             shared.stopped.store(true, Ordering::Relaxed);
-            shared.bus.set_sequencer_shards(&[]);
             registry.set_owned(Default::default());
         }
         drop(std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner())));

@@ -231,16 +231,6 @@ impl Shared {
         }
     }
 
-    /// Nobody serves sequencer `shard`: drops its owner from this replica's ring (locally:
-    /// a live owner's next heartbeat brings it back) and waits until the ring settled.
-    pub async fn sequencer_lost(&self, shard: u16) {
-        let owner = self.membership().owner(shard);
-        match owner {
-            Some(owner) if owner != self.id => self.after_deaths(&[(owner, false)]).await,
-            _ => tokio::time::sleep(COVERAGE_RETRY).await,
-        }
-    }
-
     /// Drops unresponsive replicas from the ring (telling the others about those certainly
     /// gone) and waits until the registry settled.
     async fn after_deaths(&self, gone: &[(Arc<str>, bool)]) {

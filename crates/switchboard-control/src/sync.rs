@@ -1,8 +1,8 @@
 //! Keeps the registry in step with the ring: listens to the registry events of the owned
 //! shards, asks gateways for snapshots of shards it gains, and drops shards it loses.
 //!
-//! On a ring change the rebalancer, one task, in order: hands the owned set to the bus
-//! (`set_sequencer_shards`) and to the registry (dropping the records of lost shards),
+//! On a ring change the rebalancer, one task, in order: hands the owned set to the registry
+//! (dropping the records of lost shards),
 //! stops listening to lost shards, starts listening to gained ones (confirmed before the
 //! next step, so no event published after a gateway takes its snapshot is missed), then
 //! requests a snapshot of the gained shards from every gateway and merges the answers until
@@ -76,7 +76,6 @@ async fn rebalance(shared: &Arc<Shared>, listeners: &mut HashMap<u16, Task>, own
         if shared.stopped.load(Ordering::Relaxed) {
             return;
         }
-        shared.bus.set_sequencer_shards(&shards);
         let dropped = registry.set_owned(owned);
         (dropped, registry.gaining(gained.iter().copied().collect()))
     };

@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use switchboard_bus::{Address, BusError};
+use switchboard_bus::{Address, BusError, PublishOptions};
 
 use crate::Shared;
 use crate::auth::{Claims, Grants};
@@ -598,7 +598,8 @@ impl Session {
             Ok(p) => {
                 let session = self.session_id.as_deref().unwrap_or_default().to_owned();
                 self.shared.node.channel_change(&session, &channel, true).await;
-                Ok(R::Subscribe(pb::SubscribeResult { epoch: p.epoch.to_string(), offset: p.offset }))
+                let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
+                Ok(R::Subscribe(pb::SubscribeResult { epoch, offset }))
             }
             Err(e) => {
                 self.channels.retain(|c| c != &channel);
@@ -626,8 +627,11 @@ impl Session {
             return Err((ErrorCode::PERMISSION_DENIED, "clients may not publish on this gateway".into()));
         }
         self.shared.config.channels.check(Op::Publish, &channel, &self.user, &self.grants).map_err(denied)?;
-        match self.shared.bus.publish(&channel, data).await {
-            Ok(p) => Ok(R::Publish(pb::PublishResult { offset: p.offset, epoch: p.epoch.to_string() })),
+        match self.shared.bus.publish(&channel, data, PublishOptions::default()).await {
+            Ok(p) => {
+                let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
+                Ok(R::Publish(pb::PublishResult { offset, epoch }))
+            }
             Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
         }
     }
