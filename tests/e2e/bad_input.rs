@@ -154,10 +154,10 @@ async fn a_client_that_answers_no_ping_is_closed_after_the_pong_timeout() {
 async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
     let node = start_dev(GatewayConfig { max_queue_bytes: 64 * 1024, ..gateway_config() }).await;
     let mut fast = client(node.http, Encoding::Json).await;
-    fast.subscribe("s:c").await.unwrap();
+    fast.subscribe("chat:s").await.unwrap();
     // The slow session subscribes, then never reads again.
     let mut slow = RawWs::connected(node.http).await;
-    slow.text(r#"{"id":2,"subscribe":{"channel":"s:c"}}"#).await;
+    slow.text(r#"{"id":2,"subscribe":{"channel":"chat:s"}}"#).await;
     assert!(slow.json().await["subscribe"].is_object());
     let mut api = grpc(node.grpc).await;
     let payload = Bytes::from(format!("\"{}\"", "x".repeat(16 * 1024)));
@@ -170,7 +170,7 @@ async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
         }
     });
     for _ in 0..400 {
-        api.publish(pb::PublishApiRequest { channel: "s:c".into(), data: payload.clone() }).await.unwrap();
+        api.publish(pb::PublishApiRequest { channel: "chat:s".into(), data: payload.clone() }).await.unwrap();
     }
     reader.await.unwrap();
     // The kernel buffers some; past them and the 64 KiB queue the session is closed: with
@@ -186,7 +186,7 @@ async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
             _ => continue,
         }
     }
-    let channel = switchboard_wire::Channel::parse("s:c").unwrap();
+    let channel = switchboard_wire::Channel::parse("chat:s").unwrap();
     eventually("the slow session left the channel", async || node.gateway.hub().subscribers(&channel) == 0).await;
 }
 

@@ -12,7 +12,9 @@ use switchboard_tests::binary;
 
 #[test]
 fn sub_prints_what_pub_sends_through_a_dev_node() {
-    let node = DevNode::start(&[]);
+    // Namespace `t` keeps history (the default is live-only): publications carry offsets.
+    let config = kit::config_file("[channels.namespaces.t]\nhistory_size = 100\n");
+    let node = DevNode::start(&["--config", config.to_str().unwrap()]);
     assert!(node.banner.contains(&format!("http://127.0.0.1:{}/", node.http)), "{}", node.banner);
     assert!(node.banner.contains(&node.ws()), "{}", node.banner);
     let mut sub = Running::start(&["sub", "--url", &node.ws(), "--count", "2", "t:a", "t:b"]);
@@ -50,7 +52,8 @@ fn the_dev_banner_commands_work_as_printed_from_the_workspace_root() {
     let out = run_shell(&publish);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let ack: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((ack["channel"].as_str(), ack["offset"].as_u64()), (Some("chat:lobby"), Some(1)));
+    // Live-only by default: delivered, not stored, so no offset.
+    assert_eq!((ack["channel"].as_str(), ack["offset"].as_u64()), (Some("chat:lobby"), Some(0)));
 }
 
 #[test]
@@ -270,9 +273,10 @@ async fn pub_retries_unavailable_within_its_timeout() {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let grpc = addr.to_string();
-        let out = tokio::task::spawn_blocking(move || run(&["pub", "--grpc", &grpc, "--timeout", timeout, "r:x", "1"]))
-            .await
-            .unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || run(&["pub", "--grpc", &grpc, "--timeout", timeout, "chat:x", "1"]))
+                .await
+                .unwrap();
         serving.abort();
         assert_eq!(out.code, code, "{refusals} refusals: {}", out.stderr);
         assert!(format!("{}{}", out.stdout, out.stderr).contains(output), "{refusals} refusals: {out:?}");

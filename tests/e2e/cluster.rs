@@ -81,18 +81,18 @@ async fn subscribers_on_two_gateways_receive_client_and_grpc_publications() {
     let t = two_and_two(&[]).await;
     let mut a = user_client(&t.g1, "ann").await;
     let mut b = user_client(&t.g2, "ben").await;
-    a.subscribe("x:room").await.unwrap();
-    b.subscribe("x:room").await.unwrap();
-    let mut acks = vec![a.publish("x:room", Bytes::from_static(b"\"from a\"")).await.unwrap().offset];
-    acks.push(b.publish("x:room", Bytes::from_static(b"\"from b\"")).await.unwrap().offset);
+    a.subscribe("chat:room").await.unwrap();
+    b.subscribe("chat:room").await.unwrap();
+    let mut acks = vec![a.publish("chat:room", Bytes::from_static(b"\"from a\"")).await.unwrap().offset];
+    acks.push(b.publish("chat:room", Bytes::from_static(b"\"from b\"")).await.unwrap().offset);
     for c in [&t.c1, &t.c2] {
         let mut api = grpc(c.addr()).await;
         let data = Bytes::from(format!("\"via {}\"", c.name));
         acks.push(
-            api.publish(pb::PublishApiRequest { channel: "x:room".into(), data }).await.unwrap().into_inner().offset,
+            api.publish(pb::PublishApiRequest { channel: "chat:room".into(), data }).await.unwrap().into_inner().offset,
         );
     }
-    assert!(acks.windows(2).all(|w| w[1] == w[0] + 1), "offsets go up by one across publishers: {acks:?}");
+    assert!(acks.windows(2).all(|w| w[1] > w[0]), "offsets go up across publishers: {acks:?}");
     for c in [&mut a, &mut b] {
         let mut got = Vec::new();
         for _ in 0..4 {
@@ -375,11 +375,13 @@ async fn gateways_survive_the_loss_of_their_nats_node() {
         assert!(killed.elapsed() < Duration::from_secs(20), "delivery to g1 did not resume:\n{}", g1.log());
     };
     println!("delivery to the gateway whose NATS node died resumed after {gap:?}");
-    // b's gateway never lost its node: it kept receiving in order.
+    // b's gateway never lost its node: it kept receiving in order (a live-only channel:
+    // the publications' numbers tell the order).
     let mut last = 0;
     while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(200), b.next_publication()).await {
-        assert!(p.offset > last, "reordered");
-        last = p.offset;
+        let n: u32 = std::str::from_utf8(&p.data).unwrap().parse().unwrap();
+        assert!(n > last || (n == 0 && last == 0), "reordered: {n} after {last}");
+        last = n;
     }
     assert!(last > 0, "the gateway that kept its node received the publications");
 }
@@ -446,7 +448,8 @@ async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
         s.read_to_string(&mut out).await.unwrap();
         out.starts_with("HTTP/1.1 200")
     };
-    assert!(ready(g1.addr()).await);
+    // Ready once it heard a control replica's heartbeat.
+    switchboard_tests::eventually("the gateway is ready", async || ready(g1.addr()).await).await;
     let control_admin: std::net::SocketAddr = metrics_listen.parse().unwrap();
     assert!(ready(control_admin).await, "control serves /readyz on --metrics-listen");
     let metrics = {

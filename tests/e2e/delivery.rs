@@ -45,7 +45,7 @@ async fn grpc_publish_reaches_every_subscriber_once_in_order_and_no_one_else() {
     for i in 0..25 {
         acks.push(publish(&mut api, "chat:room", &format!("{{\"n\":{i}}}")).await);
     }
-    assert!(acks.windows(2).all(|w| w[1].offset == w[0].offset + 1), "offsets go up by one: {acks:?}");
+    assert!(acks.windows(2).all(|w| w[1].offset > w[0].offset), "offsets go up: {acks:?}");
     assert!(acks.iter().all(|a| a.epoch == acks[0].epoch));
     for c in &mut room {
         let got = collect(c, 25).await;
@@ -107,7 +107,7 @@ async fn client_publish_reaches_the_other_subscribers() {
     }
     let r1 = publisher.publish("chat:c", Bytes::from_static(br#"{"text":"hi"}"#)).await.unwrap();
     let r2 = publisher.publish("chat:c", Bytes::from_static(br#"{"text":"again"}"#)).await.unwrap();
-    assert_eq!(r2.offset, r1.offset + 1);
+    assert!(r2.offset > r1.offset);
     for c in &mut subs {
         let got = collect(c, 2).await;
         assert_eq!(got[0].data, Bytes::from_static(br#"{"text":"hi"}"#));

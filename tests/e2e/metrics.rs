@@ -116,10 +116,12 @@ async fn live_metrics_pass_promtool_and_cover_every_name_the_dashboard_and_rules
     }
 
     for (proc, port) in [(&control, control_admin), (&gateway, gateway_admin)] {
-        for path in ["/healthz", "/readyz"] {
-            let (status, _) = get(port, path).unwrap();
-            assert_eq!(status, 200, "{} {path} on the admin port", proc.name);
-        }
+        assert_eq!(get(port, "/healthz").unwrap().0, 200, "{} /healthz on the admin port", proc.name);
+        // Ready once the gateway heard a control replica's heartbeat.
+        eventually(&format!("{} /readyz on the admin port", proc.name), async || {
+            get(port, "/readyz").unwrap().0 == 200
+        })
+        .await;
     }
     let scrape = |port| get(port, "/metrics").unwrap().1;
     eventually("the sampled deliveries are recorded", async || {

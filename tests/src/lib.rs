@@ -15,6 +15,7 @@ use hyper::Request;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard::dev::{Dev, DevConfig};
+use switchboard_bus::{HistoryLimits, Namespaces};
 use switchboard_client::{Client, ClientConfig, SpawnExecutor};
 use switchboard_gateway::GatewayConfig;
 use switchboard_wire::Encoding;
@@ -40,9 +41,22 @@ pub fn gateway_config() -> GatewayConfig {
     }
 }
 
-/// Starts a dev node (gateway + gRPC API + in-process bus) on free ports; its API is open.
+/// What the tests' nodes keep: namespace `chat` keeps history (1,000 per channel, an hour),
+/// as a deployment would configure it; every other channel is live-only, the default.
+pub fn namespaces() -> Namespaces {
+    let chat = HistoryLimits { size: 1000, ttl: std::time::Duration::from_secs(3600) };
+    Namespaces { default: None, namespaces: [("chat".to_owned(), Some(chat))].into() }
+}
+
+/// Starts a dev node (gateway + gRPC API + in-process bus) on free ports, keeping
+/// [`namespaces`]; its API is open.
 pub async fn start_dev(gateway: GatewayConfig) -> Dev {
-    let config = DevConfig { gateway, grpc_listen: "127.0.0.1:0".parse().unwrap(), api_keys: Default::default() };
+    let config = DevConfig {
+        gateway,
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: Default::default(),
+        namespaces: namespaces(),
+    };
     Dev::start(config, None).await.expect("dev node starts")
 }
 

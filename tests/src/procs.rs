@@ -3,7 +3,7 @@
 //! `bench-floor`), on free loopback ports, killed on drop.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,10 +94,29 @@ impl Drop for Proc {
     }
 }
 
+/// The configuration file the cluster's processes start with (unless a test gives its
+/// own `--config`): namespace `chat` keeps history, as [`crate::namespaces`] says.
+pub fn config_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("sb-{}-cluster.toml", std::process::id()));
+        std::fs::write(&path, "[channels.namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"1h\"\n").unwrap();
+        path
+    })
+}
+
+fn with_config(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
+    if !extra.contains(&"--config") {
+        args.extend(["--config".into(), config_file().display().to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Starts `switchboard control` with the given NATS URLs, asking for [`crate::API_KEY`].
 pub fn control(id: &str, nats: &[String], extra: &[&str]) -> Proc {
     let port = free_port();
-    let mut args: Vec<String> = vec![
+    let args: Vec<String> = vec![
         "control".into(),
         "--nats".into(),
         nats.join(","),
@@ -108,14 +127,13 @@ pub fn control(id: &str, nats: &[String], extra: &[&str]) -> Proc {
         "--api-keys".into(),
         crate::API_KEY.into(),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(id, args, port)
+    Proc::spawn(id, with_config(args, extra), port)
 }
 
 /// Starts `switchboard gateway` with the given NATS URLs and the test token secret.
 pub fn gateway(id: &str, nats: &[String], extra: &[&str]) -> Proc {
     let port = free_port();
-    let mut args: Vec<String> = vec![
+    let args: Vec<String> = vec![
         "gateway".into(),
         "--nats".into(),
         nats.join(","),
@@ -126,8 +144,7 @@ pub fn gateway(id: &str, nats: &[String], extra: &[&str]) -> Proc {
         "--token-secret".into(),
         SECRET.into(),
     ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(id, args, port)
+    Proc::spawn(id, with_config(args, extra), port)
 }
 
 /// A connect token for `user`, valid for an hour.

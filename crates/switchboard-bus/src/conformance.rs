@@ -352,7 +352,10 @@ async fn live_only_publications_keep_publisher_order_and_carry_no_offset(cluster
         }
         let got = r.wait_for(&c, 100).await;
         assert_eq!(datas(&got), (0..100).map(|i| i.to_string()).collect::<Vec<_>>(), "{name}");
-        assert!(got.iter().all(|p| p.offset == 0 && p.epoch.is_empty()), "{name}: live-only publications carry an offset");
+        assert!(
+            got.iter().all(|p| p.offset == 0 && p.epoch.is_empty()),
+            "{name}: live-only publications carry an offset"
+        );
         assert_eq!(a.position(&c).await.unwrap(), None);
         assert!(matches!(a.history(&c, after(None, 10)).await, Err(BusError::NoHistory)));
         assert!(matches!(a.remove_history(&c).await, Err(BusError::NoHistory)));
@@ -415,7 +418,10 @@ async fn history_returns_what_was_stored_in_order(cluster: &dyn Cluster) {
     }
     let all = a.history(&c, after(None, 100)).await.unwrap();
     assert_eq!(datas(&all.publications), (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
-    assert_eq!(all.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), at.iter().map(|p| p.offset).collect::<Vec<_>>());
+    assert_eq!(
+        all.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        at.iter().map(|p| p.offset).collect::<Vec<_>>()
+    );
     assert_eq!(all.latest, at[9]);
     let page = a.history(&c, after(Some(at[3].clone()), 3)).await.unwrap();
     assert!(page.continuous);

@@ -169,10 +169,8 @@ impl MemoryBroker {
     }
 
     pub fn with_config(namespaces: Namespaces, node_queue: usize, listener_queue: usize) -> Self {
-        let streams = namespaces
-            .with_history()
-            .map(|(key, limits)| (key.to_owned(), Mutex::new(Stream::new(limits))))
-            .collect();
+        let streams =
+            namespaces.with_history().map(|(key, limits)| (key.to_owned(), Mutex::new(Stream::new(limits)))).collect();
         MemoryBroker {
             inner: Arc::new(BrokerInner {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -391,7 +389,10 @@ impl Stream {
                 channel_total: entries.len() as u64,
                 size: self.limits.size,
                 has_since: entries.iter().any(|e| e.offset == since.offset),
-                first_after_is_marker: entries.iter().find(|e| e.offset > since.offset).is_some_and(|e| e.data.is_none()),
+                first_after_is_marker: entries
+                    .iter()
+                    .find(|e| e.offset > since.offset)
+                    .is_some_and(|e| e.data.is_none()),
             };
             continuous(since, &kept)
         });

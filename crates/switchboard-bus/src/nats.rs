@@ -49,7 +49,6 @@ use streams::{Continuity, Next, REMOVED_HEADER, Streams};
 /// The same connection error is logged at most once per this interval (with a count).
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-
 /// How to reach NATS.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use switchboard_bus::{Bus, MemoryBroker, NoDelivery};
+use switchboard_bus::{Bus, MemoryBroker, Namespaces, NoDelivery};
 use switchboard_control::{ApiKeys, Control, ControlConfig};
 use switchboard_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
@@ -19,6 +19,8 @@ pub struct DevConfig {
     pub grpc_listen: SocketAddr,
     /// Keys the gRPC API asks for; none: open.
     pub api_keys: ApiKeys,
+    /// What is kept per channel namespace (history).
+    pub namespaces: Namespaces,
 }
 
 /// A running dev node.
@@ -36,7 +38,7 @@ pub struct Dev {
 impl Dev {
     /// Binds both listeners and starts serving.
     pub async fn start(config: DevConfig, prometheus: Option<PrometheusHandle>) -> anyhow::Result<Dev> {
-        let broker = MemoryBroker::new();
+        let broker = MemoryBroker::with_namespaces(config.namespaces.clone());
         let gateway_broker = broker.clone();
         let gateway = Gateway::new(config.gateway.clone(), prometheus, |deliver| async move {
             Ok::<_, anyhow::Error>(Arc::new(gateway_broker.connect(deliver)) as Arc<dyn Bus>)
@@ -96,7 +98,7 @@ impl Drop for Dev {
 
 /// `switchboard dev`: runs until SIGINT/SIGTERM, then drains.
 pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) -> anyhow::Result<()> {
-    let (gateway, grpc_listen) = crate::config::dev(&args, explicit)?;
+    let (gateway, grpc_listen, namespaces) = crate::config::dev(&args, explicit)?;
     let prometheus = crate::telemetry::install_metrics()?;
     switchboard_gateway::metrics::describe();
     switchboard_bus::metrics::describe();
@@ -111,7 +113,7 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     api_keys.validate().map_err(crate::UsageError)?;
     let (http, ws) = if gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let open = api_keys.is_empty();
-    let node = Dev::start(DevConfig { gateway, grpc_listen, api_keys }, Some(prometheus)).await?;
+    let node = Dev::start(DevConfig { gateway, grpc_listen, api_keys, namespaces }, Some(prometheus)).await?;
     if open {
         eprintln!("WARNING: the gRPC API takes calls without an API key (fine on a laptop; --api-keys to require one)");
     }

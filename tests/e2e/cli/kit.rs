@@ -245,3 +245,12 @@ fn lines(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     });
     rx
 }
+
+/// Writes a configuration file for this test run and returns its path.
+pub fn config_file(text: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("sb-e2e-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -301,7 +301,7 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
         }
     });
     let mut neighbour = client(node.http, Encoding::Json).await;
-    neighbour.subscribe("flood:c").await.unwrap();
+    neighbour.subscribe("chat:flood").await.unwrap();
     // It reads every publication the floods make, in order, without a gap, to the end.
     let reader = tokio::spawn(async move {
         let mut expected = 1;
@@ -316,9 +316,9 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
     });
     let data = format!("\"{}\"", "f".repeat(2048));
     let ping = |id: u64| format!(r#"{{"id":{id},"ping":{{}}}}"#);
-    let publish = |id: u64| format!(r#"{{"id":{id},"publish":{{"channel":"flood:c","data":{data}}}}}"#);
+    let publish = |id: u64| format!(r#"{{"id":{id},"publish":{{"channel":"chat:flood","data":{data}}}}}"#);
     let publish_from_subscriber = |id: u64| {
-        if id == 3 { r#"{"id":3,"subscribe":{"channel":"flood:c"}}"#.to_owned() } else { publish(id) }
+        if id == 3 { r#"{"id":3,"subscribe":{"channel":"chat:flood"}}"#.to_owned() } else { publish(id) }
     };
     // (what, how many commands, the command, the outcomes allowed): 2 MiB of replies fit
     // the kernel's socket buffers, 10 MiB of publications pushed back do not.
@@ -342,7 +342,7 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
     }
     let mut api = switchboard_tests::grpc(node.grpc).await;
     api.publish(switchboard_wire::pb::PublishApiRequest {
-        channel: "flood:c".into(),
+        channel: "chat:flood".into(),
         data: bytes::Bytes::from_static(b"\"end\""),
     })
     .await

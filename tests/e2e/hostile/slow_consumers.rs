@@ -12,13 +12,13 @@ use switchboard_wire::{Channel, Encoding, pb};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() {
     let node = start_dev(GatewayConfig { max_queue_bytes: 64 * 1024, ..gateway_config() }).await;
-    let channel = Channel::parse("slow:c").unwrap();
+    let channel = Channel::parse("chat:slow").unwrap();
     let mut fast = client(node.http, Encoding::Json).await;
-    fast.subscribe("slow:c").await.unwrap();
+    fast.subscribe("chat:slow").await.unwrap();
     let mut slow = Vec::new();
     for _ in 0..20 {
         let mut ws = RawWs::connected(node.http).await;
-        ws.text(r#"{"id":2,"subscribe":{"channel":"slow:c"}}"#).await;
+        ws.text(r#"{"id":2,"subscribe":{"channel":"chat:slow"}}"#).await;
         assert!(ws.json().await["subscribe"].is_object());
         slow.push(ws);
     }
@@ -46,7 +46,7 @@ async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() 
     // Publish until every slow subscriber is gone (kernel buffers take a few MiB first).
     // Paced, so that the reading subscriber keeps up even on a loaded machine.
     while node.gateway.hub().subscribers(&channel) > 1 {
-        api.publish(pb::PublishApiRequest { channel: "slow:c".into(), data: payload.clone() }).await.unwrap();
+        api.publish(pb::PublishApiRequest { channel: "chat:slow".into(), data: payload.clone() }).await.unwrap();
         assert!(!reader.is_finished(), "the reading subscriber was closed");
         assert!(started.elapsed() < Duration::from_secs(20), "slow subscribers still subscribed");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -54,7 +54,7 @@ async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() 
     let took = started.elapsed();
     println!("20 silent pinging subscribers closed within {took:?}");
     eventually("their sessions ended and their slots came back", async || node.gateway.connections() == 1).await;
-    api.publish(pb::PublishApiRequest { channel: "slow:c".into(), data: Bytes::from_static(b"\"end\"") })
+    api.publish(pb::PublishApiRequest { channel: "chat:slow".into(), data: Bytes::from_static(b"\"end\"") })
         .await
         .unwrap();
     let last = tokio::time::timeout(switchboard_tests::DEADLINE, reader).await.unwrap().unwrap();

@@ -196,6 +196,12 @@ pub struct NamespaceSection {
     pub subscribe: Option<Access>,
     /// Who may publish from a client, with the same choices. Default "anyone".
     pub publish: Option<Access>,
+    /// Publications kept per channel for recovery and `history` (0: none, live-only
+    /// delivery). On NATS, one JetStream stream per namespace with history. Default 0.
+    #[schemars(range(max = 100000))]
+    pub history_size: Option<u32>,
+    /// How long publications are kept, at least "1s". Default "1h".
+    pub history_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -251,6 +257,10 @@ pub struct NatsSection {
     /// Round trips in a row without an answer before the connection counts as dead. Default 2.
     #[schemars(range(min = 1))]
     pub max_missed_pongs: Option<u32>,
+    /// Replicas of each history stream (JetStream): 1 for a single server, 3 in a cluster.
+    /// Default 1.
+    #[schemars(range(min = 1, max = 5))]
+    pub history_replicas: Option<usize>,
     /// CA certificates (PEM) of the NATS servers; implies TLS.
     pub tls_ca: Option<String>,
     /// Client certificate (PEM) for servers that verify clients; implies TLS; needs `tls_key`.

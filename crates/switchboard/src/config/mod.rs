@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use switchboard_bus::NatsConfig;
+use switchboard_bus::{HistoryLimits, Namespaces, NatsConfig};
 use switchboard_control::ControlConfig;
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
@@ -114,8 +114,47 @@ pub fn gateway_admin(args: &GatewayCmdArgs, x: &Explicit) -> Result<Option<Socke
     }
 }
 
-/// `switchboard dev`: the gateway and the gRPC listen address.
-pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), UsageError> {
+/// Most publications a namespace keeps per channel.
+pub const MAX_HISTORY_SIZE: u32 = 100_000;
+/// The age publications are kept by default, in a namespace with history.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(3600);
+
+/// What the bus keeps per namespace (`history_size`, `history_ttl` in `[channels]`).
+pub fn namespaces(f: &FileConfig) -> Result<Namespaces, UsageError> {
+    let c = f.channels.clone().unwrap_or_default();
+    let history = |key: &str, n: &file::NamespaceSection| -> Result<Option<HistoryLimits>, UsageError> {
+        let size = n.history_size.unwrap_or(0);
+        let ttl = dur(n.history_ttl).unwrap_or(DEFAULT_HISTORY_TTL);
+        if size > MAX_HISTORY_SIZE {
+            return Err(UsageError(format!("{key}.history_size: {size} is more than {MAX_HISTORY_SIZE}")));
+        }
+        if ttl < Duration::from_secs(1) {
+            return Err(UsageError(format!("{key}.history_ttl: {ttl:?} is shorter than 1s")));
+        }
+        if size == 0 && n.history_ttl.is_some() {
+            return Err(UsageError(format!("{key}.history_ttl: set, but history_size is 0 (no history)")));
+        }
+        Ok((size > 0).then_some(HistoryLimits { size, ttl }))
+    };
+    let default = match &c.default {
+        Some(n) => history("channels.default", n)?,
+        None => None,
+    };
+    let mut namespaces = std::collections::BTreeMap::new();
+    for (name, n) in c.namespaces.iter().flatten() {
+        let key = format!("channels.namespaces.{name}");
+        if name == switchboard_bus::DEFAULT_NAMESPACE_KEY {
+            return Err(UsageError(format!("{key}: \"_\" is reserved; name the namespace otherwise")));
+        }
+        switchboard_wire::Channel::parse(&format!("{name}:x"))
+            .map_err(|_| UsageError(format!("{key}: not a namespace name (1 to 64 of A-Z a-z 0-9 _ -)")))?;
+        namespaces.insert(name.clone(), history(&key, n)?);
+    }
+    Ok(Namespaces { default, namespaces })
+}
+
+/// `switchboard dev`: the gateway, the gRPC listen address and what is kept per namespace.
+pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, Namespaces), UsageError> {
     let f = load(args.config.path.as_deref())?;
     let g = f.gateway.clone().unwrap_or_default();
     let listen = match (&g.listen, x.has("listen")) {
@@ -133,7 +172,7 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr), 
         (Some(l), false) => addr("control.grpc_listen", l)?,
         _ => args.grpc_listen,
     };
-    Ok((config, grpc))
+    Ok((config, grpc, namespaces(&f)?))
 }
 
 /// What `switchboard control` runs with.
@@ -384,6 +423,8 @@ fn nats_config(a: &NatsArgs, f: &FileConfig, x: &Explicit, name: &str) -> Result
     config.connect_timeout = x.pick("nats_connect_timeout", a.nats_connect_timeout, dur(n.connect_timeout));
     config.ping_interval = x.pick("nats_ping_interval", a.nats_ping_interval, dur(n.ping_interval));
     config.max_missed_pongs = x.pick("nats_max_missed_pongs", a.nats_max_missed_pongs, n.max_missed_pongs);
+    config.history_replicas = n.history_replicas.unwrap_or(config.history_replicas);
+    config.namespaces = namespaces(f)?;
     let mut s: NatsSecurityArgs = a.security.clone();
     let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
     if !x.has("nats_tls_ca") && n.tls_ca.is_some() {
@@ -429,8 +470,13 @@ pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
         ConfigAction::Check { role } => {
             let summary = match *role {
                 Role::Dev(args) => {
-                    let (g, grpc) = dev(&args, x)?;
-                    serde_json::json!({"role": "dev", "gateway": gateway_summary(&g), "grpc_listen": grpc.to_string()})
+                    let (g, grpc, namespaces) = dev(&args, x)?;
+                    serde_json::json!({
+                        "role": "dev",
+                        "gateway": gateway_summary(&g),
+                        "grpc_listen": grpc.to_string(),
+                        "history": history_summary(&namespaces),
+                    })
                 }
                 Role::Gateway(args) => {
                     let (g, n) = gateway(&args, x)?;
@@ -521,5 +567,18 @@ fn nats_summary(n: &NatsConfig) -> serde_json::Value {
         "connect_timeout_ms": n.connect_timeout.as_millis() as u64,
         "ping_interval_ms": n.ping_interval.as_millis() as u64,
         "max_missed_pongs": n.max_missed_pongs,
+        "history_replicas": n.history_replicas,
+        "history": history_summary(&n.namespaces),
+    })
+}
+
+fn history_summary(n: &Namespaces) -> serde_json::Value {
+    let limits = |h: &Option<HistoryLimits>| match h {
+        Some(h) => serde_json::json!({"size": h.size, "ttl_ms": h.ttl.as_millis() as u64}),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "default": limits(&n.default),
+        "namespaces": n.namespaces.iter().map(|(k, h)| (k.clone(), limits(h))).collect::<serde_json::Map<_, _>>(),
     })
 }

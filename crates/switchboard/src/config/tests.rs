@@ -107,6 +107,15 @@ fn unknown_keys_and_values_out_of_range_are_refused_naming_the_key() {
         ("[[auth.keys]]\nhmac_secret = \"a\"\njwk = \"{}\"\n", "give only one key source"),
         ("[[auth.keys]]\npublic_key_pem = \"nope\"\n", "not an RSA, EC or Ed25519 public key"),
         ("[auth]\nalgorithms = [\"HS999\"]\n", "auth.algorithms"),
+        ("[channels.default]\nhistory_size = 100001\n", "channels.default.history_size: 100001 is more than 100000"),
+        (
+            "[channels.namespaces.chat]\nhistory_size = 5\nhistory_ttl = \"10ms\"\n",
+            "history_ttl: 10ms is shorter than 1s",
+        ),
+        ("[channels.namespaces.chat]\nhistory_ttl = \"1m\"\n", "set, but history_size is 0"),
+        ("[channels.namespaces._]\nhistory_size = 5\n", "channels.namespaces._: \"_\" is reserved"),
+        ("[channels.namespaces.\"a b\"]\n", "not a namespace name"),
+        ("[nats]\nhistory_replicas = 7\n", "history_replicas must be from 1 to 5"),
     ];
     for (text, want) in cases {
         let file = write(text);
@@ -137,6 +146,7 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     assert_eq!(got["gateway"]["max_queue_bytes"], 1 << 20, "the default where neither says");
     assert_eq!(got["nats"]["urls"][0], "nats://from-file:4222");
     assert_eq!(got["gateway"]["channels"]["namespaces"]["chat"]["publish"], "granted");
+    assert_eq!(got["nats"]["history"]["namespaces"]["chat"], serde_json::Value::Null, "no history by default");
     let got = gateway_summary_for(&["switchboard", "gateway", "--config", path, "--nats", "nats://flag:4222"]).unwrap();
     assert_eq!(got["nats"]["urls"][0], "nats://flag:4222");
 }
@@ -148,4 +158,28 @@ fn a_gateway_without_keys_refuses_to_start_unless_anonymous_is_allowed() {
     assert!(gateway_summary_for(&["switchboard", "gateway", "--nats", "nats://x:4222", "--token-secret", "s"]).is_ok());
     let (Command::Dev(a), x) = cli(&["switchboard", "dev"]) else { panic!() };
     assert!(dev(&a, &x).unwrap().0.auth.allow_anonymous, "dev allows anonymous sessions by default");
+}
+
+#[test]
+fn history_is_kept_per_namespace_as_the_file_says() {
+    let file = write(
+        "[channels.default]\nhistory_size = 10\n[channels.namespaces.chat]\nhistory_size = 100\nhistory_ttl = \"10m\"\n\
+         [channels.namespaces.live]\npublish = \"nobody\"\n[nats]\nhistory_replicas = 3\n",
+    );
+    let path = file.path().to_str().unwrap();
+    let got = gateway_summary_for(&[
+        "switchboard",
+        "gateway",
+        "--nats",
+        "nats://n:4222",
+        "--allow-anonymous",
+        "--config",
+        path,
+    ])
+    .unwrap();
+    let history = &got["nats"]["history"];
+    assert_eq!(history["default"], serde_json::json!({"size": 10, "ttl_ms": 3_600_000}));
+    assert_eq!(history["namespaces"]["chat"], serde_json::json!({"size": 100, "ttl_ms": 600_000}));
+    assert_eq!(history["namespaces"]["live"], serde_json::Value::Null, "a listed namespace without history");
+    assert_eq!(got["nats"]["history_replicas"], 3);
 }
