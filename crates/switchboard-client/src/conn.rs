@@ -1,6 +1,6 @@
 //! The connection task: opens the WebSocket, reads replies and pushes, and reconnects.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +32,9 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU32,
     pub(crate) pending: Pending,
     pub(crate) writer: tokio::sync::Mutex<Option<Writer>>,
-    pub(crate) channels: Mutex<BTreeSet<String>>,
+    /// The channels held, each with the position to resume from (for a channel with
+    /// history: the last publication received, or where the subscription started).
+    pub(crate) channels: Mutex<BTreeMap<String, Option<pb::StreamPosition>>>,
     pub(crate) session: Mutex<String>,
 }
 
@@ -53,6 +55,19 @@ where
 // === impl Shared ===
 
 impl Shared {
+    /// A subscription to `channel` started where `r` says: its position, unless the
+    /// client already received something newer of the same epoch (publications may come
+    /// before the reply).
+    pub(crate) fn started(&self, channel: &str, r: &pb::SubscribeResult) {
+        let mut channels = self.channels.lock().unwrap();
+        let position = channels.entry(channel.to_owned()).or_insert(None);
+        match position {
+            _ if !r.history => *position = None,
+            Some(p) if p.epoch == r.epoch && p.offset >= r.offset => {}
+            _ => *position = Some(pb::StreamPosition { offset: r.offset, epoch: r.epoch.clone() }),
+        }
+    }
+
     pub(crate) async fn request(&self, cmd: C) -> Result<R, ClientError> {
         self.request_until(cmd, Instant::now() + self.config.request_timeout).await
     }
@@ -103,14 +118,16 @@ impl Shared {
     }
 }
 
-/// Opens a connection, sends connect, and restores subscriptions, within the connect
-/// timeout. Returns the reader.
-pub(crate) async fn open(shared: &Arc<Shared>) -> Result<Reader, ClientError> {
+/// Opens a connection, sends connect, and restores subscriptions (each channel with history
+/// resumed from its position), within the connect timeout. Returns the reader, and the
+/// events to hand over before anything it reads: one [`Event::Resubscribed`] per channel
+/// with history, then whatever was pushed meanwhile.
+pub(crate) async fn open(shared: &Arc<Shared>) -> Result<(Reader, Vec<Event>), ClientError> {
     let deadline = Instant::now() + shared.config.connect_timeout;
     tokio::time::timeout_at(deadline, open_until(shared, deadline)).await.map_err(|_| ClientError::Timeout)?
 }
 
-async fn open_until(shared: &Arc<Shared>, deadline: Instant) -> Result<Reader, ClientError> {
+async fn open_until(shared: &Arc<Shared>, deadline: Instant) -> Result<(Reader, Vec<Event>), ClientError> {
     let config = &shared.config;
     let url = &config.url;
     let bad_url = |why: &str| ClientError::Url(format!("{url}: {why}"));
@@ -161,17 +178,30 @@ async fn open_until(shared: &Arc<Shared>, deadline: Instant) -> Result<Reader, C
     let mut reader = FragmentCollectorRead::new(read);
     *shared.writer.lock().await = Some(write);
 
-    // connect, then re-subscribe, reading replies inline (no reader task runs yet).
+    // connect, then re-subscribe, reading replies inline (no reader task runs yet); what is
+    // pushed meanwhile is kept, in order, for the application.
+    let mut pushed = Vec::new();
     let connect = pb::ConnectRequest { token: config.token.clone(), name: config.name.clone(), version: String::new() };
-    match call(shared, &mut reader, C::Connect(connect), deadline).await? {
+    match call(shared, &mut reader, C::Connect(connect), deadline, &mut pushed).await? {
         R::Connect(c) => *shared.session.lock().unwrap() = c.session,
         other => return Err(ClientError::Encode(format!("unexpected connect reply {other:?}"))),
     }
-    let channels: Vec<String> = shared.channels.lock().unwrap().iter().cloned().collect();
-    for channel in channels {
-        call(shared, &mut reader, C::Subscribe(pb::SubscribeRequest { channel }), deadline).await?;
+    let channels: Vec<_> = shared.channels.lock().unwrap().iter().map(|(c, p)| (c.clone(), p.clone())).collect();
+    let mut events = Vec::new();
+    for (channel, recover) in channels {
+        let resumed = recover.is_some();
+        let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.clone(), recover });
+        if let R::Subscribe(r) = call(shared, &mut reader, cmd, deadline, &mut pushed).await? {
+            if !r.recovered {
+                shared.started(&channel, &r);
+            }
+            if resumed || r.history {
+                events.push(Event::Resubscribed { channel, recovered: r.recovered });
+            }
+        }
     }
-    Ok(reader)
+    events.extend(pushed.into_iter().filter_map(|reply| push_event(shared, reply)));
+    Ok((reader, events))
 }
 
 /// Why the upgrade did not happen.
@@ -256,8 +286,15 @@ fn io_error_text(e: &std::io::Error) -> String {
     }
 }
 
-/// Sends a command and reads frames until its reply (used before the reader task runs).
-async fn call(shared: &Arc<Shared>, reader: &mut Reader, cmd: C, deadline: Instant) -> Result<R, ClientError> {
+/// Sends a command and reads frames until its reply (used before the reader task runs);
+/// pushes read meanwhile go to `pushed`.
+async fn call(
+    shared: &Arc<Shared>,
+    reader: &mut Reader,
+    cmd: C,
+    deadline: Instant,
+    pushed: &mut Vec<pb::Reply>,
+) -> Result<R, ClientError> {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed).max(1);
     shared.send(pb::Command { id, command: Some(cmd) }).await?;
     let deadline = deadline.min(Instant::now() + shared.config.request_timeout);
@@ -267,6 +304,10 @@ async fn call(shared: &Arc<Shared>, reader: &mut Reader, cmd: C, deadline: Insta
             .map_err(|_| ClientError::Timeout)?
             .map_err(|_| ClientError::Disconnected)?;
         let Some(reply) = decode(shared, frame)? else { continue };
+        if reply.id == 0 {
+            pushed.push(reply);
+            continue;
+        }
         if reply.id == id {
             return match reply.reply {
                 Some(R::Error(e)) => {
@@ -318,10 +359,16 @@ fn decode(shared: &Shared, frame: Incoming) -> Result<Option<pb::Reply>, ClientE
 }
 
 /// Reads until the connection ends, then reconnects while allowed.
-pub(crate) async fn run(shared: Arc<Shared>, mut reader: Reader, events: mpsc::Sender<Event>) {
+pub(crate) async fn run(shared: Arc<Shared>, first: (Reader, Vec<Event>), events: mpsc::Sender<Event>) {
+    let (mut reader, early) = first;
     let session = shared.session.lock().unwrap().clone();
     if events.send(Event::Connected { session }).await.is_err() {
         return;
+    }
+    for event in early {
+        if events.send(event).await.is_err() {
+            return;
+        }
     }
     loop {
         let (code, reason) = read_loop(&shared, &mut reader, &events).await;
@@ -333,11 +380,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut reader: Reader, events: mpsc::S
             return;
         }
         let mut attempt = 0;
-        reader = loop {
+        let early;
+        (reader, early) = loop {
             tokio::time::sleep(backoff(&shared.config, attempt)).await;
             attempt = attempt.saturating_add(1);
             match open(&shared).await {
-                Ok(r) => break r,
+                Ok(opened) => break opened,
                 // A close code that says not to come back ends the reconnecting.
                 Err(ClientError::Closed { code, reason }) if !CloseCode::should_reconnect(code) => {
                     let _ = events.send(Event::Disconnected { code: Some(code), reason, reconnecting: false }).await;
@@ -350,10 +398,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut reader: Reader, events: mpsc::S
         if events.send(Event::Connected { session }).await.is_err() {
             return;
         }
+        for event in early {
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
-async fn read_loop(shared: &Shared, reader: &mut Reader, events: &mpsc::Sender<Event>) -> (Option<u16>, String) {
+async fn read_loop(shared: &Arc<Shared>, reader: &mut Reader, events: &mpsc::Sender<Event>) -> (Option<u16>, String) {
     loop {
         let frame = match read_frame(shared, reader).await {
             Ok(Incoming::Close(code, reason)) => return (code, reason),
@@ -371,21 +424,61 @@ async fn read_loop(shared: &Shared, reader: &mut Reader, events: &mpsc::Sender<E
             }
             continue;
         }
-        let event = match reply.reply {
-            Some(R::Pub(p)) => Event::Publication(p),
-            Some(R::Message(m)) => Event::Message(m.data),
-            Some(R::Subscribed(s)) => {
-                shared.channels.lock().unwrap().insert(s.channel.clone());
-                Event::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }
-            }
-            Some(R::Unsubscribed(u)) => {
-                shared.channels.lock().unwrap().remove(&u.channel);
-                Event::Unsubscribed { channel: u.channel }
-            }
-            _ => continue,
-        };
+        if let Some(R::Unsubscribed(u)) = &reply.reply
+            && u.resubscribe
+        {
+            // Publications were lost on their way and the server dropped the subscription:
+            // take it again from the last one received.
+            tokio::spawn(resubscribe(shared.clone(), u.channel.clone(), events.clone()));
+            continue;
+        }
+        let Some(event) = push_event(shared, reply) else { continue };
         if events.send(event).await.is_err() {
             return (None, "client dropped".into());
+        }
+    }
+}
+
+/// The event a push makes, keeping the channels' positions up to date.
+fn push_event(shared: &Shared, reply: pb::Reply) -> Option<Event> {
+    Some(match reply.reply? {
+        R::Pub(p) => {
+            if p.offset != 0
+                && let Some(position) = shared.channels.lock().unwrap().get_mut(&p.channel)
+            {
+                *position = Some(pb::StreamPosition { offset: p.offset, epoch: p.epoch.clone() });
+            }
+            Event::Publication(p)
+        }
+        R::Message(m) => Event::Message(m.data),
+        R::Subscribed(s) => {
+            let position =
+                (!s.epoch.is_empty()).then(|| pb::StreamPosition { offset: s.offset, epoch: s.epoch.clone() });
+            shared.channels.lock().unwrap().insert(s.channel.clone(), position);
+            Event::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }
+        }
+        R::Unsubscribed(u) => {
+            shared.channels.lock().unwrap().remove(&u.channel);
+            Event::Unsubscribed { channel: u.channel }
+        }
+        _ => return None,
+    })
+}
+
+/// Subscribes to `channel` again from its position, after the server dropped it.
+async fn resubscribe(shared: Arc<Shared>, channel: String, events: mpsc::Sender<Event>) {
+    let Some(recover) = shared.channels.lock().unwrap().get(&channel).cloned() else { return };
+    let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.clone(), recover });
+    match shared.request(cmd).await {
+        Ok(R::Subscribe(r)) => {
+            if !r.recovered {
+                shared.started(&channel, &r);
+            }
+            let _ = events.send(Event::Resubscribed { channel, recovered: r.recovered }).await;
+        }
+        Ok(_) | Err(_) => {
+            // The connection is going away; its reconnect resubscribes.
+            tracing::debug!(%channel, "resubscribe failed");
         }
     }
 }

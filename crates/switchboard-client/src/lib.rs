@@ -16,7 +16,7 @@
 
 mod conn;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
@@ -114,6 +114,14 @@ pub enum Event {
     /// A backend unsubscribed this session from a channel.
     Unsubscribed {
         channel: String,
+    },
+    /// After a reconnect (or the server asking for it), a channel with history was
+    /// subscribed again from the last publication received: `recovered` says whether every
+    /// publication missed meanwhile follows this event, in order; when false, the history
+    /// no longer covers the gap and the application should reload what the channel feeds.
+    Resubscribed {
+        channel: String,
+        recovered: bool,
     },
     /// (Re)connected as this session; subscriptions have been restored.
     Connected {
@@ -247,7 +255,7 @@ impl Client {
             next_id: AtomicU32::new(1),
             pending: Pending::default(),
             writer: tokio::sync::Mutex::new(None),
-            channels: Mutex::new(BTreeSet::new()),
+            channels: Mutex::new(BTreeMap::new()),
             session: Mutex::new(String::new()),
         });
         let first = conn::open(&shared).await?;
@@ -275,16 +283,29 @@ impl Client {
         }
     }
 
-    /// Subscribes to `channel`. A temporary error (e.g. `110` while a cluster's sequencers
-    /// come up) is retried with [`backoff`] until `request_timeout` has passed since the
-    /// call; then the last error is returned. [`Client::subscribe_once`] does not retry.
+    /// Subscribes to `channel`. A temporary error (e.g. `110` while NATS reconnects) is
+    /// retried with [`backoff`] until `request_timeout` has passed since the call; then the
+    /// last error is returned. [`Client::subscribe_once`] does not retry. After a
+    /// reconnect the client subscribes again by itself, resuming a channel with history
+    /// from the last publication it received ([`Event::Resubscribed`]).
     pub async fn subscribe(&self, channel: &str) -> Result<pb::SubscribeResult, ClientError> {
+        self.subscribe_from(channel, None).await
+    }
+
+    /// Subscribes to `channel` resuming from `position` (an offset and epoch the
+    /// application kept, e.g. across restarts): the reply's `recovered` says whether every
+    /// publication after it follows, in order.
+    pub async fn subscribe_from(
+        &self,
+        channel: &str,
+        position: Option<pb::StreamPosition>,
+    ) -> Result<pb::SubscribeResult, ClientError> {
         let config = &self.shared.config;
         let deadline = Instant::now() + config.request_timeout;
         let mut attempt = 0;
         let mut last = None;
         loop {
-            match self.subscribe_until(channel, deadline).await {
+            match self.subscribe_until(channel, position.clone(), deadline).await {
                 Err(e @ ClientError::Server { temporary: true, .. }) => {
                     let delay = backoff(config, attempt);
                     if Instant::now() + delay >= deadline {
@@ -304,18 +325,52 @@ impl Client {
 
     /// Subscribes to `channel` in one attempt: the server's answer as it is.
     pub async fn subscribe_once(&self, channel: &str) -> Result<pb::SubscribeResult, ClientError> {
-        self.subscribe_until(channel, Instant::now() + self.shared.config.request_timeout).await
+        self.subscribe_until(channel, None, Instant::now() + self.shared.config.request_timeout).await
     }
 
-    async fn subscribe_until(&self, channel: &str, deadline: Instant) -> Result<pb::SubscribeResult, ClientError> {
-        let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.into() });
-        match self.shared.request_until(cmd, deadline).await? {
-            R::Subscribe(r) => {
-                self.shared.channels.lock().unwrap().insert(channel.to_owned());
-                Ok(r)
+    async fn subscribe_until(
+        &self,
+        channel: &str,
+        recover: Option<pb::StreamPosition>,
+        deadline: Instant,
+    ) -> Result<pb::SubscribeResult, ClientError> {
+        let cmd = C::Subscribe(pb::SubscribeRequest { channel: channel.into(), recover });
+        // Held from now, so that publications pushed before the reply move its position.
+        let fresh = self.shared.channels.lock().unwrap().insert(channel.to_owned(), None).is_none();
+        let result = match self.shared.request_until(cmd, deadline).await {
+            Ok(R::Subscribe(r)) => Ok(r),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => self.shared.started(channel, r),
+            Err(_) if fresh => {
+                self.shared.channels.lock().unwrap().remove(channel);
             }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Part of a channel's history: after `since` (before it with `reverse`), at most
+    /// `limit` (0: the server's default, 100).
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<pb::StreamPosition>,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<pb::HistoryResult, ClientError> {
+        let cmd = C::History(pb::HistoryRequest { channel: channel.into(), since, limit, reverse });
+        match self.shared.request(cmd).await? {
+            R::History(r) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The position the client would resume `channel` from after a reconnect.
+    pub fn position(&self, channel: &str) -> Option<pb::StreamPosition> {
+        self.shared.channels.lock().unwrap().get(channel).cloned().flatten()
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), ClientError> {

@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use switchboard_bus::{Address, BusError, PublishOptions};
+use switchboard_bus::{Address, BusError, HistoryQuery, Position, PublishOptions};
 
 use crate::Shared;
 use crate::auth::{Claims, Grants};
@@ -36,6 +36,9 @@ use crate::ws::{FrameReader, Message, ReadError};
 const MAX_IOV: usize = 64;
 /// The write buffer a flush keeps for the next batch, in frames (32 bytes each).
 const MAX_KEPT_FRAMES: usize = 1024;
+/// Publications a `history` command returns when it names no limit, and the most it may.
+const DEFAULT_HISTORY_LIMIT: u32 = 100;
+const MAX_HISTORY_LIMIT: u32 = 1000;
 /// Time allowed to flush a close frame and hear the client's close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -340,8 +343,9 @@ impl Session {
         };
         let command = cmd.command.expect("decode_command checks the command is known");
         if self.session_id.is_some()
-            && let C::Subscribe(pb::SubscribeRequest { channel }) | C::Publish(pb::PublishRequest { channel, .. }) =
-                &command
+            && let C::Subscribe(pb::SubscribeRequest { channel, .. })
+            | C::Publish(pb::PublishRequest { channel, .. })
+            | C::History(pb::HistoryRequest { channel, .. }) = &command
             && let Err(e) = self.shared.limits.check_channel_len(channel)
         {
             self.reply(cmd.id, Err(e));
@@ -369,6 +373,7 @@ impl Session {
                 let span = tracing::debug_span!("publish", session = self.session_id.as_deref(), channel = p.channel);
                 self.publish(&p.channel, p.data).instrument(span).await
             }
+            C::History(h) => self.history(h).await,
             C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
             C::Send(s) => self.upstream_send(s.data).await,
             C::Rpc(r) => match self.upstream_rpc(cmd.id, r) {
@@ -398,7 +403,7 @@ impl Session {
             }
             SessionCommand::Unsubscribe(channel) => {
                 if self.unsubscribe(channel.as_str()).await.is_ok() {
-                    self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string() }));
+                    self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: false }));
                 }
                 None
             }
@@ -598,8 +603,9 @@ impl Session {
             Ok(p) => {
                 let session = self.session_id.as_deref().unwrap_or_default().to_owned();
                 self.shared.node.channel_change(&session, &channel, true).await;
+                let history = p.is_some();
                 let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
-                Ok(R::Subscribe(pb::SubscribeResult { epoch, offset }))
+                Ok(R::Subscribe(pb::SubscribeResult { epoch, offset, recovered: false, history }))
             }
             Err(e) => {
                 self.channels.retain(|c| c != &channel);
@@ -619,6 +625,40 @@ impl Session {
         let session = self.session_id.as_deref().unwrap_or_default().to_owned();
         self.shared.node.channel_change(&session, &channel, false).await;
         Ok(R::Unsubscribe(pb::UnsubscribeResult {}))
+    }
+
+    /// Part of a channel's history, for a session that may subscribe to it.
+    async fn history(&self, req: pb::HistoryRequest) -> CommandResult {
+        let channel = parse_channel(&req.channel)?;
+        self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+        let limit = match req.limit {
+            0 => DEFAULT_HISTORY_LIMIT,
+            n if n > MAX_HISTORY_LIMIT => {
+                return Err((ErrorCode::BAD_REQUEST, format!("history.limit must be at most {MAX_HISTORY_LIMIT}")));
+            }
+            n => n,
+        };
+        let since = req.since.map(|p| Position { offset: p.offset, epoch: Arc::from(p.epoch) });
+        let query = HistoryQuery { since, limit: limit as usize, reverse: req.reverse };
+        match self.shared.bus.history(&channel, query).await {
+            Ok(page) => Ok(R::History(pb::HistoryResult {
+                publications: page
+                    .publications
+                    .into_iter()
+                    .map(|p| pb::Publication {
+                        channel: req.channel.clone(),
+                        offset: p.offset,
+                        epoch: p.epoch.to_string(),
+                        data: p.data,
+                    })
+                    .collect(),
+                epoch: page.latest.epoch.to_string(),
+                offset: page.latest.offset,
+                continuous: page.continuous,
+            })),
+            Err(BusError::NoHistory) => Err((ErrorCode::NO_HISTORY, format!("{channel} keeps no history"))),
+            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+        }
     }
 
     async fn publish(&mut self, name: &str, data: Bytes) -> CommandResult {

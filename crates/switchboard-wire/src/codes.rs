@@ -101,6 +101,7 @@ error_codes! {
     UNAVAILABLE = 110, "temporarily unavailable", true;
     BACKEND_ERROR = 111, "backend error", false;
     TIMEOUT = 112, "timeout", true;
+    NO_HISTORY = 113, "the channel keeps no history", false;
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
             Event::Message(data) => tracing::info!(data = %String::from_utf8_lossy(&data), "message from a backend"),
             Event::Subscribed { channel, .. } => tracing::info!(%channel, "subscribed by a backend"),
             Event::Unsubscribed { channel } => tracing::info!(%channel, "unsubscribed by a backend"),
+            Event::Resubscribed { channel, recovered: true } => {
+                tracing::info!(%channel, "resubscribed; every missed publication follows")
+            }
+            Event::Resubscribed { channel, recovered: false } => {
+                eprintln!("{channel}: resubscribed, but publications missed meanwhile are no longer kept");
+            }
         }
     }
     client.close().await;

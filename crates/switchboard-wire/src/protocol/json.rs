@@ -34,6 +34,38 @@ struct JsonChannel {
 }
 
 #[derive(Deserialize, Serialize)]
+struct JsonSubscribe {
+    #[serde(default)]
+    channel: String,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    recover: Option<JsonOffset>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct JsonHistory {
+    #[serde(default)]
+    channel: String,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    since: Option<JsonOffset>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    limit: u32,
+    #[serde(default, skip_serializing_if = "is_false")]
+    reverse: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn position(p: JsonOffset) -> pb::StreamPosition {
+    pb::StreamPosition { offset: p.offset, epoch: p.epoch }
+}
+
+fn json_offset(p: &pb::StreamPosition) -> JsonOffset {
+    JsonOffset { offset: p.offset, epoch: p.epoch.clone() }
+}
+
+#[derive(Deserialize, Serialize)]
 struct JsonPublish<'a> {
     #[serde(default)]
     channel: String,
@@ -74,9 +106,11 @@ struct JsonCommand<'a> {
     #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     connect: Option<JsonConnect>,
     #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
-    subscribe: Option<JsonChannel>,
+    subscribe: Option<JsonSubscribe>,
     #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     unsubscribe: Option<JsonChannel>,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    history: Option<JsonHistory>,
     #[serde(borrow, default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     publish: Option<JsonPublish<'a>>,
     #[serde(default, deserialize_with = "present_empty", skip_serializing_if = "Option::is_none")]
@@ -148,7 +182,15 @@ pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError>
         commands.push(C::Connect(pb::ConnectRequest { token: c.token, name: c.name, version: c.version }));
     }
     if let Some(c) = parsed.subscribe {
-        commands.push(C::Subscribe(pb::SubscribeRequest { channel: c.channel }));
+        commands.push(C::Subscribe(pb::SubscribeRequest { channel: c.channel, recover: c.recover.map(position) }));
+    }
+    if let Some(h) = parsed.history {
+        commands.push(C::History(pb::HistoryRequest {
+            channel: h.channel,
+            since: h.since.map(position),
+            limit: h.limit,
+            reverse: h.reverse,
+        }));
     }
     if let Some(c) = parsed.unsubscribe {
         commands.push(C::Unsubscribe(pb::UnsubscribeRequest { channel: c.channel }));
@@ -198,7 +240,18 @@ pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(),
             json.connect =
                 Some(JsonConnect { token: c.token.clone(), name: c.name.clone(), version: c.version.clone() })
         }
-        Some(C::Subscribe(s)) => json.subscribe = Some(JsonChannel { channel: s.channel.clone() }),
+        Some(C::Subscribe(s)) => {
+            json.subscribe =
+                Some(JsonSubscribe { channel: s.channel.clone(), recover: s.recover.as_ref().map(json_offset) })
+        }
+        Some(C::History(h)) => {
+            json.history = Some(JsonHistory {
+                channel: h.channel.clone(),
+                since: h.since.as_ref().map(json_offset),
+                limit: h.limit,
+                reverse: h.reverse,
+            })
+        }
         Some(C::Unsubscribe(s)) => json.unsubscribe = Some(JsonChannel { channel: s.channel.clone() }),
         Some(C::Publish(p)) => {
             raw = serde_json::from_slice::<&RawValue>(&p.data).map_err(not_json)?;
@@ -261,9 +314,36 @@ struct JsonOffset {
 }
 
 #[derive(Serialize, Deserialize)]
+struct JsonSubscribeResult {
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    offset: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    epoch: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    recovered: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    history: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonHistoryResult<'a> {
+    #[serde(borrow)]
+    publications: Vec<JsonPublication<'a>>,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    epoch: String,
+    #[serde(default)]
+    continuous: bool,
+}
+
+/// A publication: `offset` and `epoch` are left out in a live-only namespace.
+#[derive(Serialize, Deserialize)]
 struct JsonPublication<'a> {
     channel: &'a str,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     offset: u64,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
     epoch: &'a str,
     #[serde(borrow, skip_serializing_if = "Option::is_none")]
     data: Option<&'a RawValue>,
@@ -311,8 +391,10 @@ struct JsonSubscribed {
 }
 
 #[derive(Serialize, Deserialize)]
-struct JsonChannelOnly {
+struct JsonUnsubscribed {
     channel: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    resubscribe: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -324,7 +406,7 @@ struct JsonReply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     connect: Option<JsonConnectResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    subscribe: Option<JsonOffset>,
+    subscribe: Option<JsonSubscribeResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unsubscribe: Option<Empty>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -342,9 +424,11 @@ struct JsonReply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     subscribed: Option<JsonSubscribed>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    unsubscribed: Option<JsonChannelOnly>,
+    unsubscribed: Option<JsonUnsubscribed>,
     #[serde(rename = "refresh", skip_serializing_if = "Option::is_none")]
     refresh_result: Option<JsonRefreshResult>,
+    #[serde(borrow, rename = "history", skip_serializing_if = "Option::is_none")]
+    history_result: Option<JsonHistoryResult<'a>>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -368,6 +452,7 @@ impl JsonReply<'_> {
             subscribed: None,
             unsubscribed: None,
             refresh_result: None,
+            history_result: None,
         }
     }
 }
@@ -388,20 +473,26 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
                 expires_at: c.expires_at,
             })
         }
-        Some(R::Subscribe(s)) => json.subscribe = Some(JsonOffset { offset: s.offset, epoch: s.epoch.clone() }),
+        Some(R::Subscribe(s)) => {
+            json.subscribe = Some(JsonSubscribeResult {
+                offset: s.offset,
+                epoch: s.epoch.clone(),
+                recovered: s.recovered,
+                history: s.history,
+            })
+        }
+        Some(R::History(h)) => {
+            json.history_result = Some(JsonHistoryResult {
+                publications: h.publications.iter().map(json_publication).collect(),
+                offset: h.offset,
+                epoch: h.epoch.clone(),
+                continuous: h.continuous,
+            })
+        }
         Some(R::Unsubscribe(_)) => json.unsubscribe = Some(Empty {}),
         Some(R::Publish(p)) => json.publish = Some(JsonOffset { offset: p.offset, epoch: p.epoch.clone() }),
         Some(R::Ping(_)) => json.ping = Some(Empty {}),
-        Some(R::Pub(p)) => {
-            let raw = serde_json::from_slice::<&RawValue>(&p.data).ok();
-            json.publication = Some(JsonPublication {
-                channel: &p.channel,
-                offset: p.offset,
-                epoch: &p.epoch,
-                data: raw,
-                b64data: if raw.is_none() { Some(BASE64.encode(&p.data)) } else { None },
-            });
-        }
+        Some(R::Pub(p)) => json.publication = Some(json_publication(p)),
         Some(R::Send(_)) => json.send_result = Some(Empty {}),
         Some(R::Rpc(r)) => json.rpc_result = Some(JsonData::embed(&r.data)),
         Some(R::Message(m)) => json.message = Some(JsonData::embed(&m.data)),
@@ -409,10 +500,36 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
             json.subscribed =
                 Some(JsonSubscribed { channel: s.channel.clone(), epoch: s.epoch.clone(), offset: s.offset })
         }
-        Some(R::Unsubscribed(u)) => json.unsubscribed = Some(JsonChannelOnly { channel: u.channel.clone() }),
+        Some(R::Unsubscribed(u)) => {
+            json.unsubscribed = Some(JsonUnsubscribed { channel: u.channel.clone(), resubscribe: u.resubscribe })
+        }
         Some(R::Refresh(r)) => json.refresh_result = Some(JsonRefreshResult { expires_at: r.expires_at }),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
+}
+
+fn json_publication(p: &pb::Publication) -> JsonPublication<'_> {
+    let raw = serde_json::from_slice::<&RawValue>(&p.data).ok();
+    JsonPublication {
+        channel: &p.channel,
+        offset: p.offset,
+        epoch: &p.epoch,
+        data: raw,
+        b64data: if raw.is_none() { Some(BASE64.encode(&p.data)) } else { None },
+    }
+}
+
+fn publication_from_json(p: JsonPublication<'_>) -> Result<pb::Publication, DecodeError> {
+    let data = match (p.data, p.b64data) {
+        (Some(raw), _) => Bytes::copy_from_slice(raw.get().as_bytes()),
+        (None, Some(b64)) => BASE64.decode(b64).map(Bytes::from).map_err(|e| DecodeError {
+            id: None,
+            code: ErrorCode::BAD_REQUEST,
+            message: format!("invalid b64data: {e}"),
+        })?,
+        (None, None) => Bytes::new(),
+    };
+    Ok(pb::Publication { channel: p.channel.to_owned(), offset: p.offset, epoch: p.epoch.to_owned(), data })
 }
 
 pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
@@ -432,7 +549,19 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
             expires_at: c.expires_at,
         }))
     } else if let Some(s) = json.subscribe {
-        Some(R::Subscribe(pb::SubscribeResult { offset: s.offset, epoch: s.epoch }))
+        Some(R::Subscribe(pb::SubscribeResult {
+            offset: s.offset,
+            epoch: s.epoch,
+            recovered: s.recovered,
+            history: s.history,
+        }))
+    } else if let Some(h) = json.history_result {
+        Some(R::History(pb::HistoryResult {
+            publications: h.publications.into_iter().map(publication_from_json).collect::<Result<_, _>>()?,
+            offset: h.offset,
+            epoch: h.epoch,
+            continuous: h.continuous,
+        }))
     } else if json.unsubscribe.is_some() {
         Some(R::Unsubscribe(pb::UnsubscribeResult {}))
     } else if let Some(p) = json.publish {
@@ -440,21 +569,7 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
     } else if json.ping.is_some() {
         Some(R::Ping(pb::PingResult {}))
     } else if let Some(p) = json.publication {
-        let data = match (p.data, p.b64data) {
-            (Some(raw), _) => Bytes::copy_from_slice(raw.get().as_bytes()),
-            (None, Some(b64)) => BASE64.decode(b64).map(Bytes::from).map_err(|e| DecodeError {
-                id: None,
-                code: ErrorCode::BAD_REQUEST,
-                message: format!("invalid b64data: {e}"),
-            })?,
-            (None, None) => Bytes::new(),
-        };
-        Some(R::Pub(pb::Publication {
-            channel: p.channel.to_owned(),
-            offset: p.offset,
-            epoch: p.epoch.to_owned(),
-            data,
-        }))
+        Some(R::Pub(publication_from_json(p)?))
     } else if json.send_result.is_some() {
         Some(R::Send(pb::SendResult {}))
     } else if let Some(r) = json.rpc_result {
@@ -464,7 +579,7 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
     } else if let Some(s) = json.subscribed {
         Some(R::Subscribed(pb::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }))
     } else if let Some(u) = json.unsubscribed {
-        Some(R::Unsubscribed(pb::Unsubscribed { channel: u.channel }))
+        Some(R::Unsubscribed(pb::Unsubscribed { channel: u.channel, resubscribe: u.resubscribe }))
     } else {
         json.refresh_result.map(|r| R::Refresh(pb::RefreshResult { expires_at: r.expires_at }))
     };

@@ -56,7 +56,20 @@ fn command(data: BoxedStrategy<Bytes>) -> impl Strategy<Value = pb::Command> {
     let s = any::<String>;
     let command = prop_oneof![
         (s(), s(), s()).prop_map(|(token, name, version)| C::Connect(pb::ConnectRequest { token, name, version })),
-        s().prop_map(|channel| C::Subscribe(pb::SubscribeRequest { channel })),
+        (s(), prop::option::of((any::<u64>(), s()))).prop_map(|(channel, recover)| C::Subscribe(
+            pb::SubscribeRequest {
+                channel,
+                recover: recover.map(|(offset, epoch)| pb::StreamPosition { offset, epoch }),
+            }
+        )),
+        (s(), prop::option::of((any::<u64>(), s())), any::<u32>(), any::<bool>()).prop_map(
+            |(channel, since, limit, reverse)| C::History(pb::HistoryRequest {
+                channel,
+                since: since.map(|(offset, epoch)| pb::StreamPosition { offset, epoch }),
+                limit,
+                reverse,
+            })
+        ),
         s().prop_map(|channel| C::Unsubscribe(pb::UnsubscribeRequest { channel })),
         (s(), data.clone()).prop_map(|(channel, data)| C::Publish(pb::PublishRequest { channel, data })),
         Just(C::Ping(pb::PingRequest {})),

@@ -15,7 +15,26 @@ fn json_commands_decode_to_the_protobuf_model() {
             C::Connect(pb::ConnectRequest { token: "t".into(), name: "n".into(), version: "v".into() }),
         ),
         (r#"{"id":1,"connect":{}}"#, C::Connect(pb::ConnectRequest::default())),
-        (r#"{"id":1,"subscribe":{"channel":"a:b"}}"#, C::Subscribe(pb::SubscribeRequest { channel: "a:b".into() })),
+        (
+            r#"{"id":1,"subscribe":{"channel":"a:b"}}"#,
+            C::Subscribe(pb::SubscribeRequest { channel: "a:b".into(), recover: None }),
+        ),
+        (
+            r#"{"id":1,"subscribe":{"channel":"a:b","recover":{"offset":7,"epoch":"e"}}}"#,
+            C::Subscribe(pb::SubscribeRequest {
+                channel: "a:b".into(),
+                recover: Some(pb::StreamPosition { offset: 7, epoch: "e".into() }),
+            }),
+        ),
+        (
+            r#"{"id":1,"history":{"channel":"a:b","since":{"offset":7,"epoch":"e"},"limit":5,"reverse":true}}"#,
+            C::History(pb::HistoryRequest {
+                channel: "a:b".into(),
+                since: Some(pb::StreamPosition { offset: 7, epoch: "e".into() }),
+                limit: 5,
+                reverse: true,
+            }),
+        ),
         (
             r#"{"id":1,"unsubscribe":{"channel":"a:b"}}"#,
             C::Unsubscribe(pb::UnsubscribeRequest { channel: "a:b".into() }),
@@ -76,7 +95,38 @@ fn replies_round_trip_in_both_encodings() {
                 expires_at: 1_900_000_000,
             })),
         },
-        pb::Reply { id: 2, reply: Some(R::Subscribe(pb::SubscribeResult { epoch: "e".into(), offset: 4 })) },
+        pb::Reply {
+            id: 2,
+            reply: Some(R::Subscribe(pb::SubscribeResult {
+                epoch: "e".into(),
+                offset: 4,
+                recovered: true,
+                history: true,
+            })),
+        },
+        pb::Reply { id: 2, reply: Some(R::Subscribe(pb::SubscribeResult::default())) },
+        pb::Reply {
+            id: 2,
+            reply: Some(R::History(pb::HistoryResult {
+                publications: vec![
+                    pb::Publication {
+                        channel: "a".into(),
+                        offset: 3,
+                        epoch: "e".into(),
+                        data: Bytes::from_static(b"1"),
+                    },
+                    pb::Publication {
+                        channel: "a".into(),
+                        offset: 5,
+                        epoch: "e".into(),
+                        data: Bytes::from_static(b"\x01"),
+                    },
+                ],
+                epoch: "e".into(),
+                offset: 9,
+                continuous: true,
+            })),
+        },
         pb::Reply { id: 2, reply: Some(R::Unsubscribe(pb::UnsubscribeResult {})) },
         pb::Reply { id: 2, reply: Some(R::Publish(pb::PublishResult { epoch: "e".into(), offset: 5 })) },
         pb::Reply { id: 2, reply: Some(R::Ping(pb::PingResult {})) },
@@ -90,7 +140,8 @@ fn replies_round_trip_in_both_encodings() {
             id: 0,
             reply: Some(R::Subscribed(pb::Subscribed { channel: "c".into(), epoch: "e".into(), offset: 3 })),
         },
-        pb::Reply { id: 0, reply: Some(R::Unsubscribed(pb::Unsubscribed { channel: "c".into() })) },
+        pb::Reply { id: 0, reply: Some(R::Unsubscribed(pb::Unsubscribed { channel: "c".into(), resubscribe: true })) },
+        publication_push("live:c", 0, "", Bytes::from_static(b"1")),
     ];
     for enc in [Encoding::Json, Encoding::Protobuf] {
         for reply in &replies {
@@ -115,13 +166,20 @@ fn json_publication_embeds_json_data_and_base64s_the_rest() {
 }
 
 #[test]
+fn a_live_only_publication_carries_no_offset_or_epoch_in_json() {
+    let mut buf = Vec::new();
+    Encoding::Json.encode_reply(&publication_push("c", 0, "", Bytes::from_static(b"[1,2]")), &mut buf);
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"pub":{"channel":"c","data":[1,2]}}"#);
+}
+
+#[test]
 fn commands_round_trip_in_both_encodings() {
     let cmds = [
         pb::Command {
             id: 1,
             command: Some(C::Connect(pb::ConnectRequest { token: "t".into(), ..Default::default() })),
         },
-        pb::Command { id: 2, command: Some(C::Subscribe(pb::SubscribeRequest { channel: "x".into() })) },
+        pb::Command { id: 2, command: Some(C::Subscribe(pb::SubscribeRequest { channel: "x".into(), recover: None })) },
         pb::Command { id: 3, command: Some(C::Unsubscribe(pb::UnsubscribeRequest { channel: "x".into() })) },
         pb::Command {
             id: 4,
