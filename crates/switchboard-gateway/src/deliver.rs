@@ -20,15 +20,18 @@
 //! channel's publications reach every subscriber in order.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use switchboard_bus::{Deliver, Publication};
 use switchboard_hub::{Delivery, Fanout, Hub, Item, Write};
+use switchboard_wire::Channel;
 
+use crate::channels::Channels;
 use crate::metrics::Metrics;
+use crate::node::NodeAgent;
 
 /// Subscribers served between two yields (about half a millisecond of direct writes).
 const SLICE: usize = 64;
@@ -38,6 +41,9 @@ const MIN_PART: usize = 512;
 /// Hands bus deliveries to the hub.
 pub(crate) struct HubDeliver {
     hub: Arc<Hub>,
+    channels: Arc<Channels>,
+    /// Who tells the sessions about lost publications (set once the node agent runs).
+    pub(crate) node: OnceLock<Weak<NodeAgent>>,
     metrics: Metrics,
     pace: Pace,
 }
@@ -55,13 +61,19 @@ struct Pace {
 }
 
 impl HubDeliver {
-    pub(crate) fn new(hub: Arc<Hub>, metrics: Metrics) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, channels: Arc<Channels>, metrics: Metrics) -> Self {
         let pace = Pace { start: Instant::now(), last_batch: AtomicU64::new(0), per_subscriber: AtomicU64::new(0) };
-        HubDeliver { hub, metrics, pace }
+        HubDeliver { hub, channels, node: OnceLock::new(), metrics, pace }
     }
 }
 
 impl Deliver for HubDeliver {
+    fn interrupted(&self, channel: &Channel) {
+        if let Some(node) = self.node.get().and_then(Weak::upgrade) {
+            node.interrupted(channel);
+        }
+    }
+
     fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let now = self.pace.now();
@@ -75,6 +87,7 @@ impl Deliver for HubDeliver {
             for run in batch.chunk_by(|a, b| a.channel == b.channel) {
                 items.clear();
                 items.extend(run.iter().map(|p| Item { offset: p.offset, epoch: &p.epoch, data: &p.data }));
+                self.channels.before_fanout(run);
                 let Some(fanout) = self.hub.fanout(&run[0].channel, &items) else { continue };
                 let parts = workers.min(fanout.len() / MIN_PART).max(1);
                 let per_part = fanout.len().div_ceil(parts) as u64;
@@ -90,6 +103,7 @@ impl Deliver for HubDeliver {
                     // woken by it run after the whole fan-out, each with all it got.
                     fanout.deliver(0..fanout.len(), Write::Queue)
                 };
+                self.channels.after_fanout(&self.hub, run);
                 self.metrics.deliveries.increment(d.queued as u64);
             }
             self.metrics.publications.increment(batch.len() as u64);

@@ -6,6 +6,7 @@
 //! holds a `dyn Bus`. Data flows bus → [`Deliver`] → hub → outboxes → session writers.
 
 pub mod auth;
+mod channels;
 pub mod client_ip;
 pub mod config;
 mod deliver;
@@ -21,17 +22,12 @@ mod socket;
 mod tls;
 pub mod ws;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared as SharedFuture};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, BusError, Deliver};
-use switchboard_hub::{Hub, Interest};
-use switchboard_wire::Channel;
+use switchboard_hub::Hub;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -49,7 +45,7 @@ pub(crate) struct Shared {
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     verifier: auth::Verifier,
-    interest: Arc<BusInterest>,
+    interest: Arc<channels::Channels>,
     node: Arc<node::NodeAgent>,
     metrics: metrics::Metrics,
     limits: limits::Limits,
@@ -64,47 +60,6 @@ pub(crate) struct Shared {
     http_connections: AtomicUsize,
     /// Flips to true when the node starts draining.
     draining: watch::Sender<bool>,
-}
-
-/// Forwards the hub's interest changes to the bus (set once the bus exists), and keeps
-/// each new bus subscription's confirmation so that a subscribe reply waits for it.
-struct BusInterest {
-    bus: OnceLock<Arc<dyn Bus>>,
-    pending: Mutex<HashMap<Channel, Confirmation>>,
-}
-
-type Confirmation = SharedFuture<BoxFuture<'static, Result<(), String>>>;
-
-impl Interest for BusInterest {
-    fn first_subscriber(&self, channel: &Channel) {
-        if let Some(bus) = self.bus.get() {
-            let confirm = bus.subscribe(channel).map(|r| r.map_err(|e| e.to_string())).boxed().shared();
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(channel.clone(), confirm);
-        }
-    }
-
-    fn last_unsubscribed(&self, channel: &Channel) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(channel);
-        if let Some(bus) = self.bus.get() {
-            bus.unsubscribe(channel);
-        }
-    }
-}
-
-impl BusInterest {
-    /// Waits until the bus confirmed the channel's subscription.
-    async fn confirmed(&self, channel: &Channel) -> Result<(), BusError> {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(channel).cloned();
-        let Some(confirm) = pending else { return Ok(()) };
-        let result = confirm.await.map_err(BusError::Unavailable);
-        if result.is_ok() {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.get(channel).is_some_and(|c| c.peek().is_some()) {
-                pending.remove(channel);
-            }
-        }
-        result
-    }
 }
 
 // === impl Gateway ===
@@ -126,11 +81,13 @@ impl Gateway {
         let tls = config.tls.as_ref().map(|files| switchboard_tls::ServerTls::load(files, tls::ALPN)).transpose()?;
         let metrics = metrics::Metrics::new();
         let verifier = auth::Verifier::new(config.auth.clone()).map_err(BusError::Invalid)?;
-        let interest = Arc::new(BusInterest { bus: OnceLock::new(), pending: Mutex::new(HashMap::new()) });
+        let interest = Arc::new(channels::Channels::new());
         let hub = Arc::new(Hub::new(interest.clone()));
-        let bus = connect(Arc::new(deliver::HubDeliver::new(hub.clone(), metrics.clone()))).await?;
-        let _ = interest.bus.set(bus.clone());
+        let deliver = Arc::new(deliver::HubDeliver::new(hub.clone(), interest.clone(), metrics.clone()));
+        let bus = connect(deliver.clone()).await?;
+        interest.set_bus(bus.clone());
         let node = node::NodeAgent::start(&config.node_id, bus.clone(), hub.clone()).await?;
+        let _ = deliver.node.set(Arc::downgrade(&node));
         let limits = limits::Limits::new(&config, &metrics);
         Ok(Gateway {
             shared: Arc::new(Shared {

@@ -38,6 +38,9 @@ pub(crate) enum SessionCommand {
     Disconnect(u16, String),
     Subscribe(Channel),
     Unsubscribe(Channel),
+    /// Publications of the channel were lost on their way to this gateway: the session
+    /// drops the subscription and asks its client to subscribe again from its position.
+    Interrupted(Channel),
 }
 
 /// Backend commands (subscribe, unsubscribe) that may wait for one session before more
@@ -194,6 +197,24 @@ impl NodeAgent {
         }));
         *agent.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(agent)
+    }
+
+    /// Tells every local session subscribed to `channel` that some of its publications were
+    /// lost on the way and cannot be recovered here.
+    pub(crate) fn interrupted(&self, channel: &Channel) {
+        let handles: Vec<Arc<SessionHandle>> = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state
+                .sessions
+                .values()
+                .filter(|(record, _)| record.channels.iter().any(|c| c == channel.as_str()))
+                .map(|(_, handle)| handle.clone())
+                .collect()
+        };
+        tracing::warn!(%channel, sessions = handles.len(), "publications were lost on the way; asking the sessions to resubscribe");
+        for handle in handles {
+            handle.command(SessionCommand::Interrupted(channel.clone()));
+        }
     }
 
     pub(crate) fn set_http_addr(&self, addr: String) {

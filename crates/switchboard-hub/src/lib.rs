@@ -16,6 +16,13 @@
 //! lock: with direct writes (see [`outbox`]) a fan-out makes system calls, and subscribing
 //! to other channels of the same shard must not wait for them.
 //!
+//! A subscriber may join a channel *from* an offset ([`Hub::subscribe_from`],
+//! [`Hub::set_from`]): it gets only publications after it. A session resuming from a
+//! position joins from `u64::MAX` (it receives nothing, but its interest counts, so the bus
+//! subscription exists before it reads the history), then from the last publication it
+//! was handed from the history. While a channel has such a subscriber its publications are
+//! encoded one frame per piece, so the cut falls between pieces.
+//!
 //! Architecture invariant: the hub knows nothing about the bus, and its only I/O is the
 //! non-blocking write an outbox's [`Sink`] makes. It reports interest changes (a channel's
 //! first local subscriber arrived, its last one left) to an [`Interest`] while holding the
@@ -99,14 +106,26 @@ struct Subscribers {
     list: Arc<Vec<Arc<Subscriber>>>,
     index: HashMap<u64, usize>,
     encodings: [usize; 2],
+    /// Subscribers that get only publications after an offset (few, and only for a while).
+    from: Vec<(u64, u64)>,
 }
 
 /// The subscribers and encoded frames of one fan-out, detached from the index: deliver to
 /// all of them at once ([`Hub::deliver`]) or to slices of them from several threads.
 pub struct Fanout {
     subscribers: Arc<Vec<Arc<Subscriber>>>,
-    /// Frames per encoding in use (JSON, protobuf): pieces with their publication counts.
-    pieces: [Vec<(Bytes, usize)>; 2],
+    /// Frames per encoding in use (JSON, protobuf): pieces with their publication counts
+    /// and the offset of their last publication.
+    pieces: [Vec<Piece>; 2],
+    /// The channel's subscribers that get only publications after an offset.
+    from: Vec<(u64, u64)>,
+}
+
+/// Frames of one or more publications back to back.
+struct Piece {
+    frames: Bytes,
+    count: usize,
+    last_offset: u64,
 }
 
 /// The index of local subscribers per channel.
@@ -129,6 +148,12 @@ impl Hub {
 
     /// Adds `sub` to `channel`. Returns false if it was already there.
     pub fn subscribe(&self, channel: &Channel, sub: &Arc<Subscriber>) -> bool {
+        self.subscribe_from(channel, sub, 0)
+    }
+
+    /// Adds `sub` to `channel`, to get only publications with an offset above `from` (0:
+    /// all). Returns false if it was already there.
+    pub fn subscribe_from(&self, channel: &Channel, sub: &Arc<Subscriber>, from: u64) -> bool {
         let mut shard = self.shard(channel).write().unwrap_or_else(|p| p.into_inner());
         let subs = match shard.get_mut(channel) {
             Some(subs) => subs,
@@ -143,6 +168,24 @@ impl Hub {
         subs.index.insert(sub.id, subs.list.len());
         subs.encodings[slot(sub.encoding)] += 1;
         Arc::make_mut(&mut subs.list).push(sub.clone());
+        if from > 0 {
+            subs.from.push((sub.id, from));
+        }
+        true
+    }
+
+    /// From now on, subscriber `id` of `channel` gets only publications with an offset
+    /// above `from` (0: all again). False if it is not subscribed.
+    pub fn set_from(&self, channel: &Channel, id: u64, from: u64) -> bool {
+        let mut shard = self.shard(channel).write().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = shard.get_mut(channel) else { return false };
+        if !subs.index.contains_key(&id) {
+            return false;
+        }
+        subs.from.retain(|(s, _)| *s != id);
+        if from > 0 {
+            subs.from.push((id, from));
+        }
         true
     }
 
@@ -154,6 +197,7 @@ impl Hub {
         let list = Arc::make_mut(&mut subs.list);
         let removed = list.swap_remove(at);
         subs.encodings[slot(removed.encoding)] -= 1;
+        subs.from.retain(|(s, _)| *s != id);
         if let Some(moved) = list.get(at) {
             subs.index.insert(moved.id, at);
         }
@@ -174,14 +218,16 @@ impl Hub {
     /// once per encoding in use and takes a snapshot of the subscriber list. `None` when
     /// the channel has no local subscriber.
     pub fn fanout(&self, channel: &Channel, items: &[Item<'_>]) -> Option<Fanout> {
-        let (subscribers, in_use) = {
+        let (subscribers, in_use, from) = {
             let shard = self.shard(channel).read().unwrap_or_else(|p| p.into_inner());
             let subs = shard.get(channel)?;
-            (subs.list.clone(), subs.encodings.map(|n| n > 0))
+            (subs.list.clone(), subs.encodings.map(|n| n > 0), subs.from.clone())
         };
+        // With a subscriber joining from an offset, one publication per piece.
+        let piece_bytes = if from.is_empty() { BATCH_BYTES } else { 0 };
         let pieces = [Encoding::Json, Encoding::Protobuf]
-            .map(|e| if in_use[slot(e)] { encode_batch(channel, e, items) } else { Vec::new() });
-        Some(Fanout { subscribers, pieces })
+            .map(|e| if in_use[slot(e)] { encode_batch(channel, e, items, piece_bytes) } else { Vec::new() });
+        Some(Fanout { subscribers, pieces, from })
     }
 
     /// How many local subscribers `channel` has.
@@ -218,13 +264,20 @@ impl Fanout {
     pub fn deliver(&self, range: std::ops::Range<usize>, write: Write) -> Delivery {
         let mut delivery = Delivery::default();
         for sub in &self.subscribers[range] {
-            for (piece, count) in &self.pieces[slot(sub.encoding)] {
+            let from = match self.from.is_empty() {
+                true => 0,
+                false => self.from.iter().find(|(id, _)| *id == sub.id).map_or(0, |(_, from)| *from),
+            };
+            for piece in &self.pieces[slot(sub.encoding)] {
+                if from > 0 && piece.last_offset <= from {
+                    continue;
+                }
                 let push = match write {
-                    Write::Direct => sub.outbox.push(piece.clone()),
-                    Write::Queue => sub.outbox.enqueue(piece.clone()),
+                    Write::Direct => sub.outbox.push(piece.frames.clone()),
+                    Write::Queue => sub.outbox.enqueue(piece.frames.clone()),
                 };
                 match push {
-                    Push::Queued => delivery.queued += count,
+                    Push::Queued => delivery.queued += piece.count,
                     Push::Overflow => delivery.overflowed += 1,
                     Push::Closed => break,
                 }
@@ -234,13 +287,15 @@ impl Fanout {
     }
 }
 
-/// Encodes `items` as frames back to back, in pieces of at most [`BATCH_BYTES`] (or one
-/// frame); each piece comes with the number of publications in it.
-fn encode_batch(channel: &Channel, encoding: Encoding, items: &[Item<'_>]) -> Vec<(Bytes, usize)> {
+/// Encodes `items` as frames back to back, in pieces of at most `piece_bytes` (or one
+/// frame); each piece comes with the number of publications in it and the last one's
+/// offset.
+fn encode_batch(channel: &Channel, encoding: Encoding, items: &[Item<'_>], piece_bytes: usize) -> Vec<Piece> {
     let push =
         |item: &Item<'_>| protocol::publication_push(channel.as_str(), item.offset, item.epoch, item.data.clone());
     if let [item] = items {
-        return vec![(frame::encode(encoding, |buf| encoding.encode_reply(&push(item), buf)), 1)];
+        let frames = frame::encode(encoding, |buf| encoding.encode_reply(&push(item), buf));
+        return vec![Piece { frames, count: 1, last_offset: item.offset }];
     }
     let mut pieces = Vec::new();
     let mut buf = Vec::new();
@@ -248,12 +303,14 @@ fn encode_batch(channel: &Channel, encoding: Encoding, items: &[Item<'_>]) -> Ve
     for item in items {
         frame::append(&mut buf, encoding, |buf| encoding.encode_reply(&push(item), buf));
         count += 1;
-        if buf.len() >= BATCH_BYTES {
-            pieces.push((Bytes::from(std::mem::take(&mut buf)), std::mem::take(&mut count)));
+        if buf.len() >= piece_bytes {
+            let frames = Bytes::from(std::mem::take(&mut buf));
+            pieces.push(Piece { frames, count: std::mem::take(&mut count), last_offset: item.offset });
         }
     }
     if count > 0 {
-        pieces.push((Bytes::from(buf), count));
+        let last_offset = items.last().map_or(0, |i| i.offset);
+        pieces.push(Piece { frames: Bytes::from(buf), count, last_offset });
     }
     pieces
 }

@@ -356,3 +356,43 @@ fn unsubscribing_from_the_middle_keeps_every_other_subscriber_reachable() {
         assert_eq!(v.len(), want, "subscriber {}", s.id);
     }
 }
+
+#[test]
+fn a_subscriber_joining_from_an_offset_gets_only_what_follows_it_and_then_everything() {
+    let (hub, subs) = json_subscribers_of_c(2);
+    let late = sub(9, Encoding::Json);
+    // Joining from u64::MAX: nothing yet, but it counts as the channel's subscriber.
+    assert!(hub.subscribe_from(&ch("c"), &late, u64::MAX));
+    assert_eq!(hub.subscribers(&ch("c")), 3);
+    let data: Vec<Bytes> = (0..4).map(|i| Bytes::from(format!("{i}"))).collect();
+    let batch = |first: u64| -> Vec<Item<'_>> {
+        data.iter().enumerate().map(|(i, d)| Item { offset: first + i as u64, epoch: "e", data: d }).collect()
+    };
+    hub.deliver(&ch("c"), &batch(10));
+    let offsets = |s: &Arc<Subscriber>| {
+        let mut taken = Vec::new();
+        s.outbox.take(&mut taken);
+        taken
+            .iter()
+            .flat_map(|piece| payloads(piece).into_iter().map(|p| p.to_vec()).collect::<Vec<_>>())
+            .map(|p| match Encoding::Json.decode_reply(&p).unwrap().reply {
+                Some(switchboard_wire::pb::reply::Reply::Pub(p)) => p.offset,
+                other => panic!("not a publication: {other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(offsets(&late).is_empty(), "joined from MAX: nothing");
+    assert_eq!(offsets(&subs[0]), [10, 11, 12, 13]);
+    // It was handed 10..=11 from elsewhere: from 11 on, the cut falls inside a batch.
+    assert!(hub.set_from(&ch("c"), late.id, 11));
+    hub.deliver(&ch("c"), &batch(10));
+    assert_eq!(offsets(&late), [12, 13]);
+    assert_eq!(offsets(&subs[1]), [10, 11, 12, 13, 10, 11, 12, 13], "the others get everything");
+    // Cleared: batches are one shared piece again.
+    assert!(hub.set_from(&ch("c"), late.id, 0));
+    hub.deliver(&ch("c"), &batch(14));
+    let mut pieces = Vec::new();
+    late.outbox.take(&mut pieces);
+    assert_eq!(pieces.len(), 1);
+    assert!(!hub.set_from(&ch("c"), 77, 5), "not a subscriber");
+}
