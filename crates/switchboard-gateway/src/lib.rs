@@ -92,18 +92,23 @@ impl Interest for BusInterest {
 }
 
 impl BusInterest {
-    /// Waits until the bus confirmed the channel's subscription.
-    async fn confirmed(&self, channel: &Channel) -> Result<(), BusError> {
+    /// Resolves once the bus confirmed the channel's subscription (at once when it has).
+    /// The confirmation is looked up now, right after the hub add that may have started
+    /// it; the future owns what it needs, so a session can poll it beside its socket.
+    fn confirmed(self: &Arc<Self>, channel: &Channel) -> impl Future<Output = Result<(), BusError>> + Send + 'static {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(channel).cloned();
-        let Some(confirm) = pending else { return Ok(()) };
-        let result = confirm.await.map_err(BusError::Unavailable);
-        if result.is_ok() {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.get(channel).is_some_and(|c| c.peek().is_some()) {
-                pending.remove(channel);
+        let (interest, channel) = (self.clone(), channel.clone());
+        async move {
+            let Some(confirm) = pending else { return Ok(()) };
+            let result = confirm.await.map_err(BusError::Unavailable);
+            if result.is_ok() {
+                let mut pending = interest.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.get(&channel).is_some_and(|c| c.peek().is_some()) {
+                    pending.remove(&channel);
+                }
             }
+            result
         }
-        result
     }
 }
 
