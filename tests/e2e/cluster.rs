@@ -451,7 +451,7 @@ async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
     // Ready once it heard a control replica's heartbeat.
     switchboard_tests::eventually("the gateway is ready", async || ready(g1.addr()).await).await;
     let control_admin: std::net::SocketAddr = metrics_listen.parse().unwrap();
-    assert!(ready(control_admin).await, "control serves /readyz on --metrics-listen");
+    eventually("control serves /readyz on --metrics-listen", async || ready(control_admin).await).await;
     let metrics = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(control_admin).await.unwrap();

@@ -387,6 +387,7 @@ fn the_flags_default_to_the_config_defaults() {
     assert_eq!((flags.max_messages_per_sec, flags.message_burst), (d.max_messages_per_sec, d.message_burst));
     assert_eq!((flags.max_bytes_per_sec, flags.bytes_burst), (d.max_bytes_per_sec, d.bytes_burst));
     assert_eq!(flags.max_channel_len, d.max_channel_len);
+    assert_eq!(flags.max_pending_commands, d.max_pending_commands);
     assert_eq!(flags.allowed_origins, d.allowed_origins);
     assert_eq!(flags.trusted_proxies, d.trusted_proxies);
     let flags = settings(&["switchboard", "dev", "--trusted-proxies=", "--allowed-origins", "https://a.example,*"]);

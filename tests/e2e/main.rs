@@ -18,4 +18,5 @@ mod nats_faults;
 mod nats_kit;
 mod nats_security;
 mod page;
+mod slow_bus;
 mod tls;

@@ -102,18 +102,25 @@ impl Channels {
         let _ = self.bus.set(bus);
     }
 
-    /// Waits until the bus confirmed the channel's subscription.
-    pub(crate) fn confirmed(&self, channel: &Channel) -> BoxFuture<'static, Result<(), BusError>> {
+    /// Resolves once the bus confirmed the channel's subscription (at once when it has).
+    /// The confirmation is looked up now, right after the hub add that may have started
+    /// it; the future owns what it needs, so a session can poll it beside its socket.
+    pub(crate) fn confirmed(
+        self: &Arc<Self>,
+        channel: &Channel,
+    ) -> impl Future<Output = Result<(), BusError>> + Send + 'static {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).get(channel).cloned();
-        let Some(confirm) = pending else { return futures_util::future::ready(Ok(())).boxed() };
-        confirm.map(|r| r.map_err(BusError::Unavailable)).boxed()
-    }
-
-    /// Forgets confirmations that completed (called now and then, cheap).
-    pub(crate) fn forget_confirmed(&self, channel: &Channel) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.get(channel).is_some_and(|c| matches!(c.peek(), Some(Ok(())))) {
-            pending.remove(channel);
+        let (channels, channel) = (self.clone(), channel.clone());
+        async move {
+            let Some(confirm) = pending else { return Ok(()) };
+            let result = confirm.await.map_err(BusError::Unavailable);
+            if result.is_ok() {
+                let mut pending = channels.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.get(&channel).is_some_and(|c| c.peek().is_some()) {
+                    pending.remove(&channel);
+                }
+            }
+            result
         }
     }
 
@@ -128,6 +135,9 @@ impl Channels {
 
     /// Forgets a join that will not finish (the session unsubscribed or ended).
     pub(crate) fn abandon_join(&self, channel: &Channel, sub: u64) {
+        if self.joins.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut joining = self.joining.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entries) = joining.get_mut(channel) {
             let before = entries.len();

@@ -52,6 +52,11 @@ pub struct GatewayConfig {
     pub rpc_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: usize,
+    /// Most commands one session may have waiting on the bus (subscribe, unsubscribe,
+    /// publish, send, and a backend's subscribe and unsubscribe, with the registry events
+    /// they send); at the limit the session stops reading its socket until one completes.
+    /// At least 1. Default 256.
+    pub max_pending_commands: usize,
     /// Longest user id (a token's `sub`), bytes; a longer one is refused at connect (4501).
     /// At most [`MAX_USER_ID_LEN`] (256), the default: user ids travel in bus subjects.
     pub max_user_id_len: usize,
@@ -129,6 +134,7 @@ impl Default for GatewayConfig {
             channels: ChannelRules::default(),
             rpc_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
+            max_pending_commands: 256,
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
             echo: false,
@@ -163,6 +169,9 @@ impl GatewayConfig {
         }
         if self.max_channel_len == 0 || self.max_channel_len > MAX_CHANNEL_LEN {
             return Err(format!("max_channel_len must be 1 to {MAX_CHANNEL_LEN}, not {}", self.max_channel_len));
+        }
+        if self.max_pending_commands == 0 {
+            return Err("max_pending_commands must be at least 1".into());
         }
         if self.connect_burst_per_ip == 0 {
             return Err("connect_burst_per_ip must be at least 1".into());
@@ -208,6 +217,7 @@ mod tests {
         let cases: Vec<(GatewayConfig, &str)> = vec![
             (GatewayConfig { max_channel_len: 0, ..d() }, "max_channel_len"),
             (GatewayConfig { max_channel_len: 256, ..d() }, "max_channel_len"),
+            (GatewayConfig { max_pending_commands: 0, ..d() }, "max_pending_commands"),
             (GatewayConfig { connect_burst_per_ip: 0, ..d() }, "connect_burst_per_ip"),
             (GatewayConfig { message_burst: 0, ..d() }, "message_burst"),
             (GatewayConfig { bytes_burst: 1000, ..d() }, "bytes_burst"),

@@ -20,8 +20,8 @@
 //! channel's publications reach every subscriber in order.
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
@@ -213,7 +213,7 @@ mod tests {
             subs.iter()
                 .all(|(socket, sub)| *socket.0.lock().unwrap() == writes && (sub.outbox.queued_bytes() > 0) == queued)
         };
-        let deliver = HubDeliver::new(hub.clone(), Metrics::new());
+        let deliver = HubDeliver::new(hub.clone(), Arc::new(crate::channels::Channels::new()), Metrics::new());
 
         deliver.deliver(&publications(&channel, 1..2)).await;
         assert!(writes_and_queued(1, false), "one direct write each, nothing queued");

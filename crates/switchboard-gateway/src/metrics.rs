@@ -23,6 +23,9 @@ pub const DELIVERY_DURATION_SECONDS: &str = "switchboard_gateway_delivery_durati
 pub const OUTBOUND_QUEUE_BYTES: &str = "switchboard_gateway_outbound_queue_bytes";
 pub const SLOW_CONSUMERS_TOTAL: &str = "switchboard_gateway_slow_consumers_total";
 pub const AUTH_FAILURES_TOTAL: &str = "switchboard_gateway_auth_failures_total";
+/// Subscribes that resumed from a position, by `result`: `recovered` (everything after it
+/// followed) or `not_recovered` (the history no longer covered it, or another epoch).
+pub const RECOVERIES_TOTAL: &str = "switchboard_gateway_recoveries_total";
 
 /// One publication batch in this many has its delivery time recorded.
 pub const DELIVERY_SAMPLE: u32 = 16;
@@ -38,6 +41,7 @@ pub const LIMITS: &[&str] = &[
     "handshake",
     "token",
     "pending_rpcs",
+    "pending_commands",
     "rpc_timeout",
     "header_bytes",
     "header_timeout",
@@ -57,6 +61,10 @@ pub fn describe() {
     describe_gauge!(CONNECTIONS, "Open WebSocket sessions on this gateway.");
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted since start.");
     describe_counter!(DISCONNECTS_TOTAL, "Sessions ended, by close code.");
+    describe_counter!(
+        RECOVERIES_TOTAL,
+        "Subscribes that resumed from a position, by result: recovered or not_recovered (the client reloads)."
+    );
     describe_counter!(MESSAGES_RECEIVED_TOTAL, "Client messages (data frames) received.");
     describe_counter!(PUBLICATIONS_TOTAL, "Publications received from the bus for local subscribers.");
     describe_counter!(DELIVERIES_TOTAL, "Publication frames queued to local sessions.");
@@ -108,6 +116,7 @@ pub struct Metrics {
     pub limit_handshake: Counter,
     pub limit_token: Counter,
     pub limit_pending_rpcs: Counter,
+    pub limit_pending_commands: Counter,
     pub limit_rpc_timeout: Counter,
     pub limit_header_bytes: Counter,
     pub limit_header_timeout: Counter,
@@ -121,6 +130,8 @@ pub struct Metrics {
     pub limit_byte_rate: Counter,
     pub limit_channel_len: Counter,
     pub slow_consumers: Counter,
+    pub recoveries: Counter,
+    pub recoveries_failed: Counter,
     pub connections: Gauge,
     pub channels: Gauge,
     pub bus_subscriptions: Gauge,
@@ -154,6 +165,7 @@ impl Metrics {
             limit_handshake: limit("handshake"),
             limit_token: limit("token"),
             limit_pending_rpcs: limit("pending_rpcs"),
+            limit_pending_commands: limit("pending_commands"),
             limit_rpc_timeout: limit("rpc_timeout"),
             limit_header_bytes: limit("header_bytes"),
             limit_header_timeout: limit("header_timeout"),
@@ -167,6 +179,8 @@ impl Metrics {
             limit_byte_rate: limit("byte_rate"),
             limit_channel_len: limit("channel_len"),
             slow_consumers: metrics::counter!(SLOW_CONSUMERS_TOTAL),
+            recoveries: metrics::counter!(RECOVERIES_TOTAL, "result" => "recovered"),
+            recoveries_failed: metrics::counter!(RECOVERIES_TOTAL, "result" => "not_recovered"),
             connections: metrics::gauge!(CONNECTIONS),
             channels: metrics::gauge!(CHANNELS),
             bus_subscriptions: metrics::gauge!(BUS_SUBSCRIPTIONS),

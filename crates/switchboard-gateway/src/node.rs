@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use switchboard_bus::shard::shard;
 use switchboard_bus::{Address, Bus, Inbox, Incoming, Message};
 use switchboard_hub::{Hub, Push, Subscriber, frame};
@@ -257,11 +259,16 @@ impl NodeAgent {
         let _ = self.bus.send(&Address::GatewayHeartbeat, Message::proto(&hb)).await;
     }
 
-    async fn emit(&self, session: &str, seq: u64, event: Event) {
+    /// Sends a registry event: the bus call is made now, the returned future finishes it.
+    fn emit(&self, session: &str, seq: u64, event: Event) -> BoxFuture<'static, ()> {
         let e = pb::RegistryEvent { gateway: self.id.to_string(), seq, at_ms: now_ms(), event: Some(event) };
-        if let Err(err) = self.bus.send(&Address::Registry(shard(session)), Message::proto(&e)).await {
-            tracing::debug!(error = %err, "registry event not sent");
+        let sent = self.bus.send(&Address::Registry(shard(session)), Message::proto(&e));
+        async move {
+            if let Err(err) = sent.await {
+                tracing::debug!(error = %err, "registry event not sent");
+            }
         }
+        .boxed()
     }
 
     /// Registers a connected session. Returns once the user's address is listened to, so
@@ -311,13 +318,21 @@ impl NodeAgent {
         self.emit(session, seq, Event::Disconnected(pb::SessionGone { session: session.to_owned(), user })).await;
     }
 
-    /// Records a subscription change of a session.
-    pub(crate) async fn channel_change(&self, session: &str, channel: &Channel, subscribed: bool) {
+    /// Records a subscription change of a session and returns the sending of its registry
+    /// event (`None` for a session not registered). The session polls that future beside
+    /// its socket, each after the one before, so its events go out in the order of their
+    /// sequence numbers, which the registry's merge rule needs.
+    pub(crate) fn channel_change(
+        &self,
+        session: &str,
+        channel: &Channel,
+        subscribed: bool,
+    ) -> Option<BoxFuture<'static, ()>> {
         let (seq, user) = {
             let mut st = self.lock();
             st.seq += 1;
             let seq = st.seq;
-            let Some((record, _)) = st.sessions.get_mut(session) else { return };
+            let (record, _) = st.sessions.get_mut(session)?;
             if subscribed {
                 record.channels.push(channel.to_string());
             } else {
@@ -328,7 +343,7 @@ impl NodeAgent {
         };
         let change = pb::ChannelChange { session: session.to_owned(), channel: channel.to_string(), user };
         let event = if subscribed { Event::Subscribed(change) } else { Event::Unsubscribed(change) };
-        self.emit(session, seq, event).await;
+        Some(self.emit(session, seq, event))
     }
 
     /// Answers a snapshot request with this gateway's sessions in the asked shards.

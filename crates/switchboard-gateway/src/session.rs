@@ -4,6 +4,15 @@
 //! Writes come first in the loop: everything queued in the session's outbox is taken at
 //! once and written with one vectored system call, so a burst of publications costs one
 //! write per connection rather than one per frame.
+//!
+//! No branch of the loop awaits the bus. A command runs its synchronous part (checks, the
+//! hub, the channel list) at once, in arrival order; what it waits for on the bus is
+//! polled as one more branch beside the socket and the outbox ([`in_flight`]), and ends in
+//! a [`Done`] the session finishes in command order: the reply, and for a subscribe the
+//! registry event or, when the bus refused, undoing the hub add. At
+//! `max_pending_commands` waiting, the session stops reading its socket until one ends.
+
+mod in_flight;
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -12,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
 use switchboard_hub::frame;
 use switchboard_hub::outbox::Taken;
 use switchboard_hub::{Outbox, Subscriber};
@@ -21,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use switchboard_bus::{Address, BusError, HistoryQuery, Position, PublishOptions};
+use switchboard_bus::{Address, BusError, HistoryPage, HistoryQuery, Position, PublishOptions};
 
 use crate::Shared;
 use crate::auth::{Claims, Grants};
@@ -31,6 +41,7 @@ use crate::permissions::Op;
 use crate::socket::Socket;
 
 use crate::ws::{FrameReader, Message, ReadError};
+use in_flight::{InFlight, Wait};
 
 /// Most frames written in one vectored write.
 const MAX_IOV: usize = 64;
@@ -39,10 +50,43 @@ const MAX_KEPT_FRAMES: usize = 1024;
 /// Publications a `history` command returns when it names no limit, and the most it may.
 const DEFAULT_HISTORY_LIMIT: u32 = 100;
 const MAX_HISTORY_LIMIT: u32 = 1000;
+/// Most publications a subscribe recovers; further behind, it says `recovered: false`.
+const MAX_RECOVERY: usize = 10_000;
 /// Time allowed to flush a close frame and hear the client's close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-type CommandResult = Result<R, (ErrorCode, String)>;
+type CommandResult = Result<R, Refusal>;
+/// Why a command was not run: its error code and message.
+type Refusal = (ErrorCode, String);
+
+/// Who asked for a command: the client, with the command's id, or a backend, whose
+/// subscribe and unsubscribe are told to the client as pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    Client(u32),
+    Backend,
+}
+
+/// Whether [`Session::read`] reads the socket before it handles what the reader holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Yes,
+    No,
+}
+
+/// What a command ends with once its wait on the bus is over, finished by the session in
+/// command order ([`Session::complete`]).
+enum Done {
+    /// A client command's reply.
+    Reply(u32, CommandResult),
+    /// A subscribe's confirmation and position (none in a live-only namespace): the session
+    /// keeps the subscription (its registry event) or undoes it, and replies.
+    Subscribe { asker: Asker, channel: Channel, position: Result<Option<Position>, BusError> },
+    /// A subscribe resuming from `since`: the history read after it, to join with.
+    Recover { id: u32, channel: Channel, since: Position, page: Result<HistoryPage, BusError> },
+    /// An unsubscribe, already out of the hub: its registry event and its reply.
+    Unsubscribe { asker: Asker, channel: Channel },
+}
 
 /// How a session ends.
 enum End {
@@ -66,7 +110,7 @@ struct Session {
     session_id: Option<Box<str>>,
     user: String,
     /// A token that came with the upgrade request (header or URL), for `connect`.
-    upgrade_token: Option<String>,
+    upgrade_token: Option<Box<str>>,
     /// What the session's token grants, and when it expires (Unix seconds, 0: never).
     grants: Grants,
     expires_at: u64,
@@ -81,6 +125,9 @@ struct Session {
     client: Client,
     /// The session's message and byte rate buckets.
     flow: Flow,
+    /// Commands waiting on the bus and registry events going out; `None` while nothing
+    /// waits (see [`in_flight`]).
+    in_flight: Option<Box<InFlight>>,
 }
 
 pub(crate) async fn run(
@@ -107,7 +154,7 @@ pub(crate) async fn run(
         stream,
         session_id: None,
         user: String::new(),
-        upgrade_token,
+        upgrade_token: upgrade_token.map(String::into_boxed_str),
         grants: Grants::default(),
         expires_at: 0,
         pending_rpcs: Arc::new(AtomicUsize::new(0)),
@@ -117,12 +164,16 @@ pub(crate) async fn run(
         last_seen: Instant::now(),
         client,
         flow: Flow::default(),
+        in_flight: None,
     };
     tracing::trace!(client = %session.client.ip, "session started");
     // The bytes that came with the handshake share hyper's read buffer (~8 KiB): copied
     // into the reader above, they must not be kept alive for the whole session.
     drop(initial);
     let end = session.serve().await;
+    // What still waits is dropped: the channels it added are in `channels`, left below, and
+    // `session_down` supersedes any registry event not sent.
+    session.in_flight = None;
     let label = match &end {
         End::Close(code) => code.code.to_string(),
         End::CloseWith(..) => "backend".to_owned(),
@@ -132,6 +183,7 @@ pub(crate) async fn run(
     Box::pin(session.finish(end)).await;
     for channel in std::mem::take(&mut session.channels) {
         shared.hub.unsubscribe(&channel, id);
+        shared.interest.abandon_join(&channel, id);
     }
     if let Some(session_id) = &session.session_id {
         Box::pin(shared.node.session_down(session_id)).await;
@@ -160,6 +212,8 @@ impl Session {
         let mut drain_at: Option<Instant> = None;
         let timer = sleep_until(connect_deadline);
         tokio::pin!(timer);
+        // Set by a branch that has messages to handle (see below the select).
+        let mut messages = None;
         loop {
             let expiry = self.expiry();
             let wake = [
@@ -205,22 +259,32 @@ impl Session {
                 }
                 // TLS only: records a write encrypted but the socket did not take yet.
                 _ = poll_fn(|cx| self.stream.poll_backlog(cx)), if self.stream.is_tls() => return End::Gone,
+                // Taken even while the session is full, so a disconnect is never held up;
+                // the handle's own bound (`MAX_QUEUED_COMMANDS`) bounds these.
                 commands = poll_fn(|cx| self.handle.poll_commands(cx)) => {
                     for command in commands {
-                        if let Some(end) = Box::pin(self.on_backend_command(command)).await {
+                        if let Some(end) = self.on_backend_command(command) {
                             return end;
                         }
                     }
                 }
-                r = poll_fn(|cx| self.stream.poll_read_ready(cx)) => {
+                // What woke is small: the command that is over waits in the box.
+                () = poll_fn(|cx| in_flight::poll(&mut self.in_flight, cx)), if self.in_flight.is_some() => {
+                    if let Some(done) = in_flight::take(&mut self.in_flight) {
+                        self.complete(done);
+                    }
+                    // Room again: the messages the reader kept while the session was full.
+                    if self.reader.held_bytes() > 0 && !self.is_full() {
+                        messages = Some(Fill::No);
+                    }
+                }
+                // Not while full: backpressure, the client's further commands wait in the
+                // socket.
+                r = poll_fn(|cx| self.stream.poll_read_ready(cx)), if !self.is_full() => {
                     if r.is_err() {
                         return End::Gone;
                     }
-                    // Boxed: command handling is the deepest state machine in the session,
-                    // and an idle session should not carry room for it.
-                    if let Some(end) = Box::pin(self.read()).await {
-                        return end;
-                    }
+                    messages = Some(Fill::Yes);
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
@@ -256,17 +320,29 @@ impl Session {
                     drain_at = Some(Instant::now() + Duration::from_millis(fastrand::u64(0..=spread)));
                 }
             }
+            // One await for both branches that hand messages over, outside the select: boxed,
+            // since command handling is the deepest state machine in the session, and an
+            // idle session should not carry room for it.
+            if let Some(fill) = messages.take()
+                && let Some(end) = Box::pin(self.read(fill)).await
+            {
+                return end;
+            }
         }
     }
 
-    /// Reads what the socket has and handles every complete message in it.
-    async fn read(&mut self) -> Option<End> {
-        match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
-            Ok(true) => self.last_seen = Instant::now(),
-            Ok(false) => return None,
-            Err(e) => return Some(self.read_failed(e)),
+    /// Reads what the socket has (with [`Fill::Yes`]), then handles the complete messages
+    /// the reader holds until the session is full: the rest stay in the reader until a
+    /// waiting command ends.
+    async fn read(&mut self, fill: Fill) -> Option<End> {
+        if fill == Fill::Yes {
+            match self.reader.fill(|buf| self.stream.try_read_buf(buf)) {
+                Ok(true) => self.last_seen = Instant::now(),
+                Ok(false) => return None,
+                Err(e) => return Some(self.read_failed(e)),
+            }
         }
-        loop {
+        while !self.is_full() {
             match self.reader.next_message() {
                 Ok(Some(message)) => {
                     if let Some(end) = self.on_message(message).await {
@@ -277,6 +353,7 @@ impl Session {
                 Err(e) => return Some(self.read_failed(e)),
             }
         }
+        None
     }
 
     fn read_failed(&self, e: ReadError) -> End {
@@ -319,8 +396,7 @@ impl Session {
                 self.shared.metrics.messages_received.increment(1);
                 match self.sub.encoding.decode_command(payload) {
                     Ok(pb::Command { id, .. }) | Err(DecodeError { id: Some(id), .. }) => {
-                        self.reply(id, Err((ErrorCode::LIMIT_EXCEEDED, why.into())));
-                        None
+                        self.then(Done::Reply(id, Err((ErrorCode::LIMIT_EXCEEDED, why.into()))))
                     }
                     Err(DecodeError { id: None, .. }) => Some(End::Close(CloseCode::BAD_REQUEST)),
                 }
@@ -333,8 +409,7 @@ impl Session {
         let cmd = match self.sub.encoding.decode_command(payload) {
             Ok(cmd) => cmd,
             Err(DecodeError { id: Some(id), code, message }) => {
-                self.reply(id, Err((code, message)));
-                return None;
+                return self.then(Done::Reply(id, Err((code, message))));
             }
             Err(DecodeError { id: None, message, .. }) => {
                 tracing::debug!(%message, "frame is not a command");
@@ -348,9 +423,9 @@ impl Session {
             | C::History(pb::HistoryRequest { channel, .. }) = &command
             && let Err(e) = self.shared.limits.check_channel_len(channel)
         {
-            self.reply(cmd.id, Err(e));
-            return None;
+            return self.then(Done::Reply(cmd.id, Err(e)));
         }
+        let id = cmd.id;
         let result = match command {
             C::Connect(c) => {
                 let started = std::time::Instant::now();
@@ -363,47 +438,114 @@ impl Session {
                 }
             }
             _ if self.session_id.is_none() => Err((ErrorCode::NOT_CONNECTED, "send connect first".into())),
-            C::Subscribe(s) => {
-                let span = tracing::debug_span!("subscribe", session = self.session_id.as_deref(), channel = s.channel);
-                self.subscribe(&s.channel, Checked::Yes).instrument(span).await
-            }
+            C::Subscribe(s) => match self.subscribe(Asker::Client(id), &s.channel, s.recover) {
+                Ok(wait) => return self.start(wait),
+                Err(e) => Err(e),
+            },
+            C::History(h) => match self.history(id, h) {
+                Ok(wait) => return self.start(wait),
+                Err(e) => Err(e),
+            },
             C::Refresh(r) => self.refresh(r).await,
-            C::Unsubscribe(u) => self.unsubscribe(&u.channel).await,
-            C::Publish(p) => {
-                let span = tracing::debug_span!("publish", session = self.session_id.as_deref(), channel = p.channel);
-                self.publish(&p.channel, p.data).instrument(span).await
-            }
-            C::History(h) => self.history(h).await,
+            C::Unsubscribe(u) => match self.unsubscribe(Asker::Client(id), &u.channel) {
+                Ok(done) => return self.then(done),
+                Err(e) => Err(e),
+            },
+            C::Publish(p) => match self.publish(id, &p.channel, p.data) {
+                Ok(wait) => return self.start(wait),
+                Err(e) => Err(e),
+            },
             C::Ping(_) => Ok(R::Ping(pb::PingResult {})),
-            C::Send(s) => self.upstream_send(s.data).await,
-            C::Rpc(r) => match self.upstream_rpc(cmd.id, r) {
+            C::Send(s) => return self.start(self.upstream_send(id, s.data)),
+            C::Rpc(r) => match self.upstream_rpc(id, r) {
                 // The reply goes out when the backend answers.
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
         };
-        self.reply(cmd.id, result);
+        self.then(Done::Reply(id, result))
+    }
+
+    /// Starts a command's wait on the bus behind those still waiting (see [`in_flight`]).
+    /// Returns `None`, for `on_command`'s convenience.
+    fn start(&mut self, wait: Wait) -> Option<End> {
+        match in_flight::start(&mut self.in_flight, wait) {
+            Some(done) => self.complete(done),
+            None => self.count_if_full(),
+        }
         None
     }
 
-    /// Runs what a backend asked of this session.
-    async fn on_backend_command(&mut self, command: SessionCommand) -> Option<End> {
+    /// Finishes a command that needed no bus, after those still waiting. Returns `None`.
+    fn then(&mut self, done: Done) -> Option<End> {
+        match in_flight::then(&mut self.in_flight, done) {
+            Some(done) => self.complete(done),
+            None => self.count_if_full(),
+        }
+        None
+    }
+
+    /// Whether `max_pending_commands` commands and events wait: the socket is not read.
+    fn is_full(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|w| w.len() >= self.shared.config.max_pending_commands)
+    }
+
+    /// Counts the session reaching its limit of waiting commands (once per time it does).
+    fn count_if_full(&self) {
+        if self.in_flight.as_ref().is_some_and(|w| w.len() == self.shared.config.max_pending_commands) {
+            self.shared.metrics.limit_pending_commands.increment(1);
+        }
+    }
+
+    /// Finishes a command whose wait is over; called in command order.
+    fn complete(&mut self, done: Done) {
+        match done {
+            Done::Reply(id, result) => self.reply(id, result),
+            Done::Subscribe { asker, channel, position } => self.subscribed(asker, channel, position),
+            Done::Recover { id, channel, since, page } => self.recovered(id, channel, since, page),
+            Done::Unsubscribe { asker, channel } => {
+                self.record_change(&channel, false);
+                match asker {
+                    Asker::Client(id) => self.reply(id, Ok(R::Unsubscribe(pb::UnsubscribeResult {}))),
+                    Asker::Backend => self
+                        .push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: false })),
+                }
+            }
+        }
+    }
+
+    /// Records a subscription change in the node agent and sends its registry event after
+    /// the session's earlier ones.
+    fn record_change(&mut self, channel: &Channel, subscribed: bool) {
+        let session = self.session_id.as_deref().unwrap_or_default();
+        if let Some(event) = self.shared.node.channel_change(session, channel, subscribed) {
+            in_flight::send(&mut self.in_flight, event);
+            self.count_if_full();
+        }
+    }
+
+    /// Runs what a backend asked of this session; a subscribe or unsubscribe the session
+    /// cannot take (a duplicate, a limit) is dropped without a push.
+    fn on_backend_command(&mut self, command: SessionCommand) -> Option<End> {
         match command {
             SessionCommand::Disconnect(code, reason) => Some(End::CloseWith(code, reason)),
-            SessionCommand::Subscribe(channel) => {
-                // The backend decided: no permission check.
-                if let Ok(R::Subscribe(r)) = self.subscribe(channel.as_str(), Checked::No).await {
-                    self.push(R::Subscribed(pb::Subscribed {
-                        channel: channel.to_string(),
-                        epoch: r.epoch,
-                        offset: r.offset,
-                    }));
-                }
-                None
-            }
-            SessionCommand::Unsubscribe(channel) => {
-                if self.unsubscribe(channel.as_str()).await.is_ok() {
-                    self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: false }));
+            SessionCommand::Subscribe(channel) => match self.subscribe(Asker::Backend, channel.as_str(), None) {
+                Ok(wait) => self.start(wait),
+                Err(_) => None,
+            },
+            SessionCommand::Unsubscribe(channel) => match self.unsubscribe(Asker::Backend, channel.as_str()) {
+                Ok(done) => self.then(done),
+                Err(_) => None,
+            },
+            SessionCommand::Interrupted(channel) => {
+                // Publications were lost on their way here: the client subscribes again
+                // from the last one it received.
+                if let Some(i) = self.channels.iter().position(|c| c == &channel) {
+                    self.channels.swap_remove(i);
+                    self.shared.hub.unsubscribe(&channel, self.sub.id);
+                    self.shared.interest.abandon_join(&channel, self.sub.id);
+                    self.record_change(&channel, false);
+                    self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: true }));
                 }
                 None
             }
@@ -422,15 +564,20 @@ impl Session {
             .with_header("Sb-Encoding", if self.sub.encoding.is_text() { "json" } else { "protobuf" })
     }
 
-    async fn upstream_send(&self, data: Bytes) -> CommandResult {
-        match self.shared.bus.send(&Address::UpstreamSend, self.upstream_message(data)).await {
-            Ok(()) => Ok(R::Send(pb::SendResult {})),
-            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+    fn upstream_send(&self, id: u32, data: Bytes) -> Wait {
+        let sent = self.shared.bus.send(&Address::UpstreamSend, self.upstream_message(data));
+        async move {
+            let result = match sent.await {
+                Ok(()) => Ok(R::Send(pb::SendResult {})),
+                Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+            };
+            Done::Reply(id, result)
         }
+        .boxed()
     }
 
     /// Starts an rpc; its reply is queued when the backend answers or the time is up.
-    fn upstream_rpc(&self, id: u32, req: pb::RpcRequest) -> Result<(), (ErrorCode, String)> {
+    fn upstream_rpc(&self, id: u32, req: pb::RpcRequest) -> Result<(), Refusal> {
         if !switchboard_bus::subjects::is_token(&req.method) {
             return Err((ErrorCode::BAD_REQUEST, "rpc.method must be 1-128 characters of [A-Za-z0-9_-]".into()));
         }
@@ -475,12 +622,7 @@ impl Session {
     }
 
     fn reply(&self, id: u32, result: CommandResult) {
-        let reply = match result {
-            Ok(r) => pb::Reply { id, reply: Some(r) },
-            Err((code, message)) => switchboard_wire::protocol::error_reply(id, code, message),
-        };
-        let encoding = self.sub.encoding;
-        self.sub.outbox.push(frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf)));
+        self.sub.outbox.push(reply_frame(self.sub.encoding, id, result));
     }
 
     /// Authenticates and registers the session; a rejected token ends it (4501).
@@ -488,8 +630,11 @@ impl Session {
         if self.session_id.is_some() {
             return Ok(Err((ErrorCode::ALREADY_CONNECTED, "this session is connected".into())));
         }
-        let token =
-            if req.token.is_empty() { self.upgrade_token.take().unwrap_or_default() } else { req.token.clone() };
+        let token = if req.token.is_empty() {
+            self.upgrade_token.take().map(String::from).unwrap_or_default()
+        } else {
+            req.token.clone()
+        };
         let auth = &self.shared.config.auth;
         let claims = if !auth.checks_tokens() || (token.is_empty() && auth.allow_anonymous) {
             // No keys: every session is anonymous, whatever it sends.
@@ -574,9 +719,15 @@ impl Session {
         Ok(R::Refresh(pb::RefreshResult { expires_at: self.expires_at }))
     }
 
-    async fn subscribe(&mut self, name: &str, checked: Checked) -> CommandResult {
+    /// A subscribe's synchronous part: the checks (a backend's subscribe skips the channel
+    /// rules), the hub add and the channel list; what it returns waits for the bus's
+    /// confirmation and the channel's position, and [`Session::subscribed`] finishes it.
+    /// With `recover`, the session joins the hub from `u64::MAX` and the wait reads the
+    /// history after the position ([`crate::channels`]); [`Session::recovered`] finishes it.
+    fn subscribe(&mut self, asker: Asker, name: &str, recover: Option<pb::StreamPosition>) -> Result<Wait, Refusal> {
         let channel = parse_channel(name)?;
-        if checked == Checked::Yes {
+        let span = tracing::debug_span!("subscribe", session = self.session_id.as_deref(), channel = name);
+        if asker != Asker::Backend {
             self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
         }
         if self.channels.contains(&channel) {
@@ -592,43 +743,136 @@ impl Session {
                 format!("at most {} subscriptions per session", self.shared.config.max_subscriptions),
             ));
         }
-        self.shared.hub.subscribe(&channel, &self.sub);
+        let from = if recover.is_some() { u64::MAX } else { 0 };
+        self.shared.hub.subscribe_from(&channel, &self.sub, from);
         self.channels.push(channel.clone());
-        let confirmed = self.shared.interest.confirmed(&channel).await;
-        let position = match confirmed {
-            Ok(()) => self.shared.bus.position(&channel).await,
-            Err(e) => Err(e),
-        };
-        match position {
+        let (confirmed, bus) = (self.shared.interest.confirmed(&channel), self.shared.bus.clone());
+        if let (Some(since), Asker::Client(id)) = (recover, asker) {
+            let since = Position { offset: since.offset, epoch: Arc::from(since.epoch) };
+            let (channels, sub) = (self.shared.interest.clone(), self.sub.id);
+            return Ok(async move {
+                let page = match confirmed.await {
+                    Ok(()) => {
+                        channels.begin_join(&channel, sub);
+                        let query = HistoryQuery { since: Some(since.clone()), limit: MAX_RECOVERY, reverse: false };
+                        bus.history(&channel, query).await
+                    }
+                    Err(e) => Err(e),
+                };
+                Done::Recover { id, channel, since, page }
+            }
+            .instrument(span)
+            .boxed());
+        }
+        Ok(async move {
+            let position = match confirmed.await {
+                Ok(()) => bus.position(&channel).await,
+                Err(e) => Err(e),
+            };
+            Done::Subscribe { asker, channel, position }
+        }
+        .instrument(span)
+        .boxed())
+    }
+
+    /// Finishes a subscribe, in command order. Its reply never promises a subscription the
+    /// bus has not confirmed. The subscription it added may be gone (unsubscribed while it
+    /// waited, perhaps subscribed again since): only the one it added, the same `Channel`
+    /// value, gets its registry event or, when the bus failed, is undone.
+    fn subscribed(&mut self, asker: Asker, channel: Channel, position: Result<Option<Position>, BusError>) {
+        let held = self.channels.iter().position(|c| c.is_same(&channel));
+        let result = match position {
             Ok(p) => {
-                let session = self.session_id.as_deref().unwrap_or_default().to_owned();
-                self.shared.node.channel_change(&session, &channel, true).await;
-                let history = p.is_some();
-                let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
-                Ok(R::Subscribe(pb::SubscribeResult { epoch, offset, recovered: false, history }))
+                if held.is_some() {
+                    self.record_change(&channel, true);
+                }
+                Ok(p)
             }
             Err(e) => {
-                self.channels.retain(|c| c != &channel);
-                self.shared.hub.unsubscribe(&channel, self.sub.id);
+                if let Some(i) = held {
+                    self.channels.swap_remove(i);
+                    self.shared.hub.unsubscribe(&channel, self.sub.id);
+                }
                 Err((ErrorCode::UNAVAILABLE, e.to_string()))
+            }
+        };
+        let at = |p: &Option<Position>| p.as_ref().map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
+        match (asker, result) {
+            (Asker::Client(id), result) => self.reply(
+                id,
+                result.map(|p| {
+                    let (offset, epoch) = at(&p);
+                    R::Subscribe(pb::SubscribeResult { epoch, offset, recovered: false, history: p.is_some() })
+                }),
+            ),
+            (Asker::Backend, Ok(p)) => {
+                let (offset, epoch) = at(&p);
+                self.push(R::Subscribed(pb::Subscribed { channel: channel.to_string(), epoch, offset }))
+            }
+            (Asker::Backend, Err(_)) => {}
+        }
+    }
+
+    /// Finishes a subscribe that resumes from `since`, in command order: the reply, then
+    /// every publication after `since` (from the history, then from what reached the
+    /// gateway meanwhile), then live ones ([`crate::channels::Channels::join`]). Only the
+    /// subscription it added (the same `Channel` value) is joined or undone.
+    fn recovered(&mut self, id: u32, channel: Channel, since: Position, page: Result<HistoryPage, BusError>) {
+        let held = self.channels.iter().position(|c| c.is_same(&channel));
+        let channels = self.shared.interest.clone();
+        let Some(i) = held else {
+            channels.abandon_join(&channel, self.sub.id);
+            return self.reply(id, Err((ErrorCode::UNAVAILABLE, "unsubscribed while recovering".into())));
+        };
+        let joined = match page {
+            Ok(mut page) => {
+                // A page cut at the limit may not reach the live ones: not continuous.
+                if page.publications.len() >= MAX_RECOVERY
+                    && page.publications.last().is_some_and(|p| p.offset < page.latest.offset)
+                {
+                    page.continuous = false;
+                    page.publications.clear();
+                }
+                let encoding = self.sub.encoding;
+                channels.join(&self.shared.hub, &self.sub, &channel, &since, page, |joined| {
+                    let result = R::Subscribe(pb::SubscribeResult {
+                        epoch: joined.position.epoch.to_string(),
+                        offset: joined.position.offset,
+                        recovered: joined.recovered,
+                        history: true,
+                    });
+                    reply_frame(encoding, id, Ok(result))
+                })
+            }
+            Err(BusError::NoHistory) => {
+                // Nothing to resume in a live-only namespace: a plain subscription.
+                channels.abandon_join(&channel, self.sub.id);
+                self.shared.hub.set_from(&channel, self.sub.id, 0);
+                self.record_change(&channel, true);
+                let result = pb::SubscribeResult { recovered: false, history: false, ..Default::default() };
+                return self.reply(id, Ok(R::Subscribe(result)));
+            }
+            Err(e) => Err(e),
+        };
+        match joined {
+            Ok(j) => {
+                match j.recovered {
+                    true => self.shared.metrics.recoveries.increment(1),
+                    false => self.shared.metrics.recoveries_failed.increment(1),
+                }
+                self.record_change(&channel, true);
+            }
+            Err(e) => {
+                channels.abandon_join(&channel, self.sub.id);
+                self.channels.swap_remove(i);
+                self.shared.hub.unsubscribe(&channel, self.sub.id);
+                self.reply(id, Err((ErrorCode::UNAVAILABLE, e.to_string())));
             }
         }
     }
 
-    async fn unsubscribe(&mut self, name: &str) -> CommandResult {
-        let channel = parse_channel(name)?;
-        let Some(i) = self.channels.iter().position(|c| c == &channel) else {
-            return Err((ErrorCode::NOT_SUBSCRIBED, format!("not subscribed to {channel}")));
-        };
-        self.channels.swap_remove(i);
-        self.shared.hub.unsubscribe(&channel, self.sub.id);
-        let session = self.session_id.as_deref().unwrap_or_default().to_owned();
-        self.shared.node.channel_change(&session, &channel, false).await;
-        Ok(R::Unsubscribe(pb::UnsubscribeResult {}))
-    }
-
-    /// Part of a channel's history, for a session that may subscribe to it.
-    async fn history(&self, req: pb::HistoryRequest) -> CommandResult {
+    /// A `history` command, for a session that may subscribe to the channel.
+    fn history(&self, id: u32, req: pb::HistoryRequest) -> Result<Wait, Refusal> {
         let channel = parse_channel(&req.channel)?;
         self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
         let limit = match req.limit {
@@ -640,40 +884,67 @@ impl Session {
         };
         let since = req.since.map(|p| Position { offset: p.offset, epoch: Arc::from(p.epoch) });
         let query = HistoryQuery { since, limit: limit as usize, reverse: req.reverse };
-        match self.shared.bus.history(&channel, query).await {
-            Ok(page) => Ok(R::History(pb::HistoryResult {
-                publications: page
-                    .publications
-                    .into_iter()
-                    .map(|p| pb::Publication {
-                        channel: req.channel.clone(),
-                        offset: p.offset,
-                        epoch: p.epoch.to_string(),
-                        data: p.data,
-                    })
-                    .collect(),
-                epoch: page.latest.epoch.to_string(),
-                offset: page.latest.offset,
-                continuous: page.continuous,
-            })),
-            Err(BusError::NoHistory) => Err((ErrorCode::NO_HISTORY, format!("{channel} keeps no history"))),
-            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+        let read = self.shared.bus.history(&channel, query);
+        Ok(async move {
+            let result = match read.await {
+                Ok(page) => Ok(R::History(pb::HistoryResult {
+                    publications: page
+                        .publications
+                        .into_iter()
+                        .map(|p| pb::Publication {
+                            channel: req.channel.clone(),
+                            offset: p.offset,
+                            epoch: p.epoch.to_string(),
+                            data: p.data,
+                        })
+                        .collect(),
+                    epoch: page.latest.epoch.to_string(),
+                    offset: page.latest.offset,
+                    continuous: page.continuous,
+                })),
+                Err(BusError::NoHistory) => Err((ErrorCode::NO_HISTORY, format!("{channel} keeps no history"))),
+                Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+            };
+            Done::Reply(id, result)
         }
+        .boxed())
     }
 
-    async fn publish(&mut self, name: &str, data: Bytes) -> CommandResult {
+    /// An unsubscribe leaves the hub at once, even while its subscribe still waits; its
+    /// registry event and reply follow in command order.
+    fn unsubscribe(&mut self, asker: Asker, name: &str) -> Result<Done, Refusal> {
+        let channel = parse_channel(name)?;
+        let Some(i) = self.channels.iter().position(|c| c == &channel) else {
+            return Err((ErrorCode::NOT_SUBSCRIBED, format!("not subscribed to {channel}")));
+        };
+        self.channels.swap_remove(i);
+        self.shared.hub.unsubscribe(&channel, self.sub.id);
+        self.shared.interest.abandon_join(&channel, self.sub.id);
+        Ok(Done::Unsubscribe { asker, channel })
+    }
+
+    /// A publish's checks, then its bus request, made now (publications of one session
+    /// reach the bus in command order); the reply waits for the position.
+    fn publish(&self, id: u32, name: &str, data: Bytes) -> Result<Wait, Refusal> {
         let channel = parse_channel(name)?;
         if !self.shared.config.client_publish {
             return Err((ErrorCode::PERMISSION_DENIED, "clients may not publish on this gateway".into()));
         }
         self.shared.config.channels.check(Op::Publish, &channel, &self.user, &self.grants).map_err(denied)?;
-        match self.shared.bus.publish(&channel, data, PublishOptions::default()).await {
-            Ok(p) => {
-                let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
-                Ok(R::Publish(pb::PublishResult { offset, epoch }))
-            }
-            Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+        let span = tracing::debug_span!("publish", session = self.session_id.as_deref(), channel = name);
+        let published = self.shared.bus.publish(&channel, data, PublishOptions::default());
+        Ok(async move {
+            let result = match published.await {
+                Ok(p) => {
+                    let (offset, epoch) = p.map_or((0, String::new()), |p| (p.offset, p.epoch.to_string()));
+                    Ok(R::Publish(pb::PublishResult { offset, epoch }))
+                }
+                Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+            };
+            Done::Reply(id, result)
         }
+        .instrument(span)
+        .boxed())
     }
 
     /// Frees the write buffers a burst left behind (called once per ping interval).
@@ -783,21 +1054,25 @@ impl Session {
     }
 }
 
-/// Whether a subscribe is checked against the channel rules (a client's) or not (a
-/// backend's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Checked {
-    Yes,
-    No,
+/// A reply (or an error) as a frame in the session's encoding.
+fn reply_frame(encoding: Encoding, id: u32, result: CommandResult) -> Bytes {
+    let reply = match result {
+        Ok(r) => pb::Reply { id, reply: Some(r) },
+        Err((code, message)) => switchboard_wire::protocol::error_reply(id, code, message),
+    };
+    frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf))
 }
 
-fn denied(why: String) -> (ErrorCode, String) {
+fn denied(why: String) -> Refusal {
     (ErrorCode::PERMISSION_DENIED, why)
 }
 
-fn parse_channel(name: &str) -> Result<Channel, (ErrorCode, String)> {
+fn parse_channel(name: &str) -> Result<Channel, Refusal> {
     Channel::parse(name).map_err(|e| match e {
         ChannelError::Empty => (ErrorCode::BAD_REQUEST, "channel is required".into()),
         e => (ErrorCode::INVALID_CHANNEL, format!("{e}: {name:?}")),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -52,6 +52,13 @@ impl Channel {
         &self.0
     }
 
+    /// Whether `self` and `other` come from one [`Channel::parse`] (clones of one value),
+    /// not merely spell the same name: a session tells its current subscription of a
+    /// channel from an earlier one that was unsubscribed while its bus work waited.
+    pub fn is_same(&self, other: &Channel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The namespace, or `""` for a channel without one.
     pub fn namespace(&self) -> &str {
         self.0.split_once(':').map_or("", |(ns, _)| ns)

@@ -283,6 +283,10 @@ pub struct GatewayArgs {
     /// Most `rpc` commands one session may have waiting (error 109 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]
     pub max_pending_rpcs: usize,
+    /// Most commands one session may have waiting on the bus (at least 1); at the limit the
+    /// session stops reading its socket until one completes.
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_COMMANDS", default_value_t = 256)]
+    pub max_pending_commands: usize,
     /// Longest user id (a token's `sub`) in bytes, at most 256; a longer one is refused (4501).
     #[arg(long, env = "SWITCHBOARD_MAX_USER_ID_LEN", default_value_t = 256)]
     pub max_user_id_len: usize,
