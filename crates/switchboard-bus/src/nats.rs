@@ -129,6 +129,9 @@ pub struct NatsBus {
     deliver: Arc<dyn Deliver>,
     channels: Mutex<HashMap<Channel, JoinHandle<()>>>,
     streams: Arc<Streams>,
+    /// Fault injection for the tests: republished messages to drop as if lost on the way.
+    #[cfg(feature = "conformance")]
+    lose: Arc<std::sync::atomic::AtomicUsize>,
     request_timeout: Duration,
     /// This node's probe subject: liveness round trips, and the barrier after a subscribe.
     probe: String,
@@ -215,6 +218,8 @@ impl NatsBus {
             deliver,
             channels: Mutex::new(HashMap::new()),
             streams,
+            #[cfg(feature = "conformance")]
+            lose: Arc::default(),
             request_timeout: config.request_timeout,
             probe,
             stalled,
@@ -234,6 +239,14 @@ impl NatsBus {
             State::Disconnected => Err(BusError::Unavailable("nats is disconnected; reconnecting".into())),
             State::Pending => Err(BusError::Unavailable("nats is connecting".into())),
         }
+    }
+
+    /// Fault injection (tests only): the next `n` republished messages of history channels
+    /// that reach this node are dropped, as core NATS may drop them on the way, so that the
+    /// gap filling is seen at work.
+    #[cfg(feature = "conformance")]
+    pub fn lose_next(&self, n: usize) {
+        self.lose.store(n, Ordering::Relaxed);
     }
 
     /// The underlying client (for tests and tools that speak NATS directly).
@@ -482,6 +495,8 @@ impl Channels for NatsBus {
         let key = self.streams.history_key(channel).map(str::to_owned);
         let (client, deliver, streams) = (self.client.clone(), self.deliver.clone(), self.streams.clone());
         let (timeout, probe, channel_name) = (self.request_timeout, self.probe.clone(), channel.clone());
+        #[cfg(feature = "conformance")]
+        let lose = self.lose.clone();
         let task = tokio::spawn(async move {
             let mut sub = match client.subscribe(subject).await {
                 Ok(sub) => sub,
@@ -509,11 +524,15 @@ impl Channels for NatsBus {
                             epoch: Arc::from(""),
                             data: msg.payload,
                         }),
-                        Some(c) => {
+                        Some(c) => 'one: {
                             let Some((offset, prev, removed)) = republished(&msg) else {
                                 tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
-                                continue;
+                                break 'one;
                             };
+                            #[cfg(feature = "conformance")]
+                            if lose.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                                break 'one;
+                            }
                             match c.next(offset, prev, removed, msg.payload).await {
                                 Next::Deliver(ps) => batch.extend(ps),
                                 Next::Interrupted(ps) => {

@@ -1,0 +1,261 @@
+//! Lose nothing: a client that comes back resumes each channel from its last publication,
+//! in order, without a gap or a duplicate at the seam, while publishing goes on; a gap on
+//! the way from JetStream to a gateway is filled before later publications; a position the
+//! history no longer covers says so (`recovered: false`). On the in-process bus and on
+//! real `nats-server` processes with JetStream.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use switchboard::dev::{Dev, DevConfig};
+use switchboard_bus::{
+    Channels, Deliver, HistoryLimits, Namespaces, NatsBus, NatsConfig, NoDelivery, Publication, PublishOptions,
+};
+use switchboard_client::{Client, ClientConfig, Event};
+use switchboard_tests::nats::NatsServer;
+use switchboard_tests::procs::{self, wait_ready};
+use switchboard_tests::{DEADLINE, eventually, gateway_config, grpc, ws_url};
+use switchboard_wire::{Channel, pb};
+
+async fn next_event(c: &mut Client) -> Event {
+    tokio::time::timeout(DEADLINE, c.next_event()).await.expect("an event in time").expect("connection open")
+}
+
+async fn next_publication(c: &mut Client) -> pb::Publication {
+    tokio::time::timeout(DEADLINE, c.next_publication()).await.expect("a publication in time").expect("open")
+}
+
+fn request(channel: &str, data: String) -> pb::PublishApiRequest {
+    pb::PublishApiRequest { channel: channel.into(), data: Bytes::from(data), ..Default::default() }
+}
+
+fn text(p: &pb::Publication) -> String {
+    String::from_utf8(p.data.to_vec()).unwrap()
+}
+
+/// Namespaces for these tests: `chat` keeps 1,000 per channel, `tiny` 3.
+fn namespaces() -> Namespaces {
+    let mut n = switchboard_tests::namespaces();
+    n.namespaces.insert("tiny".into(), Some(HistoryLimits { size: 3, ttl: Duration::from_secs(3600) }));
+    n
+}
+
+async fn dev() -> Dev {
+    let config = DevConfig {
+        gateway: gateway_config(),
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: Default::default(),
+        namespaces: namespaces(),
+    };
+    Dev::start(config, None).await.expect("dev node starts")
+}
+
+/// A client gone while 1,000 publications are made comes back with its last position and
+/// gets exactly those 1,000, in order, then live ones.
+async fn a_client_back_from_away_gets_exactly_what_it_missed(ws: String, api: &mut switchboard_tests::Api, token: &str) {
+    let channel = "chat:away";
+    let mut config = ClientConfig::new(&ws).reconnect(false);
+    config.token = token.to_owned();
+    let mut first = Client::connect(config.clone()).await.unwrap();
+    let started = first.subscribe(channel).await.unwrap();
+    assert!(started.history, "chat keeps history");
+    api.publish(request(channel, "\"before\"".into())).await.unwrap();
+    let seen = next_publication(&mut first).await;
+    let position = first.position(channel).expect("a position to resume from");
+    assert_eq!((position.offset, &position.epoch), (seen.offset, &seen.epoch));
+    first.close().await;
+
+    let mut acked = Vec::new();
+    for i in 0..1000 {
+        acked.push(api.publish(request(channel, format!("{i}"))).await.unwrap().into_inner().offset);
+    }
+    let mut back = Client::connect(config).await.unwrap();
+    let reply = back.subscribe_from(channel, Some(position)).await.unwrap();
+    assert!(reply.recovered, "{reply:?}");
+    for (i, offset) in acked.iter().enumerate() {
+        let p = next_publication(&mut back).await;
+        assert_eq!((text(&p), p.offset), (i.to_string(), *offset), "publication {i}");
+    }
+    api.publish(request(channel, "\"live\"".into())).await.unwrap();
+    let live = next_publication(&mut back).await;
+    assert_eq!(text(&live), "\"live\"", "the first publication after the missed ones is the live one, once");
+    assert!(live.offset > *acked.last().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dev_a_client_back_from_away_gets_exactly_what_it_missed() {
+    let node = dev().await;
+    let mut api = grpc(node.grpc).await;
+    a_client_back_from_away_gets_exactly_what_it_missed(ws_url(node.http), &mut api, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_client_back_from_away_gets_exactly_what_it_missed() {
+    let nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let c1 = procs::control("c1", &urls, &[]);
+    let g1 = procs::gateway("g1", &urls, &[]);
+    wait_ready(c1.addr(), 1, 1).await;
+    let mut api = grpc(c1.addr()).await;
+    a_client_back_from_away_gets_exactly_what_it_missed(ws_url(g1.addr()), &mut api, &procs::token("ann")).await;
+}
+
+/// The client library reconnects by itself after a drop and resumes from its position while
+/// publications keep coming: every one arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_reconnects_and_resumes_while_publishing_goes_on() {
+    let node = dev().await;
+    let mut config = ClientConfig::new(ws_url(node.http));
+    config.min_backoff = Duration::from_millis(20);
+    config.max_backoff = Duration::from_millis(100);
+    let mut client = Client::connect(config).await.unwrap();
+    client.subscribe("chat:steady").await.unwrap();
+    let session = client.session();
+    let publishing = {
+        let mut api = grpc(node.grpc).await;
+        tokio::spawn(async move {
+            for i in 0..2000 {
+                api.publish(request("chat:steady", format!("{i}"))).await.unwrap();
+                if i % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut got = Vec::new();
+    let mut resubscribed = None;
+    let mut dropped = false;
+    while got.len() < 2000 {
+        match next_event(&mut client).await {
+            Event::Publication(p) => {
+                got.push(text(&p).parse::<u32>().unwrap());
+                if got.len() == 500 && !dropped {
+                    // A backend closes the session with a code that lets it come back.
+                    let mut api = grpc(node.grpc).await;
+                    let target = Some(pb::disconnect_request::Target::Session(session.clone()));
+                    api.disconnect(pb::DisconnectRequest { target, code: 4000, reason: "test".into() }).await.unwrap();
+                    dropped = true;
+                }
+            }
+            Event::Resubscribed { channel, recovered } => resubscribed = Some((channel, recovered)),
+            _ => {}
+        }
+    }
+    publishing.await.unwrap();
+    assert_eq!(resubscribed, Some(("chat:steady".to_owned(), true)), "resumed after the drop");
+    assert_eq!(got, (0..2000).collect::<Vec<_>>(), "every publication once, in order");
+}
+
+/// A position the history no longer covers (trimmed past it by size) is not recovered: the
+/// reply says so and only live publications follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_trimmed_away_is_not_recovered() {
+    let node = dev().await;
+    let mut api = grpc(node.grpc).await;
+    let mut client = Client::connect(ClientConfig::new(ws_url(node.http)).reconnect(false)).await.unwrap();
+    let first = api.publish(request("tiny:t", "0".into())).await.unwrap().into_inner();
+    for i in 1..6 {
+        api.publish(request("tiny:t", format!("{i}"))).await.unwrap();
+    }
+    let since = pb::StreamPosition { offset: first.offset, epoch: first.epoch.clone() };
+    let reply = client.subscribe_from("tiny:t", Some(since)).await.unwrap();
+    assert!(!reply.recovered && reply.history, "{reply:?}");
+    api.publish(request("tiny:t", "\"live\"".into())).await.unwrap();
+    assert_eq!(text(&next_publication(&mut client).await), "\"live\"", "nothing from the history follows");
+    // Another epoch is not recovered either.
+    let stranger = pb::StreamPosition { offset: first.offset, epoch: "another".into() };
+    let reply = client.subscribe_from("chat:other", Some(stranger)).await.unwrap();
+    assert!(!reply.recovered, "{reply:?}");
+}
+
+/// Records publications and the channels the bus said were interrupted.
+#[derive(Default)]
+struct Seen {
+    publications: Mutex<Vec<Publication>>,
+    interrupted: Mutex<Vec<Channel>>,
+}
+
+impl Deliver for Seen {
+    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
+        self.publications.lock().unwrap().extend_from_slice(batch);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn interrupted(&self, channel: &Channel) {
+        self.interrupted.lock().unwrap().push(channel.clone());
+    }
+}
+
+impl Seen {
+    fn on(&self, channel: &Channel) -> Vec<String> {
+        let ps = self.publications.lock().unwrap();
+        ps.iter().filter(|p| &p.channel == channel).map(|p| String::from_utf8(p.data.to_vec()).unwrap()).collect()
+    }
+}
+
+/// Core NATS between the stream and a gateway may drop a message: the next one shows the
+/// gap (its predecessor is not the last one delivered), and the missing ones are read from
+/// the stream and delivered first, in order. When they are gone from the stream too, the
+/// node is told, and delivery goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_lost_on_the_way_is_filled_from_the_stream_before_later_ones() {
+    let server = NatsServer::start();
+    let mut config = NatsConfig::new(vec![server.url()], "gap");
+    config.namespaces = namespaces();
+    let seen = Arc::new(Seen::default());
+    let node = NatsBus::connect(config.clone(), seen.clone()).await.unwrap();
+    let publisher = NatsBus::connect(config, Arc::new(NoDelivery)).await.unwrap();
+    let publish = |c: &Channel, data: &str| publisher.publish(c, Bytes::from(data.to_owned()), PublishOptions::default());
+
+    let c: Channel = "chat:gap".parse().unwrap();
+    node.subscribe(&c).await.unwrap();
+    publish(&c, "0").await.unwrap();
+    eventually("the first arrives", async || seen.on(&c).len() == 1).await;
+    node.lose_next(2);
+    for i in 1..=4 {
+        publish(&c, &i.to_string()).await.unwrap();
+    }
+    eventually("all five arrive", async || seen.on(&c).len() >= 5).await;
+    assert_eq!(seen.on(&c), ["0", "1", "2", "3", "4"], "the two lost ones came from the stream, in order");
+    assert!(seen.interrupted.lock().unwrap().is_empty());
+
+    // `tiny` keeps 3: four lost, then trimmed from the stream before the gap shows.
+    let t: Channel = "tiny:gap".parse().unwrap();
+    node.subscribe(&t).await.unwrap();
+    publish(&t, "0").await.unwrap();
+    eventually("the first arrives", async || seen.on(&t).len() == 1).await;
+    node.lose_next(4);
+    for i in 1..=5 {
+        publish(&t, &i.to_string()).await.unwrap();
+    }
+    eventually("the node is told", async || !seen.interrupted.lock().unwrap().is_empty()).await;
+    eventually("delivery goes on", async || seen.on(&t).last().map(String::as_str) == Some("5")).await;
+    assert_eq!(*seen.interrupted.lock().unwrap(), [t.clone()]);
+    assert_eq!(seen.on(&t), ["0", "5"], "what is gone is not invented");
+}
+
+/// A history stream deleted behind Switchboard's back is created again by the next publish,
+/// with a new epoch: a position from before is not recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_is_a_new_epoch_and_old_positions_are_not_recovered() {
+    let nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let c1 = procs::control("c1", &urls, &[]);
+    let g1 = procs::gateway("g1", &urls, &[]);
+    wait_ready(c1.addr(), 1, 1).await;
+    let mut api = grpc(c1.addr()).await;
+    let before = api.publish(request("chat:epoch", "1".into())).await.unwrap().into_inner();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.delete_stream("sb~chat").await.unwrap();
+    let after = api.publish(request("chat:epoch", "2".into())).await.unwrap().into_inner();
+    assert_ne!(after.epoch, before.epoch, "the stream was lost: a new epoch");
+    let mut config = ClientConfig::new(ws_url(g1.addr())).reconnect(false);
+    config.token = procs::token("ann");
+    let client = Client::connect(config).await.unwrap();
+    let since = pb::StreamPosition { offset: before.offset, epoch: before.epoch };
+    let reply = client.subscribe_from("chat:epoch", Some(since)).await.unwrap();
+    assert!(!reply.recovered, "{reply:?}");
+    assert_eq!(reply.epoch, after.epoch);
+}
