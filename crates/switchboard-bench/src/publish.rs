@@ -71,7 +71,7 @@ impl Publisher {
     async fn publish(&mut self, channel: &str, data: Bytes) -> Result<(), String> {
         match self {
             Publisher::Grpc(api) => api
-                .publish(pb::PublishApiRequest { channel: channel.to_owned(), data })
+                .publish(pb::PublishApiRequest { channel: channel.to_owned(), data, ..Default::default() })
                 .await
                 .map(drop)
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
