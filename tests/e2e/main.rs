@@ -9,6 +9,7 @@ mod cluster;
 mod delivery;
 mod docs;
 mod grpc_api;
+mod history;
 mod hostile;
 mod interest;
 mod limits;

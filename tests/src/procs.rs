@@ -165,7 +165,9 @@ pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
     crate::eventually("publishing works", || {
         let mut api = api.clone();
         async move {
-            api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into() }).await.is_ok()
+            api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into(), ..Default::default() })
+                .await
+                .is_ok()
         }
     })
     .await;
