@@ -150,7 +150,8 @@ pub async fn user_client(gateway: &Proc, user: &str) -> switchboard_client::Clie
 }
 
 /// Waits until the control replica at `grpc` sees `gateways` gateways and `replicas`
-/// replicas, and a publish goes through (the sequencers are up).
+/// replicas, a registry read is answered (the replica joined the ring and settled its
+/// shards: it is ready), and a publish goes through.
 pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
     let mut api = crate::grpc(grpc).await;
     crate::eventually("the cluster is assembled", || {
@@ -160,6 +161,12 @@ pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
             let info = info.into_inner();
             info.gateways.len() == gateways && info.replicas.len() == replicas
         }
+    })
+    .await;
+    // A publish needs no ring any more (the bus gives offsets); a registry read does.
+    crate::eventually("the registry answers", || {
+        let mut api = api.clone();
+        async move { api.list_sessions(pb::ListSessionsRequest::default()).await.is_ok() }
     })
     .await;
     crate::eventually("publishing works", || {
