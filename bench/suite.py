@@ -341,6 +341,10 @@ LADDER = [100, 200, 400, 800]  # publications/s; x 5,000 subscribers = 0.5M .. 4
 LADDER_PUBLISHERS = 4
 
 
+ORDERED_SUBSCRIBERS = 100
+ORDERED_TAG = f"ordered-stream-{ORDERED_SUBSCRIBERS}"
+
+
 def full(runner, systems):
     for name in systems:
         log(f"{name}:")
@@ -354,6 +358,10 @@ def full(runner, systems):
                            f"ladder-{SUBSCRIBERS}x{rate}")
             if e is None or not sustained(e):
                 break
+        if name in OURS:
+            # One publisher, one PublishStream, as fast as the server answers: the ordered rate to one channel.
+            runner.run(name, "broadcast", ["--subscribers", str(ORDERED_SUBSCRIBERS), "--rate", "0", "--duration", "8s",
+                                           "--payload", "100", "--publish-via", "grpc-stream"], ORDERED_TAG)
     write_doc(runner, systems)
     with open(os.path.join(runner.outdir, "suite.json"), "w") as f:
         json.dump(runner.results, f, indent=1)
@@ -555,6 +563,30 @@ def write_doc(runner, systems):
             w(f"Step {r_}/s:")
             w("")
             commands(w, runner, systems, f"ladder-{SUBSCRIBERS}x{r_}")
+
+    # Ordered publishing.
+    w(f"## Ordered publishing to one channel: one `PublishStream` ({ORDERED_SUBSCRIBERS} subscribers)")
+    w("")
+    w("One publisher sends on one `PublishStream` as fast as the server takes it (`--publish-via grpc-stream "
+      "--rate 0`): the server publishes each request of the channel only once the previous one's publish returned, "
+      "so this is the highest rate at which one backend's publications to one channel arrive in order. Reordered "
+      "must be 0. The channel's namespace is live-only here (the bench systems configure no history).")
+    w("")
+    w("| system | publications/s | deliveries/s | p50 / p99 ms | lost / dup / reord | publish errors |")
+    w("|---|---|---|---|---|---|")
+    for s in systems:
+        e = find(runner, s, ORDERED_TAG)
+        if e is None:
+            continue
+        if not ok(e):
+            w(f"| {s} | not run: {(e.get('error') or '').splitlines()[0] if e.get('error') else ''} | | | | |")
+            continue
+        r = e["report"]
+        l = r["latency_ms"]
+        w(f"| {s} | {r['publications_per_sec']:,.0f} | {r['deliveries_per_sec']:,.0f} | {l['p50']:.1f} / {l['p99']:.1f} | "
+          f"{r['lost']} / {r['duplicated']} / {r['reordered']} | {r['publish_errors']} |")
+    w("")
+    commands(w, runner, systems, ORDERED_TAG)
 
     targets(w, runner, best)
     notes = os.path.join(BENCH, "notes.md")

@@ -53,7 +53,13 @@ async fn malformed_commands_get_error_replies_and_the_session_goes_on() {
     assert_eq!(ws.json().await, serde_json::json!({"id":25,"ping":{}}), "the session still works");
 
     let mut api = grpc(node.grpc).await;
-    api.publish(pb::PublishApiRequest { channel: "n:c".into(), data: Bytes::from_static(b"\"ok\"") }).await.unwrap();
+    api.publish(pb::PublishApiRequest {
+        channel: "n:c".into(),
+        data: Bytes::from_static(b"\"ok\""),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let p = tokio::time::timeout(switchboard_tests::DEADLINE, neighbour.next_publication()).await.unwrap().unwrap();
     assert_eq!(p.data, "\"ok\"");
     assert_eq!(ws.json().await["pub"]["data"], "ok");
@@ -116,7 +122,9 @@ async fn frames_that_are_not_commands_close_with_the_documented_code() {
         }
     }
     let mut api = grpc(node.grpc).await;
-    api.publish(pb::PublishApiRequest { channel: "n:c".into(), data: Bytes::from_static(b"1") }).await.unwrap();
+    api.publish(pb::PublishApiRequest { channel: "n:c".into(), data: Bytes::from_static(b"1"), ..Default::default() })
+        .await
+        .unwrap();
     let p = tokio::time::timeout(switchboard_tests::DEADLINE, neighbour.next_publication()).await.unwrap().unwrap();
     assert_eq!(p.data, "1", "the neighbour still receives");
     RawWs::connected(node.http).await;
@@ -170,7 +178,9 @@ async fn a_reader_that_stops_reading_is_closed_as_a_slow_consumer() {
         }
     });
     for _ in 0..400 {
-        api.publish(pb::PublishApiRequest { channel: "chat:s".into(), data: payload.clone() }).await.unwrap();
+        api.publish(pb::PublishApiRequest { channel: "chat:s".into(), data: payload.clone(), ..Default::default() })
+            .await
+            .unwrap();
     }
     reader.await.unwrap();
     // The kernel buffers some; past them and the 64 KiB queue the session is closed: with

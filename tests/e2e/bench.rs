@@ -40,9 +40,14 @@ async fn a_short_broadcast_through_grpc_delivers_every_publication_once_and_in_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_grpc_publishers_and_a_client_publisher_keep_every_sequence() {
+async fn several_grpc_publishers_a_publish_stream_and_a_client_publisher_keep_every_sequence() {
     let node = start_dev(gateway_config()).await;
-    for via in ["--publish-via grpc --publishers 3", "--publish-via client --publishers 2"] {
+    let vias = [
+        "--publish-via grpc --publishers 3",
+        "--publish-via grpc-stream --publishers 3",
+        "--publish-via client --publishers 2",
+    ];
+    for via in vias {
         let line = format!(
             "broadcast --url ws://{http}/ws --grpc http://{grpc} {via} --subscribers 30 --rate 60 --duration 1s \
              --payload 100 --settle 100ms --quiet",

@@ -1,7 +1,7 @@
 //! The binary itself: `dev` and the client tools as a user runs them, their messages and
 //! their exit statuses (0 ok, 1 runtime failure, 64 usage error).
 
-mod kit;
+pub(crate) mod kit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,14 +74,14 @@ fn bad_flags_exit_64_and_help_lists_every_command() {
     assert_eq!(run(&["dev", "--ping-interval", "soon"]).code, Some(64));
     let help = run(&["--help"]);
     assert_eq!(help.code, Some(0));
-    for cmd in ["dev", "sub", "pub", "sessions", "presence", "send", "disconnect"] {
+    for cmd in ["dev", "sub", "pub", "history", "history-remove", "sessions", "presence", "send", "disconnect"] {
         assert!(help.stdout.contains(cmd), "--help lacks {cmd}");
     }
     let dev_help = run(&["dev", "--help"]).stdout;
     for flag in ["--listen", "--grpc-listen", "--max-message-size", "--max-queue-bytes", "SWITCHBOARD_LISTEN"] {
         assert!(dev_help.contains(flag), "dev --help lacks {flag}");
     }
-    for cmd in ["sub", "pub", "sessions", "presence", "send", "disconnect"] {
+    for cmd in ["sub", "pub", "history", "history-remove", "sessions", "presence", "send", "disconnect"] {
         let help = run(&[cmd, "--help"]).stdout;
         assert!(help.contains("--timeout") && help.contains("SWITCHBOARD_TIMEOUT"), "{cmd} --help lacks --timeout");
     }
@@ -135,8 +135,11 @@ fn every_tool_gives_up_on_a_silent_server_within_its_timeout() {
     let port = silent_port();
     let grpc = format!("127.0.0.1:{port}");
     let ws = format!("ws://127.0.0.1:{port}/ws");
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 9] = [
         &["pub", "--grpc", &grpc, "a:b", "1"],
+        &["pub", "--grpc", &grpc, "--stream", "a:b"],
+        &["history", "--grpc", &grpc, "a:b"],
+        &["history-remove", "--grpc", &grpc, "a:b"],
         &["sessions", "--grpc", &grpc],
         &["presence", "--grpc", &grpc, "a:b"],
         &["send", "--grpc", &grpc, "--session", "s", "1"],

@@ -89,7 +89,11 @@ async fn subscribers_on_two_gateways_receive_client_and_grpc_publications() {
         let mut api = grpc(c.addr()).await;
         let data = Bytes::from(format!("\"via {}\"", c.name));
         acks.push(
-            api.publish(pb::PublishApiRequest { channel: "chat:room".into(), data }).await.unwrap().into_inner().offset,
+            api.publish(pb::PublishApiRequest { channel: "chat:room".into(), data, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+                .offset,
         );
     }
     assert!(acks.windows(2).all(|w| w[1] > w[0]), "offsets go up across publishers: {acks:?}");
@@ -150,7 +154,13 @@ async fn backend_commands_reach_exactly_the_sessions_they_name() {
         Event::Subscribed { channel, .. } => assert_eq!(channel, "news:bob"),
         other => panic!("expected a subscribed push, got {other:?}"),
     }
-    api.publish(pb::PublishApiRequest { channel: "news:bob".into(), data: Bytes::from_static(b"1") }).await.unwrap();
+    api.publish(pb::PublishApiRequest {
+        channel: "news:bob".into(),
+        data: Bytes::from_static(b"1"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(next_publication(&mut bob).await.channel, "news:bob");
 
     // Disconnect one session with a code; then all of alice's.
@@ -311,7 +321,13 @@ async fn losing_one_of_two_control_replicas_keeps_every_call_working_and_every_s
             })
             .await;
         }
-        api.publish(pb::PublishApiRequest { channel: "room:0".into(), data: Bytes::from_static(b"1") }).await.unwrap();
+        api.publish(pb::PublishApiRequest {
+            channel: "room:0".into(),
+            data: Bytes::from_static(b"1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         api.get_session(pb::GetSessionRequest { session: sample.clone() }).await.unwrap();
         api.presence(pb::PresenceRequest { channel: "room:1".into() }).await.unwrap();
         api.channels(pb::ChannelsRequest::default()).await.unwrap();
@@ -357,7 +373,13 @@ async fn gateways_survive_the_loss_of_their_nats_node() {
     let (mut heard_a, mut heard_b) = (false, false);
     while !(heard_a && heard_b) {
         assert!(Instant::now() < deadline, "the marker never reached both gateways");
-        api.publish(pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from_static(b"0") }).await.unwrap();
+        api.publish(pb::PublishApiRequest {
+            channel: "f:x".into(),
+            data: Bytes::from_static(b"0"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         heard_a |= tokio::time::timeout(Duration::from_millis(100), a.next_publication()).await.is_ok();
         heard_b |= tokio::time::timeout(Duration::from_millis(100), b.next_publication()).await.is_ok();
     }
@@ -367,7 +389,13 @@ async fn gateways_survive_the_loss_of_their_nats_node() {
     let mut n = 0u32;
     let gap = loop {
         n += 1;
-        let _ = api.publish(pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from(n.to_string()) }).await;
+        let _ = api
+            .publish(pb::PublishApiRequest {
+                channel: "f:x".into(),
+                data: Bytes::from(n.to_string()),
+                ..Default::default()
+            })
+            .await;
         match tokio::time::timeout(Duration::from_millis(50), a.next_publication()).await {
             Ok(Some(p)) if p.data != "0" => break killed.elapsed(),
             _ => {}

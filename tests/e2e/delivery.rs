@@ -7,10 +7,14 @@ use switchboard_wire::Encoding;
 use switchboard_wire::pb;
 
 async fn publish(api: &mut switchboard_tests::Api, channel: &str, data: &str) -> pb::PublishApiResponse {
-    api.publish(pb::PublishApiRequest { channel: channel.into(), data: Bytes::from(data.to_owned()) })
-        .await
-        .expect("publish succeeds")
-        .into_inner()
+    api.publish(pb::PublishApiRequest {
+        channel: channel.into(),
+        data: Bytes::from(data.to_owned()),
+        ..Default::default()
+    })
+    .await
+    .expect("publish succeeds")
+    .into_inner()
 }
 
 async fn collect(client: &mut Client, n: usize) -> Vec<pb::Publication> {

@@ -18,6 +18,7 @@ async fn broadcast_reaches_the_subscribers_of_every_listed_channel() {
         .broadcast(pb::BroadcastRequest {
             channels: vec!["b:one".into(), "b:two".into()],
             data: Bytes::from_static(b"42"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -37,13 +38,25 @@ async fn bad_requests_get_invalid_argument() {
     let node = start_dev(gateway_config()).await;
     let mut api = grpc(node.grpc).await;
     let cases = [
-        api.publish(pb::PublishApiRequest { channel: "".into(), data: Bytes::new() }).await.map(|_| ()),
-        api.publish(pb::PublishApiRequest { channel: "a b".into(), data: Bytes::new() }).await.map(|_| ()),
-        api.publish(pb::PublishApiRequest { channel: "news.>".into(), data: Bytes::new() }).await.map(|_| ()),
-        api.broadcast(pb::BroadcastRequest { channels: vec![], data: Bytes::new() }).await.map(|_| ()),
-        api.broadcast(pb::BroadcastRequest { channels: vec!["ok".into(), "not ok".into()], data: Bytes::new() })
+        api.publish(pb::PublishApiRequest { channel: "".into(), data: Bytes::new(), ..Default::default() })
             .await
             .map(|_| ()),
+        api.publish(pb::PublishApiRequest { channel: "a b".into(), data: Bytes::new(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        api.publish(pb::PublishApiRequest { channel: "news.>".into(), data: Bytes::new(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        api.broadcast(pb::BroadcastRequest { channels: vec![], data: Bytes::new(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        api.broadcast(pb::BroadcastRequest {
+            channels: vec!["ok".into(), "not ok".into()],
+            data: Bytes::new(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
     ];
     for (i, r) in cases.into_iter().enumerate() {
         assert_eq!(r.unwrap_err().code(), Code::InvalidArgument, "case {i}");
@@ -78,6 +91,32 @@ async fn reflection_lists_the_api_in_both_versions() {
         ] {
             assert!(names.iter().any(|n| n == service), "{version} lacks {service}: {names:?}");
         }
+    }
+}
+
+/// Reflection describes every method of the API, the ones added since included: what
+/// `grpcurl describe` and `grpcurl list switchboard.v1.SwitchboardApi` show.
+#[tokio::test]
+async fn reflection_describes_every_api_method() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let node = start_dev(gateway_config()).await;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("switchboard.v1.SwitchboardApi".into())),
+    };
+    let mut client = ServerReflectionClient::new(channel(node.grpc).await);
+    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else { panic!("{resp:?}") };
+    let bytes: Vec<u8> = files.file_descriptor_proto.concat();
+    for method in switchboard_control::metrics::METHODS {
+        // A method's name is a length-prefixed string of the descriptor.
+        let field = [&[method.len() as u8][..], method.as_bytes()].concat();
+        assert!(bytes.windows(field.len()).any(|w| w == field), "reflection lacks {method}");
     }
 }
 
@@ -119,9 +158,16 @@ async fn a_request_over_the_size_limit_gets_resource_exhausted_and_the_api_goes_
     let node = start_dev(gateway_config()).await;
     // A client that would send anything: the server's 4 MiB limit is what refuses it.
     let mut api = grpc(node.grpc).await.max_encoding_message_size(usize::MAX);
-    let huge = pb::PublishApiRequest { channel: "big:x".into(), data: Bytes::from(vec![b'1'; 5 << 20]) };
+    let huge =
+        pb::PublishApiRequest { channel: "big:x".into(), data: Bytes::from(vec![b'1'; 5 << 20]), ..Default::default() };
     let status = api.publish(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let ok = api.publish(pb::PublishApiRequest { channel: "big:x".into(), data: Bytes::from_static(b"1") }).await;
+    let ok = api
+        .publish(pb::PublishApiRequest {
+            channel: "big:x".into(),
+            data: Bytes::from_static(b"1"),
+            ..Default::default()
+        })
+        .await;
     assert!(ok.is_ok(), "{ok:?}");
 }

@@ -105,7 +105,11 @@ async fn live_metrics_pass_promtool_and_cover_every_name_the_dashboard_and_rules
     client.subscribe("chat:lobby").await.unwrap();
     let mut api = switchboard_tests::grpc(control.addr()).await;
     let data = Bytes::from_static(b"{}");
-    let publish = switchboard_wire::pb::PublishApiRequest { channel: "chat:lobby".into(), data: data.clone() };
+    let publish = switchboard_wire::pb::PublishApiRequest {
+        channel: "chat:lobby".into(),
+        data: data.clone(),
+        ..Default::default()
+    };
     api.publish(publish.clone()).await.unwrap();
     let mut bad = switchboard_client::ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
     bad.token = "not-a-jwt".into();

@@ -101,7 +101,8 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
     a.subscribe("f:x").await.unwrap();
     let mut api = grpc(c1.addr()).await;
     let publish = |api: &mut switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient<_>, n: u32| {
-        let req = pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from(n.to_string()) };
+        let req =
+            pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from(n.to_string()), ..Default::default() };
         let mut api = api.clone();
         async move { api.publish(req).await.map(|_| ()) }
     };

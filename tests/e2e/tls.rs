@@ -42,7 +42,11 @@ async fn wss_delivers_and_a_renewed_certificate_reaches_new_connections_while_ol
     let node = start_dev(config).await;
     let url = format!("wss://127.0.0.1:{}/ws", node.http.port());
     let mut api = grpc(node.grpc).await;
-    let publish = |data: &'static str| pb::PublishApiRequest { channel: "tls:room".into(), data: Bytes::from(data) };
+    let publish = |data: &'static str| pb::PublishApiRequest {
+        channel: "tls:room".into(),
+        data: Bytes::from(data),
+        ..Default::default()
+    };
 
     let mut old = wss_client(&url, &pki.ca_file()).await;
     old.subscribe("tls:room").await.unwrap();
@@ -79,7 +83,9 @@ async fn a_burst_over_wss_arrives_whole_and_in_order() {
     let sending = tokio::spawn(async move {
         for i in 0..n {
             let data = Bytes::from(format!("[{i},{payload}]"));
-            api.publish(pb::PublishApiRequest { channel: "tls:burst".into(), data }).await.unwrap();
+            api.publish(pb::PublishApiRequest { channel: "tls:burst".into(), data, ..Default::default() })
+                .await
+                .unwrap();
         }
     });
     for i in 0..n {

@@ -41,10 +41,10 @@ pub fn gateway_config() -> GatewayConfig {
     }
 }
 
-/// What the tests' nodes keep: namespace `chat` keeps history (1,000 per channel, an hour),
+/// What the tests' nodes keep: namespace `chat` keeps history (10,000 per channel, an hour),
 /// as a deployment would configure it; every other channel is live-only, the default.
 pub fn namespaces() -> Namespaces {
-    let chat = HistoryLimits { size: 1000, ttl: std::time::Duration::from_secs(3600) };
+    let chat = HistoryLimits { size: 10_000, ttl: std::time::Duration::from_secs(3600) };
     Namespaces { default: None, namespaces: [("chat".to_owned(), Some(chat))].into() }
 }
 
@@ -58,6 +58,38 @@ pub async fn start_dev(gateway: GatewayConfig) -> Dev {
         namespaces: namespaces(),
     };
     Dev::start(config, None).await.expect("dev node starts")
+}
+
+/// A control replica alone on an in-process bus with `namespaces`, serving its gRPC API
+/// on a free port (no gateway): the API's history calls, until `switchboard dev` can be
+/// configured with history. `broker` gives more nodes (a subscriber) on the same bus.
+pub struct ApiNode {
+    pub grpc: SocketAddr,
+    pub control: switchboard_control::Control,
+    pub broker: switchboard_bus::MemoryBroker,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiNode {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// Starts an [`ApiNode`]; its API is open.
+pub async fn start_api(namespaces: switchboard_bus::Namespaces) -> ApiNode {
+    use std::sync::Arc;
+    let broker = switchboard_bus::MemoryBroker::with_namespaces(namespaces);
+    let bus: Arc<dyn switchboard_bus::Bus> = Arc::new(broker.connect(Arc::new(switchboard_bus::NoDelivery)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap();
+    let config = switchboard_control::ControlConfig::new("api", grpc.to_string());
+    let control = switchboard_control::Control::start(config, bus).await.expect("control starts");
+    let serving = control.clone();
+    let serving = tokio::spawn(async move {
+        serving.serve(listener, std::future::pending()).await.expect("serves");
+    });
+    ApiNode { grpc, control, broker, serving }
 }
 
 pub fn ws_url(addr: SocketAddr) -> String {

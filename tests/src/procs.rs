@@ -100,7 +100,7 @@ pub fn config_file() -> &'static Path {
     static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("sb-{}-cluster.toml", std::process::id()));
-        std::fs::write(&path, "[channels.namespaces.chat]\nhistory_size = 1000\nhistory_ttl = \"1h\"\n").unwrap();
+        std::fs::write(&path, "[channels.namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"1h\"\n").unwrap();
         path
     })
 }
@@ -167,7 +167,8 @@ pub async fn user_client(gateway: &Proc, user: &str) -> switchboard_client::Clie
 }
 
 /// Waits until the control replica at `grpc` sees `gateways` gateways and `replicas`
-/// replicas, and a publish goes through (the sequencers are up).
+/// replicas, a registry read is answered (the replica joined the ring and settled its
+/// shards: it is ready), and a publish goes through.
 pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
     let mut api = crate::grpc(grpc).await;
     crate::eventually("the cluster is assembled", || {
@@ -179,10 +180,18 @@ pub async fn wait_ready(grpc: SocketAddr, gateways: usize, replicas: usize) {
         }
     })
     .await;
+    // A publish needs no ring any more (the bus gives offsets); a registry read does.
+    crate::eventually("the registry answers", || {
+        let mut api = api.clone();
+        async move { api.list_sessions(pb::ListSessionsRequest::default()).await.is_ok() }
+    })
+    .await;
     crate::eventually("publishing works", || {
         let mut api = api.clone();
         async move {
-            api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into() }).await.is_ok()
+            api.publish(pb::PublishApiRequest { channel: "probe:ready".into(), data: "1".into(), ..Default::default() })
+                .await
+                .is_ok()
         }
     })
     .await;

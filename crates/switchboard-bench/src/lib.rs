@@ -75,8 +75,10 @@ pub struct BenchArgs {
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
-    /// How Switchboard publications are sent: the gRPC API, or client connections (each
-    /// publisher its own connection, writing at its rate without waiting for replies).
+    /// How Switchboard publications are sent: the gRPC API (one call after another per
+    /// publisher), one gRPC `PublishStream` per publisher (without waiting for each answer;
+    /// the server keeps each channel's order), or client connections (each publisher its own
+    /// connection, writing at its rate without waiting for replies).
     #[arg(long, value_enum, default_value = "grpc")]
     pub publish_via: PublishVia,
     /// Server process ids, comma-separated: their RSS and CPU time are read from /proc and
@@ -186,6 +188,10 @@ impl Target {
 #[serde(rename_all = "lowercase")]
 pub enum PublishVia {
     Grpc,
+    /// One gRPC `PublishStream` per publisher: sent without waiting for each answer, each
+    /// channel's order kept by the server, so one publisher measures the ordered rate.
+    #[serde(rename = "grpc-stream")]
+    GrpcStream,
     Client,
 }
 

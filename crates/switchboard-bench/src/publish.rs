@@ -1,6 +1,8 @@
-//! Publishers that are not connections of the run: the gRPC API and a plain NATS client. Each owns some streams (channel, publisher `k`) and publishes
-//! them in turn at its share of the rate, one call after another, so that each stream's
-//! order is the order of the calls.
+//! Publishers that are not connections of the run: the gRPC API (unary calls, or one
+//! `PublishStream`) and a plain NATS client. Each owns some streams (channel, publisher `k`)
+//! and publishes them in turn at its share of the rate, one call after another, so that
+//! each stream's order is the order of the calls; on a `PublishStream` a publication is
+//! sent without waiting for its answer, and the server keeps each channel's order.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_wire::pb::{self, switchboard_api_client::SwitchboardApiClient};
+
+use tokio::sync::mpsc;
 
 use crate::payload::{self, Stamp};
 use crate::run::{Ctx, Phase};
@@ -62,16 +66,67 @@ impl Pacer {
 /// The ways publications leave the generator outside subscriber connections.
 pub enum Publisher {
     Grpc(SwitchboardApiClient<tonic::transport::Channel>),
+    /// The requests of one `PublishStream`; a task reads the answers and counts the errors.
+    GrpcStream {
+        requests: mpsc::Sender<pb::PublishStreamRequest>,
+        next_id: u64,
+    },
     Nats(async_nats::Client),
 }
+
+/// Requests of a `PublishStream` queued before the publisher waits (the server bounds what
+/// it holds itself).
+const STREAM_QUEUE: usize = 1024;
 
 // === impl Publisher ===
 
 impl Publisher {
+    /// Opens a `PublishStream`; its answers' errors count in `ctx.publish_errors`.
+    pub async fn stream(
+        mut api: SwitchboardApiClient<tonic::transport::Channel>,
+        ctx: Arc<Ctx>,
+    ) -> anyhow::Result<Publisher> {
+        let (requests, rx) = mpsc::channel(STREAM_QUEUE);
+        let mut replies = api
+            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| anyhow::anyhow!("cannot open a PublishStream: {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        tokio::spawn(async move {
+            let mut failures = 0u64;
+            loop {
+                match replies.message().await {
+                    Ok(Some(pb::PublishStreamReply {
+                        result: Some(pb::publish_stream_reply::Result::Ok(_)), ..
+                    })) => {}
+                    Ok(Some(reply)) => {
+                        ctx.publish_errors.fetch_add(1, Relaxed);
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(?reply, "publish failed");
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "the PublishStream ended");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Publisher::GrpcStream { requests, next_id: 0 })
+    }
+
     async fn publish(&mut self, channel: &str, data: Bytes) -> Result<(), String> {
         match self {
+            Publisher::GrpcStream { requests, next_id } => {
+                *next_id += 1;
+                let req =
+                    pb::PublishStreamRequest { id: *next_id, channel: channel.to_owned(), data, ..Default::default() };
+                requests.send(req).await.map_err(|_| "the PublishStream ended".to_owned())
+            }
             Publisher::Grpc(api) => api
-                .publish(pb::PublishApiRequest { channel: channel.to_owned(), data })
+                .publish(pb::PublishApiRequest { channel: channel.to_owned(), data, ..Default::default() })
                 .await
                 .map(drop)
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
@@ -80,8 +135,13 @@ impl Publisher {
     }
 
     async fn finish(&mut self) {
-        if let Publisher::Nats(nats) = self {
-            let _ = nats.flush().await;
+        match self {
+            Publisher::Nats(nats) => {
+                let _ = nats.flush().await;
+            }
+            // Closing the requests ends the stream once the server answered them all.
+            Publisher::GrpcStream { requests, .. } => drop(std::mem::replace(requests, mpsc::channel(1).0)),
+            Publisher::Grpc(_) => {}
         }
     }
 }

@@ -415,7 +415,7 @@ async fn start_publishers(
         _ => 1,
     };
     let grpc = match (args.target, args.publish_via) {
-        (Target::Switchboard, PublishVia::Grpc) => Some(
+        (Target::Switchboard, PublishVia::Grpc | PublishVia::GrpcStream) => Some(
             switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient::connect(args.grpc.clone())
                 .await
                 .with_context(|| format!("cannot connect to the gRPC API at {}", args.grpc))?,
@@ -427,6 +427,9 @@ async fn start_publishers(
         let streams: Vec<(usize, u32)> = plan.external.iter().copied().skip(g).step_by(groups).collect();
         let rate = plan.external_rate * streams.len() as f64 / plan.external.len() as f64;
         let publisher = match (args.target, &grpc) {
+            (Target::Switchboard, Some(api)) if args.publish_via == PublishVia::GrpcStream => {
+                Publisher::stream(api.clone(), ctx.clone()).await?
+            }
             (Target::Switchboard, Some(api)) => Publisher::Grpc(api.clone()),
             (Target::NatsWs, _) => Publisher::Nats(
                 async_nats::connect(&args.nats)

@@ -1,12 +1,18 @@
 //! The `SwitchboardApi` service: validation and status codes here, the work in
-//! [`commands`] (to gateways), [`reads`] (from the registry) and [`watch`] (event streams).
+//! [`commands`] (to gateways), [`reads`] (from the registry), [`history`] (channel
+//! history), [`stream`] (ordered publishing) and [`watch`] (event streams).
 //!
-//! Every call is counted in `switchboard_control_api_requests_total{method,code}`.
+//! Every call is counted in `switchboard_control_api_requests_total{method,code}`; a
+//! `PublishStream` counts each of its requests.
 
 mod commands;
+mod history;
 mod reads;
+mod stream;
 mod watch;
 
+pub use history::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+pub use stream::{MAX_STREAM_IN_FLIGHT, MAX_STREAM_IN_FLIGHT_BYTES};
 #[cfg(test)]
 pub(crate) use watch::MAX_WATCHERS;
 
@@ -17,7 +23,7 @@ use switchboard_bus::{BusError, Position, PublishOptions};
 use switchboard_wire::Channel;
 use switchboard_wire::pb::{self, switchboard_api_server::SwitchboardApi};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::Control;
@@ -39,8 +45,28 @@ impl Api {
     }
 }
 
+/// The longest idempotency key a publish may carry.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
 fn parse_channel(name: &str) -> Result<Channel, Status> {
     Channel::parse(name).map_err(|e| Status::invalid_argument(format!("channel {name:?}: {e}")))
+}
+
+/// A publish's options from its `idempotency_key` (empty: none): at most
+/// [`MAX_IDEMPOTENCY_KEY_BYTES`], no control characters (the NATS bus carries it in a header).
+fn publish_options(key: String) -> Result<PublishOptions, Status> {
+    if key.is_empty() {
+        return Ok(PublishOptions::default());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        )));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(Status::invalid_argument("idempotency_key has a control character"));
+    }
+    Ok(PublishOptions { idempotency_key: Some(key) })
 }
 
 fn bus_status(e: BusError) -> Status {
@@ -50,6 +76,11 @@ fn bus_status(e: BusError) -> Status {
         BusError::Invalid(_) => Status::internal(e.to_string()),
         BusError::NoHistory => Status::failed_precondition(e.to_string()),
     }
+}
+
+/// A status as a per-item error of `Broadcast` and `PublishStream`.
+fn error(status: &Status) -> pb::BroadcastError {
+    pb::BroadcastError { code: status.code() as i32, message: status.message().to_owned() }
 }
 
 /// The answer to a publish: where it was stored, or zeros in a live-only namespace.
@@ -88,7 +119,8 @@ impl Api {
 
     async fn publish_one(&self, req: pb::PublishApiRequest) -> Result<pb::PublishApiResponse, Status> {
         let channel = parse_channel(&req.channel)?;
-        self.publish_to(&channel, req.data, PublishOptions::default()).await.map(position).map_err(bus_status)
+        let options = publish_options(req.idempotency_key)?;
+        self.publish_to(&channel, req.data, options).await.map(position).map_err(bus_status)
     }
 
     /// Publishes straight to the bus: the bus (JetStream, or the in-process broker) gives
@@ -108,8 +140,8 @@ impl Api {
         }
         // Validate everything first: a broadcast with a bad channel publishes nothing.
         let channels = req.channels.iter().map(|c| parse_channel(c)).collect::<Result<Vec<_>, _>>()?;
-        let results =
-            join_all(channels.iter().map(|c| self.publish_to(c, req.data.clone(), PublishOptions::default()))).await;
+        let options = publish_options(req.idempotency_key)?;
+        let results = join_all(channels.iter().map(|c| self.publish_to(c, req.data.clone(), options.clone()))).await;
         let results = channels
             .iter()
             .zip(results)
@@ -117,13 +149,7 @@ impl Api {
                 channel: channel.to_string(),
                 result: Some(match r {
                     Ok(p) => pb::broadcast_result::Result::Ok(position(p)),
-                    Err(e) => {
-                        let status = bus_status(e);
-                        pb::broadcast_result::Result::Error(pb::BroadcastError {
-                            code: status.code() as i32,
-                            message: status.message().to_owned(),
-                        })
-                    }
+                    Err(e) => pb::broadcast_result::Result::Error(error(&bus_status(e))),
                 }),
             })
             .collect();
@@ -139,6 +165,34 @@ impl SwitchboardApi for Api {
 
     async fn broadcast(&self, req: Request<pb::BroadcastRequest>) -> Result<Response<pb::BroadcastResponse>, Status> {
         counted("Broadcast", self.gated(self.broadcast_all(req.into_inner()))).await
+    }
+
+    type PublishStreamStream = ReceiverStream<Result<pb::PublishStreamReply, Status>>;
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        // Counted here only when it cannot start; then each request is counted.
+        let started = std::time::Instant::now();
+        match self.gated(async { Ok(()) }).await {
+            Ok(()) => Ok(Response::new(self.publish_stream_of(req.into_inner()))),
+            Err(status) => {
+                metrics::api_request("PublishStream", status.code(), started.elapsed());
+                Err(status)
+            }
+        }
+    }
+
+    async fn history(&self, req: Request<pb::HistoryApiRequest>) -> Result<Response<pb::HistoryApiResponse>, Status> {
+        counted("History", self.gated(self.history_of(req.into_inner()))).await
+    }
+
+    async fn history_remove(
+        &self,
+        req: Request<pb::HistoryRemoveApiRequest>,
+    ) -> Result<Response<pb::HistoryRemoveApiResponse>, Status> {
+        counted("HistoryRemove", self.gated(self.remove_history_of(req.into_inner()))).await
     }
 
     async fn send_to_session(

@@ -3,7 +3,7 @@
 //!
 //! A [`Control`] replica, from [`Control::start`]:
 //! - heartbeats, tracks its peers and computes the consistent-hash ring over them
-//!   (`membership`, `ring`); it owns the registry and sequencer shards the ring gives it;
+//!   (`membership`, `ring`); it owns the registry shards the ring gives it;
 //! - keeps the sessions of its shards from the gateways' registry events and snapshots
 //!   (`sync`, `registry`), and drops a gateway's sessions when its lease runs out;
 //! - answers its peers' queries about those shards, and asks theirs (`queries`);
@@ -35,7 +35,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::http::Response;
 
-pub use api::Api;
+pub use api::{
+    Api, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT, MAX_IDEMPOTENCY_KEY_BYTES, MAX_STREAM_IN_FLIGHT,
+    MAX_STREAM_IN_FLIGHT_BYTES,
+};
 pub use auth::{ApiKeys, MIN_API_KEY_LEN, read_keys_file};
 pub use config::{ControlConfig, MAX_GATEWAY_LEASE, StartError, random_replica_id};
 pub use membership::{JOIN_WINDOW_MAX, JOINING_HEADER, LEAVE_HEADER};

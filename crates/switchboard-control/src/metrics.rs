@@ -21,6 +21,9 @@ pub const REPLICA_EXPIRATIONS_TOTAL: &str = "switchboard_control_replica_expirat
 pub const METHODS: &[&str] = &[
     "Publish",
     "Broadcast",
+    "PublishStream",
+    "History",
+    "HistoryRemove",
     "SendToSession",
     "SendToUser",
     "Disconnect",
@@ -39,7 +42,7 @@ pub const METHODS: &[&str] = &[
 pub fn describe() {
     describe_gauge!(REPLICAS, "Live control replicas in this replica's ring, itself included.");
     describe_gauge!(GATEWAYS, "Gateways heartbeating to this replica.");
-    describe_gauge!(OWNED_SHARDS, "Registry and sequencer shards (of 256) this replica owns.");
+    describe_gauge!(OWNED_SHARDS, "Registry shards (of 256) this replica owns.");
     describe_gauge!(SESSIONS, "Sessions in the registry shards this replica owns.");
     describe_counter!(API_REQUESTS_TOTAL, "Backend API calls answered, by method and gRPC status code.");
     describe_counter!(GATEWAY_EXPIRATIONS_TOTAL, "Gateways whose sessions were dropped after their lease ran out.");
@@ -47,7 +50,7 @@ pub fn describe() {
     describe_histogram!(
         API_REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
-        "Time to answer a backend API call, by method (for Publish: through the sequencer and back)."
+        "Time to answer a backend API call, by method (for Publish: until the bus stored or sent it; for PublishStream: each request, from its arrival to its reply)."
     );
     describe_counter!(
         RING_CHANGES_TOTAL,
@@ -124,4 +127,21 @@ pub(crate) fn replicas_expired(n: usize) {
 
 pub(crate) fn snapshot_sent() {
     metrics::counter!(SNAPSHOTS_TOTAL).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `method` label's closed list names every RPC of the API, so a new one is counted
+    /// under its own name and not as `unknown`.
+    #[test]
+    fn methods_list_every_rpc_of_the_api() {
+        let proto = include_str!("../../../proto/switchboard/v1/api.proto");
+        let rpcs: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .map(|l| l.split('(').next().unwrap_or_default().trim())
+            .collect();
+        assert!(rpcs.len() > 10, "{rpcs:?}");
+        assert_eq!(rpcs, super::METHODS, "METHODS lists the RPCs of api.proto, in its order");
+    }
 }

@@ -1,4 +1,4 @@
-//! The consistent-hash ring that gives each of the 256 registry/sequencer shards an owner
+//! The consistent-hash ring that gives each of the 256 registry shards an owner
 //! among the live control replicas.
 //!
 //! Every replica computes the same owners from the same set of ids, whatever the order it

@@ -1,11 +1,12 @@
 //! Control replicas and fake gateways on the in-process bus: membership and the ring
 //! ([`cluster`]), snapshots ([`snapshots`]), and the API's answers and status codes
-//! ([`api`]), and who may call it, with keys and over TLS ([`secure`]). Short heartbeats
+//! ([`api`]), history, idempotency keys and ordered publishing ([`history`]), and who may call it, with keys and over TLS ([`secure`]). Short heartbeats
 //! and leases keep every test well under two seconds.
 
 mod api;
 mod cluster;
 mod fake_gateway;
+mod history;
 mod secure;
 mod snapshots;
 

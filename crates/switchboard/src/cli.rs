@@ -40,7 +40,21 @@ pub enum Command {
     /// Subscribe to channels over WebSocket and print each publication as a JSON line.
     Sub(SubArgs),
     /// Publish JSON data to a channel through the gRPC API and print where it landed.
+    ///
+    /// With `--stream`, every line of stdin is one JSON value, published in order over one
+    /// `PublishStream` call, with one `{"line":…,"channel":…,"offset":…,"epoch":…}` line
+    /// printed per publication.
     Pub(PubArgs),
+    /// Print a channel's history, one JSON line per publication (as `sub` prints them),
+    /// through the gRPC API.
+    ///
+    /// Oldest first (newest first with `--reverse`); with `--since OFFSET --epoch EPOCH`,
+    /// only what follows that position (precedes it, with `--reverse`). When the history
+    /// does not continue from that position (it was trimmed or removed since, or the epoch
+    /// changed), a note says so on stderr and the oldest (newest) kept are printed.
+    History(HistoryArgs),
+    /// Remove everything a channel's history keeps, through the gRPC API.
+    HistoryRemove(HistoryRemoveArgs),
     /// List sessions (all, or one user's), one JSON line each, through the gRPC API.
     Sessions(SessionsArgs),
     /// List the sessions subscribed to a channel, one JSON line each, through the gRPC API.
@@ -447,5 +461,41 @@ pub struct PubArgs {
     /// Channel to publish to.
     pub channel: String,
     /// Data: one JSON value.
-    pub data: String,
+    #[arg(required_unless_present = "stream", conflicts_with = "stream")]
+    pub data: Option<String>,
+    /// A retry with the same key on the same channel within 2 minutes is stored and
+    /// delivered once, and answered with the first one's position (namespaces with history
+    /// only). At most 256 bytes. With `--stream`, KEY-LINE for each line.
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_KEY")]
+    pub idempotency_key: Option<String>,
+    /// Publish every line of stdin (one JSON value each; blank lines skipped) in order, over
+    /// one stream; `--timeout` bounds the wait for each answer.
+    #[arg(long)]
+    pub stream: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    pub channel: String,
+    /// Only publications after this offset (before it, with `--reverse`).
+    #[arg(long, requires = "epoch")]
+    pub since: Option<u64>,
+    /// The epoch of `--since`.
+    #[arg(long, requires = "since")]
+    pub epoch: Option<String>,
+    /// At most this many publications (read in pages of at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+    /// Newest first.
+    #[arg(long)]
+    pub reverse: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryRemoveArgs {
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    pub channel: String,
 }

@@ -1,11 +1,14 @@
-//! Client tools: `switchboard sub` over WebSocket, and `pub`, `sessions`, `presence`, `send`
-//! and `disconnect` through the gRPC API, each with a deadline (`--timeout`).
+//! Client tools: `switchboard sub` over WebSocket, and `pub` (`pub --stream` in [`stream`]),
+//! `history` and `history-remove` ([`history`]), `sessions`, `presence`, `send` and
+//! `disconnect` through the gRPC API, each with a deadline (`--timeout`).
 //!
 //! What a tool can check before contacting a server (a channel name, DATA that is not JSON)
 //! fails as a [`UsageError`] (exit status 64); everything else is a runtime failure (1),
 //! said in one line that names the address and, where it can tell, what answered there.
 
 mod api;
+mod history;
+mod stream;
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,6 +24,8 @@ use tokio::time::Instant;
 use crate::UsageError;
 use crate::cli::{DisconnectArgs, PresenceArgs, PubArgs, SendArgs, SessionsArgs, SubArgs};
 use api::Api;
+pub use history::{history, history_remove};
+pub use stream::publish_stream;
 
 /// Prints one JSON line per publication: `{"channel":…,"offset":…,"epoch":…,"data":…}`
 /// (`b64data` instead of `data` when the data is not JSON).
@@ -97,7 +102,9 @@ pub fn publication_line(p: &pb::Publication) -> String {
 /// Publishes through gRPC and prints `{"channel":…,"offset":…,"epoch":…}`.
 pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
     channel(&args.channel)?;
-    let req = pb::PublishApiRequest { channel: args.channel.clone(), data: json_data(&args.data)? };
+    let data = json_data(args.data.as_deref().unwrap_or_default())?;
+    let idempotency_key = idempotency_key(args.idempotency_key.as_deref(), 0)?;
+    let req = pb::PublishApiRequest { channel: args.channel.clone(), data, idempotency_key };
     let api = Api::connect(&args.grpc).await?;
     let reply = api
         .call("publish", |mut c| {
@@ -309,6 +316,20 @@ pub(crate) fn human(d: Duration) -> String {
 /// A channel name checked against the grammar before anything is sent.
 fn channel(s: &str) -> Result<Channel, UsageError> {
     Channel::parse(s).map_err(|e| UsageError(format!("invalid channel {s:?}: {e}")))
+}
+
+/// `--idempotency-key` checked as the API takes it (at most 256 bytes, no control
+/// characters), with room for `suffix` more bytes; empty when not given.
+fn idempotency_key(key: Option<&str>, suffix: usize) -> Result<String, UsageError> {
+    let key = key.unwrap_or_default();
+    let max = switchboard_control::MAX_IDEMPOTENCY_KEY_BYTES - suffix;
+    if key.len() > max {
+        return Err(UsageError(format!("--idempotency-key is longer than {max} bytes")));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(UsageError("--idempotency-key has a control character".into()));
+    }
+    Ok(key.to_owned())
 }
 
 /// DATA checked to be one JSON value before anything is sent.

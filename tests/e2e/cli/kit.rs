@@ -43,6 +43,13 @@ pub fn run(args: &[&str]) -> Run {
     run_command(cmd)
 }
 
+/// Runs `switchboard ARGS` to the end (at most [`LIMIT`]) with `input` on its stdin.
+pub fn run_with_stdin(args: &[&str], input: &str) -> Run {
+    let mut cmd = Command::new(binary());
+    cmd.args(args);
+    run_command_with(cmd, Some(input.to_owned()))
+}
+
 /// Runs a shell command line from the workspace root, as a user pastes it.
 pub fn run_shell(line: &str) -> Run {
     let mut cmd = Command::new("sh");
@@ -50,9 +57,21 @@ pub fn run_shell(line: &str) -> Run {
     run_command(cmd)
 }
 
-fn run_command(mut cmd: Command) -> Run {
+fn run_command(cmd: Command) -> Run {
+    run_command_with(cmd, None)
+}
+
+fn run_command_with(mut cmd: Command, input: Option<String>) -> Run {
     let started = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    if let Some(input) = input {
+        let mut pipe = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(input.as_bytes());
+        });
+    }
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
     let status = loop {

@@ -25,9 +25,13 @@ async fn serves_normally(dev: &DevProcess, channel: &str) {
     let mut c = client(dev.addr, Encoding::Json).await;
     c.subscribe(channel).await.unwrap();
     let mut api = grpc(dev.grpc).await;
-    api.publish(pb::PublishApiRequest { channel: channel.into(), data: Bytes::from_static(b"\"hello\"") })
-        .await
-        .unwrap();
+    api.publish(pb::PublishApiRequest {
+        channel: channel.into(),
+        data: Bytes::from_static(b"\"hello\""),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let p = tokio::time::timeout(DEADLINE, c.next_publication()).await.unwrap().unwrap();
     assert_eq!(p.data, "\"hello\"");
 }

@@ -170,7 +170,13 @@ async fn malformed_frames_close_with_the_code_the_rfc_names() {
     }
     // Nobody else noticed, and every bad session is gone.
     let mut api = grpc(node.grpc).await;
-    api.publish(pb::PublishApiRequest { channel: "frames:n".into(), data: Bytes::from_static(b"1") }).await.unwrap();
+    api.publish(pb::PublishApiRequest {
+        channel: "frames:n".into(),
+        data: Bytes::from_static(b"1"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let p = tokio::time::timeout(DEADLINE, neighbour.next_publication()).await.unwrap().unwrap();
     assert_eq!(p.data, "1");
     eventually("the hostile sessions are gone", async || node.gateway.connections() == 1).await;

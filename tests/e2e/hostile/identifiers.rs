@@ -52,9 +52,13 @@ async fn ids_too_long_for_a_subject_are_refused_and_the_gateway_stays_on_nats() 
 
     // The gateway never left NATS: the bystander receives every publication.
     for n in 0..200u32 {
-        api.publish(pb::PublishApiRequest { channel: "ids:news".into(), data: Bytes::from(n.to_string()) })
-            .await
-            .unwrap();
+        api.publish(pb::PublishApiRequest {
+            channel: "ids:news".into(),
+            data: Bytes::from(n.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
     for n in 0..200u64 {
         let p = tokio::time::timeout(DEADLINE, bystander.next_publication()).await.unwrap().unwrap();

@@ -344,6 +344,7 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
     api.publish(switchboard_wire::pb::PublishApiRequest {
         channel: "chat:flood".into(),
         data: bytes::Bytes::from_static(b"\"end\""),
+        ..Default::default()
     })
     .await
     .unwrap();

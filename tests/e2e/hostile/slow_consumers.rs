@@ -46,7 +46,9 @@ async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() 
     // Publish until every slow subscriber is gone (kernel buffers take a few MiB first).
     // Paced, so that the reading subscriber keeps up even on a loaded machine.
     while node.gateway.hub().subscribers(&channel) > 1 {
-        api.publish(pb::PublishApiRequest { channel: "chat:slow".into(), data: payload.clone() }).await.unwrap();
+        api.publish(pb::PublishApiRequest { channel: "chat:slow".into(), data: payload.clone(), ..Default::default() })
+            .await
+            .unwrap();
         assert!(!reader.is_finished(), "the reading subscriber was closed");
         assert!(started.elapsed() < Duration::from_secs(20), "slow subscribers still subscribed");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -54,9 +56,13 @@ async fn subscribers_that_never_read_but_keep_pinging_are_closed_and_released() 
     let took = started.elapsed();
     println!("20 silent pinging subscribers closed within {took:?}");
     eventually("their sessions ended and their slots came back", async || node.gateway.connections() == 1).await;
-    api.publish(pb::PublishApiRequest { channel: "chat:slow".into(), data: Bytes::from_static(b"\"end\"") })
-        .await
-        .unwrap();
+    api.publish(pb::PublishApiRequest {
+        channel: "chat:slow".into(),
+        data: Bytes::from_static(b"\"end\""),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let last = tokio::time::timeout(switchboard_tests::DEADLINE, reader).await.unwrap().unwrap();
     assert!(last > 20, "the reading subscriber kept receiving to the end ({last})");
     pinger.abort();

@@ -72,6 +72,24 @@ async fn api_keys_guard_the_api_and_health_stays_open() {
     assert!(healthy(channel).await, "health needs no key");
 }
 
+/// The history calls and `PublishStream` are behind the same keys as every other method.
+#[tokio::test]
+async fn the_history_calls_and_publish_stream_need_a_key_too() {
+    let config = ControlConfig { api_keys: ApiKeys::new([KEY]), ..config("c1") };
+    let (_control, addr) = serve(config).await;
+    let mut api = SwitchboardApiClient::new(plain(addr).await);
+    let history = pb::HistoryApiRequest { channel: "h:x".into(), ..Default::default() };
+    let remove = pb::HistoryRemoveApiRequest { channel: "h:x".into() };
+    let stream =
+        tokio_stream::iter(vec![pb::PublishStreamRequest { id: 1, channel: "h:x".into(), ..Default::default() }]);
+    let codes = [
+        api.history(history).await.map(drop).map_err(|s| s.code()),
+        api.history_remove(remove).await.map(drop).map_err(|s| s.code()),
+        api.publish_stream(stream).await.map(drop).map_err(|s| s.code()),
+    ];
+    assert_eq!(codes, [Err(Code::Unauthenticated); 3]);
+}
+
 #[tokio::test]
 async fn tls_serves_the_api_and_a_verified_client_certificate_stands_in_for_a_key() {
     let pki = TestPki::new("grpc");

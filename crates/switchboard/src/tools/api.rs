@@ -6,9 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use switchboard_wire::pb::switchboard_api_client::SwitchboardApiClient;
+use switchboard_wire::pb::{self, switchboard_api_client::SwitchboardApiClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -101,18 +103,52 @@ impl Api {
                 continue;
             }
             let still = if retried { format!(" (still after {})", human(self.timeout)) } else { String::new() };
-            let hint = if status.code() == Code::Unauthenticated {
-                " (give the API key with --api-key or SWITCHBOARD_API_KEY)"
-            } else {
-                ""
-            };
-            return Err(anyhow!(
-                "{what} failed: {}: {}{still}{hint}",
-                switchboard_control::metrics::code_name(status.code()),
-                status.message()
-            ));
+            return Err(failed(what, status.code(), status.message(), &still));
         }
     }
+
+    /// Opens a `PublishStream` (UNAVAILABLE retried within `--timeout`, as [`Api::call`]):
+    /// the requests go through the sender, at most `queue` waiting.
+    pub(super) async fn publish_stream(
+        &self,
+        queue: usize,
+    ) -> anyhow::Result<(mpsc::Sender<pb::PublishStreamRequest>, tonic::Streaming<pb::PublishStreamReply>)> {
+        let sender = std::sync::Mutex::new(None);
+        let replies = self
+            .call("publish stream", |mut c| {
+                // A fresh request stream for each attempt: a refused one took nothing.
+                let (tx, rx) = mpsc::channel(queue);
+                *sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                async move { c.publish_stream(ReceiverStream::new(rx)).await }
+            })
+            .await?;
+        let tx = sender.into_inner().unwrap_or_else(|p| p.into_inner()).expect("set by the call");
+        Ok((tx, replies))
+    }
+
+    /// A status that ended a stream, said as [`Api::call`] says a failed call.
+    pub(super) async fn stream_error(&self, what: &str, status: Status) -> anyhow::Error {
+        match status.source() {
+            Some(source) => transport_error(&self.url, self.timeout, source).await,
+            None => failed(what, status.code(), status.message(), ""),
+        }
+    }
+
+    /// The expiry of `--timeout` while waiting for an answer.
+    pub(super) fn no_answer(&self) -> anyhow::Error {
+        no_answer(&self.url, self.timeout, EXPECTED)
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// `what failed: CODE: message`, with a hint for a missing API key.
+pub(super) fn failed(what: &str, code: Code, message: &str, still: &str) -> anyhow::Error {
+    let hint =
+        if code == Code::Unauthenticated { " (give the API key with --api-key or SWITCHBOARD_API_KEY)" } else { "" };
+    anyhow!("{what} failed: {}: {message}{still}{hint}", switchboard_control::metrics::code_name(code))
 }
 
 /// TLS for an `https://` API: the CAs of `--ca`, or the system's roots.
