@@ -264,3 +264,83 @@ async fn a_recreated_stream_is_a_new_epoch_and_old_positions_are_not_recovered()
     assert!(!reply.recovered, "{reply:?}");
     assert_eq!(reply.epoch, after.epoch);
 }
+
+/// Publishes `data` on `channel` with an idempotency key through the first replica of
+/// `apis` that answers, retrying the same key on the others until one does: a publish whose
+/// answer was lost with its replica is not stored twice.
+async fn publish_somewhere(
+    apis: &mut [switchboard_tests::Api],
+    channel: &str,
+    data: String,
+    key: String,
+) -> pb::PublishApiResponse {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut i = 0;
+    loop {
+        let api = &mut apis[i % apis.len()];
+        let req = pb::PublishApiRequest {
+            channel: channel.into(),
+            data: Bytes::from(data.clone()),
+            idempotency_key: key.clone(),
+        };
+        match tokio::time::timeout(Duration::from_secs(2), api.publish(req)).await {
+            Ok(Ok(r)) => return r.into_inner(),
+            _ if tokio::time::Instant::now() < deadline => i += 1,
+            other => panic!("no replica took the publish: {other:?}"),
+        }
+    }
+}
+
+/// Every control replica is killed in turn (SIGKILL) while publications go on through
+/// whichever answers: nothing sequences in control any more, so the epoch never changes,
+/// offsets keep increasing, and the subscriber gets every publication once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_control_replica_in_turn_loses_no_offset_and_no_publication() {
+    let nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let mut c1 = procs::control("c1", &urls, &[]);
+    let mut c2 = procs::control("c2", &urls, &[]);
+    let g1 = procs::gateway("g1", &urls, &[]);
+    wait_ready(c1.addr(), 1, 2).await;
+    let mut client = procs::user_client(&g1, "ann").await;
+    client.subscribe("chat:kill").await.unwrap();
+    let mut apis = vec![grpc(c1.addr()).await, grpc(c2.addr()).await];
+    let mut acked = Vec::new();
+    let mut c3 = None;
+    for i in 0..300u32 {
+        match i {
+            100 => c1.kill(),
+            150 => {
+                let c = procs::control("c3", &urls, &[]);
+                apis.push(grpc(c.addr()).await);
+                c3 = Some(c);
+            }
+            200 => c2.kill(),
+            _ => {}
+        }
+        acked.push(publish_somewhere(&mut apis, "chat:kill", i.to_string(), format!("k-{i}")).await);
+    }
+    assert!(acked.iter().all(|a| a.epoch == acked[0].epoch), "the epoch changed while replicas died");
+    assert!(acked.windows(2).all(|w| w[1].offset > w[0].offset), "offsets did not keep increasing");
+    for (i, a) in acked.iter().enumerate() {
+        let p = next_publication(&mut client).await;
+        assert_eq!((text(&p), p.offset, &p.epoch), (i.to_string(), a.offset, &a.epoch), "publication {i}");
+    }
+    drop(c3);
+}
+
+/// History needs JetStream: a node configured with a history namespace on a NATS without
+/// JetStream does not start, saying so in one line, rather than delivering unstored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_without_jetstream_refuses_to_start_saying_why() {
+    let server = NatsServer::start_with("jetstream: disabled");
+    let mut config = NatsConfig::new(vec![server.url()], "no-js");
+    config.connect_timeout = Duration::from_secs(3);
+    config.namespaces = namespaces();
+    let started = std::time::Instant::now();
+    let err = NatsBus::connect(config, Arc::new(NoDelivery)).await.err().expect("no start without JetStream");
+    let err = err.to_string();
+    assert!(err.contains("cannot create or update JetStream stream sb~chat"), "{err}");
+    assert!(err.contains("need JetStream"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}

@@ -117,7 +117,10 @@ impl Streams {
 
     async fn ensure(&self, key: &str, limits: HistoryLimits) -> Result<Arc<str>, BusError> {
         let info = self.js.create_or_update_stream(self.config(key, limits)).await.map_err(|e| {
-            BusError::Unavailable(format!("cannot create or update JetStream stream {}: {e}", self.name(key)))
+            BusError::Unavailable(format!(
+                "cannot create or update JetStream stream {}: {e} (namespaces with history need JetStream on the NATS servers)",
+                self.name(key)
+            ))
         })?;
         Ok(self.remember(key, &info))
     }
