@@ -28,6 +28,7 @@ pub use history::{history, history_remove};
 pub use stream::publish_stream;
 
 /// Prints one JSON line per publication: `{"channel":…,"offset":…,"epoch":…,"data":…}`
+/// (`offset` and `epoch` only for a channel with history)
 /// (`b64data` instead of `data` when the data is not JSON).
 pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
     let channels = args.channels.iter().map(|c| channel(c)).collect::<Result<Vec<_>, _>>()?;
@@ -91,7 +92,8 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
 /// The JSON line `sub` prints for a publication.
 pub fn publication_line(p: &pb::Publication) -> String {
     use base64::Engine as _;
-    let mut line = serde_json::json!({ "channel": p.channel, "offset": p.offset, "epoch": p.epoch });
+    let mut line = serde_json::json!({ "channel": p.channel });
+    position_fields(&mut line, p.offset, &p.epoch);
     match serde_json::from_slice::<&RawValue>(&p.data) {
         Ok(raw) => line["data"] = serde_json::from_str(raw.get()).expect("valid json"),
         Err(_) => line["b64data"] = base64::engine::general_purpose::STANDARD.encode(&p.data).into(),
@@ -99,7 +101,17 @@ pub fn publication_line(p: &pb::Publication) -> String {
     line.to_string()
 }
 
-/// Publishes through gRPC and prints `{"channel":…,"offset":…,"epoch":…}`.
+/// Adds `offset` and `epoch` to `line` when the publication was stored (a namespace with
+/// history); a live-only one has neither.
+pub fn position_fields(line: &mut serde_json::Value, offset: u64, epoch: &str) {
+    if offset != 0 || !epoch.is_empty() {
+        line["offset"] = offset.into();
+        line["epoch"] = epoch.into();
+    }
+}
+
+/// Publishes through gRPC and prints `{"channel":…,"offset":…,"epoch":…}` (the position
+/// only when the namespace keeps history).
 pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
     channel(&args.channel)?;
     let data = json_data(args.data.as_deref().unwrap_or_default())?;
@@ -112,7 +124,9 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
             async move { c.publish(req).await }
         })
         .await?;
-    println!("{}", serde_json::json!({ "channel": args.channel, "offset": reply.offset, "epoch": reply.epoch }));
+    let mut line = serde_json::json!({ "channel": args.channel });
+    position_fields(&mut line, reply.offset, &reply.epoch);
+    println!("{line}");
     Ok(())
 }
 

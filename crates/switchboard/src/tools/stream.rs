@@ -51,9 +51,8 @@ pub async fn publish_stream(args: PubArgs) -> anyhow::Result<()> {
                     match reply.result {
                         Some(Outcome::Ok(p)) => {
                             published += 1;
-                            let line = serde_json::json!({
-                                "line": reply.id, "channel": args.channel, "offset": p.offset, "epoch": p.epoch,
-                            });
+                            let mut line = serde_json::json!({ "line": reply.id, "channel": args.channel });
+                            super::position_fields(&mut line, p.offset, &p.epoch);
                             writeln!(stdout, "{line}")?;
                         }
                         Some(Outcome::Error(e)) => {
