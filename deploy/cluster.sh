@@ -3,6 +3,7 @@
 #
 #   nats1..3     NATS with JetStream, clients 4222-4224, routes 6222-6224, monitoring 8222-8224
 #   control1..2  `switchboard control`, gRPC 50051-50052, both on nats1 + nats2
+#   (namespace `chat` keeps history in a JetStream stream replicated on the three nodes)
 #   gateway1..3  `switchboard gateway`, WebSocket 8081-8083, each on its own NATS node
 #
 # State and logs live in ${TMPDIR:-/tmp}/switchboard-cluster (wiped at start). Ctrl-C or
@@ -235,9 +236,21 @@ for n in 1 2 3; do
 done
 say "NATS cluster up"
 
+# Namespace `chat` keeps history, replicated on all three NATS nodes (R3): a client that
+# drops resumes from its last publication, even across the loss of one node.
+cat >"$DIR/switchboard.toml" <<EOF
+# Written by deploy/cluster.sh.
+[channels.namespaces.chat]
+history_size = 1000
+history_ttl = "1h"
+
+[nats]
+history_replicas = 3
+EOF
+
 for n in 1 2; do
   port=${CONTROL_PORTS[n - 1]}
-  start "control$n" "grpc http://127.0.0.1:$port" -- "$BIN" control \
+  start "control$n" "grpc http://127.0.0.1:$port" -- "$BIN" control --config "$DIR/switchboard.toml" \
     --nats nats://127.0.0.1:4222,nats://127.0.0.1:4223 --grpc-listen "127.0.0.1:$port" --replica-id "control$n" \
     --allow-unauthenticated-api
 done
@@ -250,7 +263,7 @@ ANONYMOUS=()
 [[ -n ${SWITCHBOARD_TOKEN_SECRET:-} ]] || ANONYMOUS=(--allow-anonymous)
 for n in 1 2 3; do
   port=${GATEWAY_PORTS[n - 1]}
-  start "gateway$n" "ws://127.0.0.1:$port/ws" -- "$BIN" gateway "${ANONYMOUS[@]}" \
+  start "gateway$n" "ws://127.0.0.1:$port/ws" -- "$BIN" gateway --config "$DIR/switchboard.toml" "${ANONYMOUS[@]}" \
     --nats "nats://127.0.0.1:${NATS_CLIENT_PORTS[n - 1]}" --listen "127.0.0.1:$port" --node-id "gateway$n"
 done
 for n in 1 2 3; do
