@@ -344,3 +344,32 @@ async fn history_without_jetstream_refuses_to_start_saying_why() {
     assert!(err.contains("need JetStream"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
+
+/// Streams follow the namespace configuration: a node that starts with other limits
+/// updates its namespace's stream (same epoch, the history kept), one with the same leaves
+/// it as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_namespace_configuration_updates_its_stream_and_keeps_its_history() {
+    let server = NatsServer::start();
+    let mut config = NatsConfig::new(vec![server.url()], "streams");
+    config.namespaces = namespaces();
+    let first = NatsBus::connect(config.clone(), Arc::new(NoDelivery)).await.unwrap();
+    let c: Channel = "chat:config".parse().unwrap();
+    let p = first.publish(&c, Bytes::from_static(b"1"), PublishOptions::default()).await.unwrap().unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let per_subject =
+        async || js.get_stream("sb~chat").await.unwrap().info().await.unwrap().config.max_messages_per_subject;
+    assert_eq!(per_subject().await, 10_000);
+    let mut smaller = config.clone();
+    smaller
+        .namespaces
+        .namespaces
+        .insert("chat".into(), Some(HistoryLimits { size: 5, ttl: Duration::from_secs(3600) }));
+    let second = NatsBus::connect(smaller, Arc::new(NoDelivery)).await.unwrap();
+    assert_eq!(per_subject().await, 5, "the stream follows the new limits");
+    let q = second.publish(&c, Bytes::from_static(b"2"), PublishOptions::default()).await.unwrap().unwrap();
+    assert_eq!(q.epoch, p.epoch, "updating a stream is not losing it");
+    let page =
+        second.history(&c, switchboard_bus::HistoryQuery { since: None, limit: 10, reverse: false }).await.unwrap();
+    assert_eq!(page.publications.len(), 2, "the history was kept");
+}

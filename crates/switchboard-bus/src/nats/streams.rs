@@ -116,7 +116,17 @@ impl Streams {
     }
 
     async fn ensure(&self, key: &str, limits: HistoryLimits) -> Result<Arc<str>, BusError> {
-        let info = self.js.create_or_update_stream(self.config(key, limits)).await.map_err(|e| {
+        let want = self.config(key, limits);
+        // Most nodes find the stream as configured: no update (a fleet of gateways
+        // restarting does not rewrite it each time).
+        if let Ok(mut stream) = self.js.get_stream(&want.name).await
+            && let Ok(info) = stream.info().await
+            && same_config(&info.config, &want)
+        {
+            let info = info.clone();
+            return Ok(self.remember(key, &info));
+        }
+        let info = self.js.create_or_update_stream(want).await.map_err(|e| {
             BusError::Unavailable(format!(
                 "cannot create or update JetStream stream {}: {e} (namespaces with history need JetStream on the NATS servers)",
                 self.name(key)
@@ -325,6 +335,18 @@ impl Streams {
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+/// Whether a stream's configuration has everything Switchboard sets as it wants it.
+fn same_config(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects == want.subjects
+        && have.max_messages_per_subject == want.max_messages_per_subject
+        && have.max_age == want.max_age
+        && have.duplicate_window == want.duplicate_window
+        && have.num_replicas == want.num_replicas
+        && have.allow_direct == want.allow_direct
+        && have.discard == want.discard
+        && have.republish == want.republish
 }
 
 /// One history channel's delivery on one node: what it handed over last, and the reads that
