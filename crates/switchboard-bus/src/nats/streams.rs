@@ -35,6 +35,9 @@ use crate::{BusError, HistoryLimits, HistoryPage, HistoryQuery, Namespaces, Posi
 /// Marks the message `remove_history` leaves on a channel after purging it.
 pub(crate) const REMOVED_HEADER: &str = "Sb-Removed";
 
+/// How long a node trusts the epoch it read (see `Streams::epoch`).
+const EPOCH_MAX_AGE: Duration = Duration::from_secs(5);
+
 /// JetStream's default window for de-duplication by `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -45,8 +48,9 @@ pub(crate) struct Streams {
     namespaces: Namespaces,
     replicas: usize,
     timeout: Duration,
-    /// Each stream's epoch, by namespace key, as last read.
-    epochs: Mutex<HashMap<String, Arc<str>>>,
+    /// Each stream's epoch, by namespace key, as last read, and when: a publish reads it
+    /// again after [`EPOCH_MAX_AGE`], so a stream recreated behind this node is seen.
+    epochs: Mutex<HashMap<String, (Arc<str>, Instant)>>,
     metrics: BusMetrics,
 }
 
@@ -137,13 +141,15 @@ impl Streams {
 
     fn remember(&self, key: &str, info: &stream::Info) -> Arc<str> {
         let epoch: Arc<str> = Arc::from(format!("{:x}", info.created.unix_timestamp_nanos()));
-        self.epochs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), epoch.clone());
+        self.epochs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), (epoch.clone(), Instant::now()));
         epoch
     }
 
     /// The stream's epoch as last read, or read now.
     pub(crate) async fn epoch(&self, key: &str) -> Result<Arc<str>, BusError> {
-        if let Some(e) = self.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+        if let Some((e, read)) = self.epochs.lock().unwrap_or_else(|p| p.into_inner()).get(key)
+            && read.elapsed() < EPOCH_MAX_AGE
+        {
             return Ok(e.clone());
         }
         self.info(key).await.map(|(epoch, _)| epoch)
