@@ -8,14 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use switchboard_bus::{
-    Bus, Channels, Deliver, HistoryLimits, Namespaces, NatsBus, NatsConfig, NoDelivery, Publication,
-};
+use switchboard_bus::conformance::Recorder;
+use switchboard_bus::{Bus, Channels, HistoryLimits, Namespaces, NatsBus, NatsConfig, NoDelivery};
 use switchboard_control::{Control, ControlConfig};
 use switchboard_tests::nats::NatsServer;
 use switchboard_tests::{DEADLINE, grpc, start_api};
@@ -31,40 +29,11 @@ fn namespaces() -> Namespaces {
     Namespaces { default: None, namespaces: BTreeMap::from([("h".into(), Some(limits))]) }
 }
 
-/// Records what a bus node receives.
-#[derive(Default)]
-struct Received(Mutex<Vec<Publication>>);
-
-impl Deliver for Received {
-    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Box::pin(std::future::ready(()))
-    }
-}
-
-impl Received {
-    fn of(&self, channel: &str) -> Vec<Publication> {
-        self.0.lock().unwrap().iter().filter(|p| p.channel.as_str() == channel).cloned().collect()
-    }
-
-    async fn wait_for(&self, channel: &str, n: usize) -> Vec<Publication> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let got = self.of(channel);
-            if got.len() >= n {
-                return got;
-            }
-            assert!(Instant::now() < deadline, "{channel}: {} of {n} delivered", got.len());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
 /// A control replica on `nats` serving its API on a free port, and a second bus node that
 /// subscribes to `channels` and records what it receives.
 struct OnNats {
     grpc: SocketAddr,
-    received: Arc<Received>,
+    received: Arc<Recorder>,
     _control: Control,
     _subscriber: NatsBus,
     _serving: tokio::task::JoinHandle<()>,
@@ -82,7 +51,7 @@ async fn on_nats(nats: &NatsServer, channels: &[&str]) -> OnNats {
     let control = Control::start(ControlConfig::new("c1", grpc.to_string()), bus).await.unwrap();
     let serving = control.clone();
     let serving = tokio::spawn(async move { serving.serve(listener, std::future::pending()).await.unwrap() });
-    let received = Arc::new(Received::default());
+    let received = Arc::new(Recorder::default());
     let subscriber = NatsBus::connect(config(), received.clone()).await.unwrap();
     for c in channels {
         subscriber.subscribe(&Channel::parse(c).unwrap()).await.unwrap();
@@ -134,7 +103,7 @@ async fn publish_stream_on_jetstream_keeps_one_channels_order_at_a_high_rate() {
     assert_eq!(answered.len() as u64, n, "every request is answered once");
     assert!(answered.iter().map(|a| a.0).eq(0..n), "one channel's replies come in request order");
     assert!(answered.windows(2).all(|w| w[0].1 < w[1].1), "offsets increase in request order");
-    let delivered = node.received.wait_for("h:fast", n as usize).await;
+    let delivered = node.received.wait_for(&Channel::parse("h:fast").unwrap(), n as usize).await;
     let data: Vec<String> = delivered.iter().map(|p| String::from_utf8(p.data.to_vec()).unwrap()).collect();
     assert_eq!(data, (0..n).map(|i| i.to_string()).collect::<Vec<_>>(), "delivered in the order sent");
     assert_eq!(
@@ -157,13 +126,13 @@ async fn history_idempotency_keys_and_stream_errors_on_jetstream() {
     for i in 2..=5 {
         positions.push(api.publish(publish("h:k", &i.to_string(), "")).await.unwrap().into_inner());
     }
-    let delivered = node.received.wait_for("h:k", 5).await;
+    let delivered = node.received.wait_for(&Channel::parse("h:k").unwrap(), 5).await;
     assert_eq!(
         delivered.iter().map(|p| p.offset).collect::<Vec<_>>(),
         positions.iter().map(|p| p.offset).collect::<Vec<_>>(),
         "the key's publication is delivered once"
     );
-    assert_eq!(node.received.wait_for("h:k2", 1).await[0].offset, elsewhere.offset);
+    assert_eq!(node.received.wait_for(&Channel::parse("h:k2").unwrap(), 1).await[0].offset, elsewhere.offset);
 
     let all = api.history(history("h:k", None, 0, false)).await.unwrap().into_inner();
     assert_eq!(offsets(&all), positions.iter().map(|p| p.offset).collect::<Vec<_>>(), "stored once, in order");

@@ -4,15 +4,13 @@
 //! history no longer covers says so (`recovered: false`). On the in-process bus and on
 //! real `nats-server` processes with JetStream.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use switchboard::dev::{Dev, DevConfig};
-use switchboard_bus::{
-    Channels, Deliver, HistoryLimits, Namespaces, NatsBus, NatsConfig, NoDelivery, Publication, PublishOptions,
-};
+use switchboard_bus::conformance::Recorder;
+use switchboard_bus::{Channels, HistoryLimits, Namespaces, NatsBus, NatsConfig, NoDelivery, PublishOptions};
 use switchboard_client::{Client, ClientConfig, Event};
 use switchboard_tests::nats::NatsServer;
 use switchboard_tests::procs::{self, wait_ready};
@@ -35,11 +33,34 @@ fn text(p: &pb::Publication) -> String {
     String::from_utf8(p.data.to_vec()).unwrap()
 }
 
+/// What `recorder` received on `channel`, as text.
+fn texts(recorder: &Recorder, channel: &Channel) -> Vec<String> {
+    recorder.on(channel).iter().map(|p| String::from_utf8(p.data.to_vec()).unwrap()).collect()
+}
+
 /// Namespaces for these tests: `chat` keeps 10,000 per channel, `tiny` 3.
 fn namespaces() -> Namespaces {
     let mut n = switchboard_tests::namespaces();
     n.namespaces.insert("tiny".into(), Some(HistoryLimits { size: 3, ttl: Duration::from_secs(3600) }));
     n
+}
+
+/// One NATS server with JetStream, one control replica and one gateway, as processes.
+struct Cluster {
+    nats: NatsServer,
+    _control: procs::Proc,
+    gateway: procs::Proc,
+    api: switchboard_tests::Api,
+}
+
+async fn cluster() -> Cluster {
+    let nats = NatsServer::start();
+    let urls = vec![nats.url()];
+    let control = procs::control("c1", &urls, &[]);
+    let gateway = procs::gateway("g1", &urls, &[]);
+    wait_ready(control.addr(), 1, 1).await;
+    let api = grpc(control.addr()).await;
+    Cluster { nats, _control: control, gateway, api }
 }
 
 async fn dev() -> Dev {
@@ -97,13 +118,9 @@ async fn in_dev_a_client_back_from_away_gets_exactly_what_it_missed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_jetstream_a_client_back_from_away_gets_exactly_what_it_missed() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let c1 = procs::control("c1", &urls, &[]);
-    let g1 = procs::gateway("g1", &urls, &[]);
-    wait_ready(c1.addr(), 1, 1).await;
-    let mut api = grpc(c1.addr()).await;
-    a_client_back_from_away_gets_exactly_what_it_missed(ws_url(g1.addr()), &mut api, &procs::token("ann")).await;
+    let mut c = cluster().await;
+    a_client_back_from_away_gets_exactly_what_it_missed(ws_url(c.gateway.addr()), &mut c.api, &procs::token("ann"))
+        .await;
 }
 
 /// The client library reconnects by itself after a drop and resumes from its position while
@@ -174,31 +191,6 @@ async fn a_position_trimmed_away_is_not_recovered() {
     assert!(!reply.recovered, "{reply:?}");
 }
 
-/// Records publications and the channels the bus said were interrupted.
-#[derive(Default)]
-struct Seen {
-    publications: Mutex<Vec<Publication>>,
-    interrupted: Mutex<Vec<Channel>>,
-}
-
-impl Deliver for Seen {
-    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
-        self.publications.lock().unwrap().extend_from_slice(batch);
-        Box::pin(std::future::ready(()))
-    }
-
-    fn interrupted(&self, channel: &Channel) {
-        self.interrupted.lock().unwrap().push(channel.clone());
-    }
-}
-
-impl Seen {
-    fn on(&self, channel: &Channel) -> Vec<String> {
-        let ps = self.publications.lock().unwrap();
-        ps.iter().filter(|p| &p.channel == channel).map(|p| String::from_utf8(p.data.to_vec()).unwrap()).collect()
-    }
-}
-
 /// Core NATS between the stream and a gateway may drop a message: the next one shows the
 /// gap (its predecessor is not the last one delivered), and the missing ones are read from
 /// the stream and delivered first, in order. When they are gone from the stream too, the
@@ -208,7 +200,7 @@ async fn a_publication_lost_on_the_way_is_filled_from_the_stream_before_later_on
     let server = NatsServer::start();
     let mut config = NatsConfig::new(vec![server.url()], "gap");
     config.namespaces = namespaces();
-    let seen = Arc::new(Seen::default());
+    let seen = Recorder::new();
     let node = NatsBus::connect(config.clone(), seen.clone()).await.unwrap();
     let publisher = NatsBus::connect(config, Arc::new(NoDelivery)).await.unwrap();
     let publish =
@@ -217,40 +209,35 @@ async fn a_publication_lost_on_the_way_is_filled_from_the_stream_before_later_on
     let c: Channel = "chat:gap".parse().unwrap();
     node.subscribe(&c).await.unwrap();
     publish(&c, "0").await.unwrap();
-    eventually("the first arrives", async || seen.on(&c).len() == 1).await;
+    eventually("the first arrives", async || texts(&seen, &c).len() == 1).await;
     node.lose_next(2);
     for i in 1..=4 {
         publish(&c, &i.to_string()).await.unwrap();
     }
-    eventually("all five arrive", async || seen.on(&c).len() >= 5).await;
-    assert_eq!(seen.on(&c), ["0", "1", "2", "3", "4"], "the two lost ones came from the stream, in order");
-    assert!(seen.interrupted.lock().unwrap().is_empty());
+    eventually("all five arrive", async || texts(&seen, &c).len() >= 5).await;
+    assert_eq!(texts(&seen, &c), ["0", "1", "2", "3", "4"], "the two lost ones came from the stream, in order");
+    assert!(seen.interruptions().is_empty());
 
     // `tiny` keeps 3: four lost, then trimmed from the stream before the gap shows.
     let t: Channel = "tiny:gap".parse().unwrap();
     node.subscribe(&t).await.unwrap();
     publish(&t, "0").await.unwrap();
-    eventually("the first arrives", async || seen.on(&t).len() == 1).await;
+    eventually("the first arrives", async || texts(&seen, &t).len() == 1).await;
     node.lose_next(4);
     for i in 1..=5 {
         publish(&t, &i.to_string()).await.unwrap();
     }
-    eventually("the node is told", async || !seen.interrupted.lock().unwrap().is_empty()).await;
-    eventually("delivery goes on", async || seen.on(&t).last().map(String::as_str) == Some("5")).await;
-    assert_eq!(*seen.interrupted.lock().unwrap(), std::slice::from_ref(&t));
-    assert_eq!(seen.on(&t), ["0", "5"], "what is gone is not invented");
+    eventually("the node is told", async || !seen.interruptions().is_empty()).await;
+    eventually("delivery goes on", async || texts(&seen, &t).last().map(String::as_str) == Some("5")).await;
+    assert_eq!(seen.interruptions(), std::slice::from_ref(&t));
+    assert_eq!(texts(&seen, &t), ["0", "5"], "what is gone is not invented");
 }
 
 /// A history stream deleted behind Switchboard's back is created again by the next publish,
 /// with a new epoch: a position from before is not recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_stream_is_a_new_epoch_and_old_positions_are_not_recovered() {
-    let nats = NatsServer::start();
-    let urls = vec![nats.url()];
-    let c1 = procs::control("c1", &urls, &[]);
-    let g1 = procs::gateway("g1", &urls, &[]);
-    wait_ready(c1.addr(), 1, 1).await;
-    let mut api = grpc(c1.addr()).await;
+    let Cluster { nats, _control: _kept, gateway: g1, mut api } = cluster().await;
     let before = api.publish(request("chat:epoch", "1".into())).await.unwrap().into_inner();
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     js.delete_stream("sb~chat").await.unwrap();

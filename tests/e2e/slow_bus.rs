@@ -16,8 +16,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use switchboard_bus::{
-    Address, Bus, BusError, Channels, HistoryPage, HistoryQuery, Inbox, MemoryBroker, MemoryBus, Message, Messages,
-    NoDelivery, Position, PublishOptions, ReplyTo,
+    Bus, BusError, Channels, HistoryPage, HistoryQuery, MemoryBroker, MemoryBus, NoDelivery, Position, PublishOptions,
 };
 use switchboard_gateway::{Gateway, GatewayConfig};
 use switchboard_tests::{DEADLINE, RawWs, gateway_config};
@@ -89,27 +88,7 @@ impl Channels for SlowBus {
     }
 }
 
-impl Messages for SlowBus {
-    fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        self.inner.send(to, message)
-    }
-
-    fn request(&self, to: &Address, m: Message, timeout: Duration) -> BoxFuture<'static, Result<Message, BusError>> {
-        self.inner.request(to, m, timeout)
-    }
-
-    fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        self.inner.request_many(to, message)
-    }
-
-    fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        self.inner.listen(at, queue)
-    }
-
-    fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        self.inner.reply(to, message)
-    }
-}
+switchboard_bus::delegate_messages!(SlowBus, inner);
 
 /// A gateway alone on a [`SlowBus`] (no control: the memory bus sequences by itself).
 struct Node {

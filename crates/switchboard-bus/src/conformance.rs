@@ -44,10 +44,11 @@ pub fn namespaces() -> Namespaces {
     }
 }
 
-/// Records what a node receives.
+/// Records what a node receives, and the channels the bus said were interrupted.
 #[derive(Default)]
 pub struct Recorder {
     received: Mutex<Vec<Publication>>,
+    interrupted: Mutex<Vec<Channel>>,
     changed: Notify,
 }
 
@@ -58,6 +59,56 @@ impl Deliver for Recorder {
         self.changed.notify_waiters();
         Box::pin(std::future::ready(()))
     }
+
+    fn interrupted(&self, channel: &Channel) {
+        self.interrupted.lock().unwrap().push(channel.clone());
+    }
+}
+
+/// Implements [`crate::Messages`] for a wrapper by handing every call to its field `$inner`
+/// (a test bus that changes only how channels behave).
+#[macro_export]
+macro_rules! delegate_messages {
+    ($wrapper:ty, $inner:ident) => {
+        impl $crate::Messages for $wrapper {
+            fn send(
+                &self,
+                to: &$crate::Address,
+                message: $crate::Message,
+            ) -> ::futures_util::future::BoxFuture<'static, Result<(), $crate::BusError>> {
+                $crate::Messages::send(&self.$inner, to, message)
+            }
+            fn request(
+                &self,
+                to: &$crate::Address,
+                message: $crate::Message,
+                timeout: ::std::time::Duration,
+            ) -> ::futures_util::future::BoxFuture<'static, Result<$crate::Message, $crate::BusError>> {
+                $crate::Messages::request(&self.$inner, to, message, timeout)
+            }
+            fn request_many(
+                &self,
+                to: &$crate::Address,
+                message: $crate::Message,
+            ) -> ::futures_util::future::BoxFuture<'static, Result<$crate::Inbox, $crate::BusError>> {
+                $crate::Messages::request_many(&self.$inner, to, message)
+            }
+            fn listen(
+                &self,
+                at: &$crate::Address,
+                queue: Option<&str>,
+            ) -> ::futures_util::future::BoxFuture<'static, Result<$crate::Inbox, $crate::BusError>> {
+                $crate::Messages::listen(&self.$inner, at, queue)
+            }
+            fn reply(
+                &self,
+                to: &$crate::ReplyTo,
+                message: $crate::Message,
+            ) -> ::futures_util::future::BoxFuture<'static, Result<(), $crate::BusError>> {
+                $crate::Messages::reply(&self.$inner, to, message)
+            }
+        }
+    };
 }
 
 impl Recorder {
@@ -67,7 +118,17 @@ impl Recorder {
 
     /// The publications received on `channel`, in arrival order.
     pub fn on(&self, channel: &Channel) -> Vec<Publication> {
-        self.received.lock().unwrap().iter().filter(|p| &p.channel == channel).cloned().collect()
+        self.of(channel.as_str())
+    }
+
+    /// The publications received on the channel named `channel`, in arrival order.
+    pub fn of(&self, channel: &str) -> Vec<Publication> {
+        self.received.lock().unwrap().iter().filter(|p| p.channel.as_str() == channel).cloned().collect()
+    }
+
+    /// The channels the bus said were interrupted, in order.
+    pub fn interruptions(&self) -> Vec<Channel> {
+        self.interrupted.lock().unwrap().clone()
     }
 
     /// Waits until `n` publications arrived on `channel`, then returns them all.

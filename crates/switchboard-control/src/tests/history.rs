@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use switchboard_bus::conformance::Recorder;
 use switchboard_bus::{
-    Address, BusError, Channels, Deliver, HistoryLimits, HistoryPage, HistoryQuery, Inbox, Message, Messages,
-    Namespaces, Position, Publication, PublishOptions, ReplyTo,
+    BusError, Channels, HistoryLimits, HistoryPage, HistoryQuery, Namespaces, Position, PublishOptions,
 };
 use switchboard_wire::Channel;
 use switchboard_wire::pb::{self, publish_stream_reply::Result as Outcome, switchboard_api_server::SwitchboardApi};
@@ -48,26 +48,8 @@ fn offsets(page: &pb::HistoryApiResponse) -> Vec<u64> {
     page.publications.iter().map(|p| p.offset).collect()
 }
 
-/// Records the publications a bus node receives.
-#[derive(Default)]
-struct Received(Mutex<Vec<Publication>>);
-
-impl Deliver for Received {
-    fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
-        self.0.lock().unwrap().extend_from_slice(batch);
-        Box::pin(std::future::ready(()))
-    }
-}
-
-impl Received {
-    fn of(&self, channel: &str) -> Vec<Publication> {
-        self.0.lock().unwrap().iter().filter(|p| p.channel.as_str() == channel).cloned().collect()
-    }
-}
-
-/// A node of `broker` subscribed to `channels`, and what it receives.
-async fn subscriber(broker: &MemoryBroker, channels: &[&str]) -> (switchboard_bus::MemoryBus, Arc<Received>) {
-    let received = Arc::new(Received::default());
+async fn subscriber(broker: &MemoryBroker, channels: &[&str]) -> (switchboard_bus::MemoryBus, Arc<Recorder>) {
+    let received = Arc::new(Recorder::default());
     let node = broker.connect(received.clone());
     for c in channels {
         node.subscribe(&Channel::parse(c).unwrap()).await.unwrap();
@@ -369,23 +351,7 @@ impl Channels for Gated {
     }
 }
 
-impl Messages for Gated {
-    fn send(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        self.inner.send(to, message)
-    }
-    fn request(&self, to: &Address, m: Message, t: Duration) -> BoxFuture<'static, Result<Message, BusError>> {
-        self.inner.request(to, m, t)
-    }
-    fn request_many(&self, to: &Address, message: Message) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        self.inner.request_many(to, message)
-    }
-    fn listen(&self, at: &Address, queue: Option<&str>) -> BoxFuture<'static, Result<Inbox, BusError>> {
-        self.inner.listen(at, queue)
-    }
-    fn reply(&self, to: &ReplyTo, message: Message) -> BoxFuture<'static, Result<(), BusError>> {
-        self.inner.reply(to, message)
-    }
-}
+switchboard_bus::delegate_messages!(Gated, inner);
 
 #[tokio::test]
 async fn a_stream_publishes_one_request_per_channel_at_a_time_and_stops_reading_when_full() {
