@@ -360,3 +360,36 @@ async fn a_changed_namespace_configuration_updates_its_stream_and_keeps_its_hist
         second.history(&c, switchboard_bus::HistoryQuery { since: None, limit: 10, reverse: false }).await.unwrap();
     assert_eq!(page.publications.len(), 2, "the history was kept");
 }
+
+/// A client further behind than `max_recovery` is told `recovered: false` (the limit is
+/// counted), and gets only live publications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_further_behind_than_max_recovery_is_not_recovered() {
+    let gateway = switchboard_gateway::GatewayConfig { max_recovery: 5, ..gateway_config() };
+    let config = DevConfig {
+        gateway,
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: Default::default(),
+        namespaces: namespaces(),
+    };
+    let node = Dev::start(config, None).await.unwrap();
+    let mut api = grpc(node.grpc).await;
+    let first = api.publish(request("chat:far", "0".into())).await.unwrap().into_inner();
+    for i in 1..=6 {
+        api.publish(request("chat:far", format!("{i}"))).await.unwrap();
+    }
+    let mut client = Client::connect(ClientConfig::new(ws_url(node.http)).reconnect(false)).await.unwrap();
+    let since = pb::StreamPosition { offset: first.offset, epoch: first.epoch };
+    assert!(!client.subscribe_from("chat:far", Some(since.clone())).await.unwrap().recovered, "6 missed, limit 5");
+    api.publish(request("chat:far", "\"live\"".into())).await.unwrap();
+    assert_eq!(text(&next_publication(&mut client).await), "\"live\"");
+    // At the limit it is recovered.
+    let mut near = Client::connect(ClientConfig::new(ws_url(node.http)).reconnect(false)).await.unwrap();
+    let latest = api.publish(request("chat:near", "a".into())).await.unwrap().into_inner();
+    for i in 0..5 {
+        api.publish(request("chat:near", format!("{i}"))).await.unwrap();
+    }
+    let since = pb::StreamPosition { offset: latest.offset, epoch: latest.epoch };
+    assert!(near.subscribe_from("chat:near", Some(since)).await.unwrap().recovered);
+    assert_eq!(text(&next_publication(&mut near).await), "0");
+}

@@ -9,7 +9,8 @@
 //!    nothing yet, but its interest counts, so the bus subscription exists;
 //! 2. once the bus confirmed it, the session is registered here ([`Channels::begin_join`]):
 //!    from now on every publication of the channel that reaches this gateway is also kept
-//!    for it (bounded by [`MAX_JOIN_BUFFER`]);
+//!    for it (at most the gateway's `max_recovery`; past that the join fails with a
+//!    temporary error and the client tries again);
 //! 3. the session reads the history after `P` (anything delivered before step 2 was stored
 //!    before the read, so the read has it);
 //! 4. the session finishes ([`Channels::join`], synchronous, in the session's task, in
@@ -33,10 +34,6 @@ use switchboard_bus::{Bus, BusError, HistoryPage, Position, Publication};
 use switchboard_hub::{Hub, Interest, Subscriber, frame};
 use switchboard_wire::{Channel, protocol};
 
-/// Publications kept for one joining session while it reads the history; past this the
-/// join fails with a temporary error and the client tries again.
-pub(crate) const MAX_JOIN_BUFFER: usize = 10_000;
-
 type Confirmation = SharedFuture<BoxFuture<'static, Result<(), String>>>;
 
 /// See the module doc.
@@ -56,8 +53,8 @@ struct Joining {
 }
 
 enum JoinState {
-    /// Reading the history; publications that reach the gateway meanwhile.
-    Reading { kept: Vec<Publication>, overflowed: bool },
+    /// Reading the history; publications that reach the gateway meanwhile (at most `limit`).
+    Reading { kept: Vec<Publication>, limit: usize, overflowed: bool },
     /// Joined the hub from this offset; cleared by the channel's next newer delivery.
     Joined(u64),
 }
@@ -125,11 +122,11 @@ impl Channels {
     }
 
     /// Step 2 of a join: from now on keep the channel's publications for `sub`.
-    pub(crate) fn begin_join(&self, channel: &Channel, sub: u64) {
+    pub(crate) fn begin_join(&self, channel: &Channel, sub: u64, limit: usize) {
         let mut joining = self.joining.lock().unwrap_or_else(|p| p.into_inner());
         let entries = joining.entry(channel.clone()).or_default();
         entries.retain(|j| j.sub != sub);
-        entries.push(Joining { sub, state: JoinState::Reading { kept: Vec::new(), overflowed: false } });
+        entries.push(Joining { sub, state: JoinState::Reading { kept: Vec::new(), limit, overflowed: false } });
         self.joins.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -167,7 +164,7 @@ impl Channels {
         let Some(entry) = entries.and_then(|e| e.iter_mut().find(|j| j.sub == sub.id)) else {
             return Err(BusError::Unavailable("the join was abandoned".into()));
         };
-        let JoinState::Reading { kept, overflowed } = &mut entry.state else {
+        let JoinState::Reading { kept, overflowed, .. } = &mut entry.state else {
             return Err(BusError::Unavailable("joined already".into()));
         };
         if *overflowed {
@@ -211,8 +208,8 @@ impl Channels {
         let mut joining = self.joining.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entries) = joining.get_mut(&run[0].channel) else { return };
         for j in entries {
-            if let JoinState::Reading { kept, overflowed } = &mut j.state {
-                if kept.len() + run.len() > MAX_JOIN_BUFFER {
+            if let JoinState::Reading { kept, limit, overflowed } = &mut j.state {
+                if kept.len() + run.len() > *limit {
                     *overflowed = true;
                     kept.clear();
                 } else if !*overflowed {

@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     /// they send); at the limit the session stops reading its socket until one completes.
     /// At least 1. Default 256.
     pub max_pending_commands: usize,
+    /// Most publications a subscribe with `recover` replays, and keeps for itself while it
+    /// reads the history; further behind, it answers `recovered: false`. At least 1.
+    /// Default 10,000.
+    pub max_recovery: usize,
     /// Longest user id (a token's `sub`), bytes; a longer one is refused at connect (4501).
     /// At most [`MAX_USER_ID_LEN`] (256), the default: user ids travel in bus subjects.
     pub max_user_id_len: usize,
@@ -135,6 +139,7 @@ impl Default for GatewayConfig {
             rpc_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
             max_pending_commands: 256,
+            max_recovery: 10_000,
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
             echo: false,
@@ -172,6 +177,9 @@ impl GatewayConfig {
         }
         if self.max_pending_commands == 0 {
             return Err("max_pending_commands must be at least 1".into());
+        }
+        if self.max_recovery == 0 {
+            return Err("max_recovery must be at least 1".into());
         }
         if self.connect_burst_per_ip == 0 {
             return Err("connect_burst_per_ip must be at least 1".into());
@@ -218,6 +226,7 @@ mod tests {
             (GatewayConfig { max_channel_len: 0, ..d() }, "max_channel_len"),
             (GatewayConfig { max_channel_len: 256, ..d() }, "max_channel_len"),
             (GatewayConfig { max_pending_commands: 0, ..d() }, "max_pending_commands"),
+            (GatewayConfig { max_recovery: 0, ..d() }, "max_recovery"),
             (GatewayConfig { connect_burst_per_ip: 0, ..d() }, "connect_burst_per_ip"),
             (GatewayConfig { message_burst: 0, ..d() }, "message_burst"),
             (GatewayConfig { bytes_burst: 1000, ..d() }, "bytes_burst"),

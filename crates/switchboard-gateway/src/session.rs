@@ -50,8 +50,6 @@ const MAX_KEPT_FRAMES: usize = 1024;
 /// Publications a `history` command returns when it names no limit, and the most it may.
 const DEFAULT_HISTORY_LIMIT: u32 = 100;
 const MAX_HISTORY_LIMIT: u32 = 1000;
-/// Most publications a subscribe recovers; further behind, it says `recovered: false`.
-const MAX_RECOVERY: usize = 10_000;
 /// Time allowed to flush a close frame and hear the client's close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -749,12 +747,12 @@ impl Session {
         let (confirmed, bus) = (self.shared.interest.confirmed(&channel), self.shared.bus.clone());
         if let (Some(since), Asker::Client(id)) = (recover, asker) {
             let since = Position { offset: since.offset, epoch: Arc::from(since.epoch) };
-            let (channels, sub) = (self.shared.interest.clone(), self.sub.id);
+            let (channels, sub, limit) = (self.shared.interest.clone(), self.sub.id, self.shared.config.max_recovery);
             return Ok(async move {
                 let page = match confirmed.await {
                     Ok(()) => {
-                        channels.begin_join(&channel, sub);
-                        let query = HistoryQuery { since: Some(since.clone()), limit: MAX_RECOVERY, reverse: false };
+                        channels.begin_join(&channel, sub, limit);
+                        let query = HistoryQuery { since: Some(since.clone()), limit, reverse: false };
                         bus.history(&channel, query).await
                     }
                     Err(e) => Err(e),
@@ -827,9 +825,10 @@ impl Session {
         let joined = match page {
             Ok(mut page) => {
                 // A page cut at the limit may not reach the live ones: not continuous.
-                if page.publications.len() >= MAX_RECOVERY
+                if page.publications.len() >= self.shared.config.max_recovery
                     && page.publications.last().is_some_and(|p| p.offset < page.latest.offset)
                 {
+                    self.shared.metrics.limit_recovery.increment(1);
                     page.continuous = false;
                     page.publications.clear();
                 }

@@ -301,6 +301,10 @@ pub struct GatewayArgs {
     /// session stops reading its socket until one completes.
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_COMMANDS", default_value_t = 256)]
     pub max_pending_commands: usize,
+    /// Most publications a subscribe with `recover` replays (at least 1); further behind it
+    /// answers `recovered: false`.
+    #[arg(long, env = "SWITCHBOARD_MAX_RECOVERY", default_value_t = 10_000)]
+    pub max_recovery: usize,
     /// Longest user id (a token's `sub`) in bytes, at most 256; a longer one is refused (4501).
     #[arg(long, env = "SWITCHBOARD_MAX_USER_ID_LEN", default_value_t = 256)]
     pub max_user_id_len: usize,

@@ -65,6 +65,9 @@ pub struct GatewaySection {
     /// Most commands one session may have waiting on the bus, at least 1; at the limit the session stops reading until one completes. Default 256.
     #[schemars(range(min = 1))]
     pub max_pending_commands: Option<usize>,
+    /// Most publications a subscribe with `recover` replays, at least 1; further behind it answers `recovered: false`. Default 10000.
+    #[schemars(range(min = 1))]
+    pub max_recovery: Option<usize>,
     /// Longest user id (a token's `sub`) in bytes, 1 to 256; longer ones are refused (4501). Default 256.
     #[schemars(range(min = 1, max = 256))]
     pub max_user_id_len: Option<usize>,
