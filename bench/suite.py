@@ -25,9 +25,11 @@ import json
 import os
 import shlex
 import signal
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +109,8 @@ class System:
         self.urls = []
         self.grpc = None
         self.nats = None
+        self.flags = []  # generator flags of the system (the channel's namespace)
+        self.scratch = []  # directories removed when the system stops
 
     def start(self, name, cmd, cpus, logdir, cwd=ROOT):
         p = Proc(name, cmd, cpus, logdir, cwd)
@@ -122,14 +126,19 @@ class System:
     def stop(self):
         for p in reversed(self.procs):
             p.stop()
+        for d in self.scratch:
+            shutil.rmtree(d, ignore_errors=True)
 
 
-def nats_config(logdir):
+def nats_config(logdir, jetstream=None):
+    """bench/nats-ws.conf on free ports; with `jetstream` (a store directory), JetStream on."""
     ports = {"nats_port": free_port(), "monitor_port": free_port(), "ws_port": free_port()}
     with open(os.path.join(BENCH, "nats-ws.conf")) as f:
         text = f.read()
     for k, v in ports.items():
         text = text.replace("{" + k + "}", str(v))
+    if jetstream:
+        text += f'\njetstream {{\n  store_dir: "{jetstream}"\n}}\n'
     path = os.path.join(logdir, "nats.conf")
     with open(path, "w") as f:
         f.write(text)
@@ -142,11 +151,36 @@ NO_CLIENT_LIMITS = ["--max-connections-per-ip", "0", "--connect-rate-per-ip", "0
                     "--max-messages-per-sec", "0", "--max-bytes-per-sec", "0"]
 
 
+# Switchboard systems run twice: on a channel of a live-only namespace (the generator's default,
+# `bench:…`) and, as the system's `-history` variant, on a channel of a namespace with history
+# (`hist:…`). Both read the same configuration file, so only the channel's namespace differs.
+HISTORY_NAMESPACE = "hist"
+HISTORY_SIZE = 1000
+HISTORY = {"switchboard-dev": "switchboard-dev-history", "switchboard-cluster": "switchboard-cluster-history"}
+BASE = {v: k for k, v in HISTORY.items()}
+
+
+def switchboard_config(logdir):
+    path = os.path.join(logdir, "switchboard.toml")
+    with open(path, "w") as f:
+        f.write("# Written by bench/suite.py: one namespace with history; every other one (the generator's\n"
+                "# default, `bench`) is live-only.\n"
+                f"[channels.namespaces.{HISTORY_NAMESPACE}]\nhistory_size = {HISTORY_SIZE}\n\n"
+                "[nats]\nhistory_replicas = 1\n")
+    return path
+
+
 def start_system(name, binary, cpus, logdir):
+    if name in BASE:
+        s = start_system(BASE[name], binary, cpus, logdir)
+        s.label = name
+        s.flags = ["--namespace", HISTORY_NAMESPACE]
+        return s
     if name == "switchboard-dev":
         s = System(name, "switchboard")
         http, grpc = free_port(), free_port()
-        p = s.start("switchboard-dev", [binary, "dev", "--listen", f"127.0.0.1:{http}", "--grpc-listen",
+        conf = switchboard_config(logdir)
+        p = s.start("switchboard-dev", [binary, "dev", "--config", conf, "--listen", f"127.0.0.1:{http}", "--grpc-listen",
                                         f"127.0.0.1:{grpc}", "--no-page", "--max-connections", "200000",
                                         *NO_CLIENT_LIMITS, "--log", "warn"], cpus, logdir)
         wait_port(http, [p])
@@ -156,17 +190,21 @@ def start_system(name, binary, cpus, logdir):
         return s
     if name == "switchboard-cluster":
         s = System(name, "switchboard")
-        conf, ports = nats_config(logdir)
+        store = tempfile.mkdtemp(prefix="sb-bench-js-")
+        s.scratch.append(store)
+        conf, ports = nats_config(logdir, jetstream=store)
         nats = s.start("nats-server", ["nats-server", "-c", conf], cpus, logdir)
         wait_port(ports["nats_port"], [nats])
         url = f"nats://127.0.0.1:{ports['nats_port']}"
+        sbconf = switchboard_config(logdir)
         grpc = free_port()
-        control = s.start("control", [binary, "control", "--nats", url, "--grpc-listen", f"127.0.0.1:{grpc}",
+        control = s.start("control", [binary, "control", "--config", sbconf, "--nats", url, "--grpc-listen", f"127.0.0.1:{grpc}",
                                       "--replica-id", "c1", "--allow-unauthenticated-api", "--log", "warn"], cpus, logdir)
         gateways = []
         for i in (1, 2):
             port = free_port()
-            g = s.start(f"gateway-g{i}", [binary, "gateway", "--allow-anonymous", "--nats", url, "--listen", f"127.0.0.1:{port}",
+            g = s.start(f"gateway-g{i}", [binary, "gateway", "--config", sbconf, "--allow-anonymous", "--nats", url,
+                                          "--listen", f"127.0.0.1:{port}",
                                           "--node-id", f"g{i}", "--max-connections", "200000",
                                           *NO_CLIENT_LIMITS, "--log", "warn"],
                         cpus, logdir)
@@ -252,7 +290,7 @@ class Runner:
             cmd += ["--grpc", system.grpc]
         if system.nats:
             cmd += ["--nats", system.nats]
-        cmd += flags
+        cmd += system.flags + flags
         entry["command"] = rel(" ".join(shlex.quote(c) for c in cmd))
         entry["servers"] = system.commands()
         try:
@@ -346,22 +384,34 @@ ORDERED_TAG = f"ordered-stream-{ORDERED_SUBSCRIBERS}"
 
 
 def full(runner, systems):
+    done = set()
     for name in systems:
-        log(f"{name}:")
-        runner.run(name, "idle", ["--subscribers", str(IDLE), "--duration", "5s"], f"idle-{IDLE}")
+        if name in done:
+            continue
+        # A system and its history variant take turns, run by run, so that each pair of runs
+        # compared (history against live-only) met the same machine.
+        group = [name] + [v for v in (HISTORY.get(name),) if v in systems]
+        done.update(group)
+        log(f"{', '.join(group)}:")
+        if name not in BASE:
+            runner.run(name, "idle", ["--subscribers", str(IDLE), "--duration", "5s"], f"idle-{IDLE}")
         for rate in (1, 10, 50):
-            runner.run(name, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration", "10s",
-                                           "--payload", "100"], f"broadcast-{SUBSCRIBERS}x{rate}")
+            for s in group:
+                runner.run(s, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration", "10s",
+                                            "--payload", "100"], f"broadcast-{SUBSCRIBERS}x{rate}")
+        climbing = list(group)
         for rate in LADDER:
-            e = runner.run(name, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration",
-                                               "8s", "--payload", "100", "--publishers", str(LADDER_PUBLISHERS)],
-                           f"ladder-{SUBSCRIBERS}x{rate}")
-            if e is None or not sustained(e):
-                break
-        if name in OURS:
-            # One publisher, one PublishStream, as fast as the server answers: the ordered rate to one channel.
-            runner.run(name, "broadcast", ["--subscribers", str(ORDERED_SUBSCRIBERS), "--rate", "0", "--duration", "8s",
-                                           "--payload", "100", "--publish-via", "grpc-stream"], ORDERED_TAG)
+            for s in list(climbing):
+                e = runner.run(s, "broadcast", ["--subscribers", str(SUBSCRIBERS), "--rate", str(rate), "--duration",
+                                                "8s", "--payload", "100", "--publishers", str(LADDER_PUBLISHERS)],
+                               f"ladder-{SUBSCRIBERS}x{rate}")
+                if e is None or not sustained(e):
+                    climbing.remove(s)
+        for s in group:
+            if s in OURS_ALL:
+                # One publisher, one PublishStream, as fast as the server answers: the ordered rate to one channel.
+                runner.run(s, "broadcast", ["--subscribers", str(ORDERED_SUBSCRIBERS), "--rate", "0", "--duration", "8s",
+                                            "--payload", "100", "--publish-via", "grpc-stream"], ORDERED_TAG)
     write_doc(runner, systems)
     with open(os.path.join(runner.outdir, "suite.json"), "w") as f:
         json.dump(runner.results, f, indent=1)
@@ -406,6 +456,7 @@ def ladder_why(e):
 # === docs/performance.md ===
 
 OURS = ["switchboard-dev", "switchboard-cluster"]
+OURS_ALL = OURS + [HISTORY[o] for o in OURS]
 PEERS = ["floor", "nats-ws", "socketio"]
 
 
@@ -456,8 +507,15 @@ def write_doc(runner, systems):
     w("|---|---|")
     descriptions = {
         "switchboard-dev": "`switchboard dev`: gateway, gRPC API and the in-process bus in one process; publications through gRPC",
-        "switchboard-cluster": "`nats-server`, one `switchboard control`, two `switchboard gateway` on it; "
-                               "subscribers split over both gateways, publications through control's gRPC API",
+        "switchboard-cluster": "`nats-server` (JetStream on), one `switchboard control`, two `switchboard gateway` "
+                               "on it; subscribers split over both gateways, publications through control's gRPC API",
+        "switchboard-dev-history": f"switchboard-dev on a channel of the namespace `{HISTORY_NAMESPACE}`, which keeps "
+                                   f"history (`history_size = {HISTORY_SIZE}`): every publication stored in the "
+                                   "in-process broker before it is delivered",
+        "switchboard-cluster-history": f"switchboard-cluster on a channel of the namespace `{HISTORY_NAMESPACE}` "
+                                       f"(`history_size = {HISTORY_SIZE}`): every publication goes to the namespace's "
+                                       "JetStream stream, is acknowledged, and the stream republishes it to the "
+                                       "gateways' subject",
         "nats-ws": "`nats-server` with its WebSocket listener (`bench/nats-ws.conf`); subscribers speak NATS over "
                    "WebSocket, the publisher plain NATS over TCP",
         "floor": "`bench-floor` (`crates/switchboard-bench/src/bin/bench-floor.rs`): the minimal broadcaster, one "
@@ -570,7 +628,8 @@ def write_doc(runner, systems):
     w("One publisher sends on one `PublishStream` as fast as the server takes it (`--publish-via grpc-stream "
       "--rate 0`): the server publishes each request of the channel only once the previous one's publish returned, "
       "so this is the highest rate at which one backend's publications to one channel arrive in order. Reordered "
-      "must be 0. The channel's namespace is live-only here (the bench systems configure no history).")
+      "must be 0. The channel's namespace is live-only, except in the `-history` rows (the namespace "
+      f"`{HISTORY_NAMESPACE}`, `history_size = {HISTORY_SIZE}`: every publish waits for the store's acknowledgement).")
     w("")
     w("| system | publications/s | deliveries/s | p50 / p99 ms | lost / dup / reord | publish errors |")
     w("|---|---|---|---|---|---|")
@@ -588,7 +647,10 @@ def write_doc(runner, systems):
     w("")
     commands(w, runner, systems, ORDERED_TAG)
 
+    history_section(w, runner, systems)
+    before_after(w, runner, best)
     targets(w, runner, best)
+    targets_history(w, runner, best)
     notes = os.path.join(BENCH, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
@@ -597,6 +659,190 @@ def write_doc(runner, systems):
     with open(runner.args.out, "w") as f:
         f.write("\n".join(out).rstrip() + "\n")
     log(f"wrote {os.path.relpath(runner.args.out, ROOT)}")
+
+
+BEFORE_COMMANDS = {
+    "broadcast-5000x1": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:52101/ws,ws://127.0.0.1:38731/ws --server-pid 15199,15204,15205,15206 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/broadcast-5000x1-switchboard-cluster.json --quiet --grpc http://127.0.0.1:57137 --subscribers 5000 --rate 1 --duration 10s --payload 100",
+    "broadcast-5000x10": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:60767/ws,ws://127.0.0.1:59533/ws --server-pid 15215,15221,15222,15223 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/broadcast-5000x10-switchboard-cluster.json --quiet --grpc http://127.0.0.1:36863 --subscribers 5000 --rate 10 --duration 10s --payload 100",
+    "broadcast-5000x50": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:46129/ws,ws://127.0.0.1:55245/ws --server-pid 15231,15236,15237,15238 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/broadcast-5000x50-switchboard-cluster.json --quiet --grpc http://127.0.0.1:50995 --subscribers 5000 --rate 50 --duration 10s --payload 100",
+    "ladder-5000x100": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:53757/ws,ws://127.0.0.1:46737/ws --server-pid 15247,15253,15254,15255 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/ladder-5000x100-switchboard-cluster.json --quiet --grpc http://127.0.0.1:56807 --subscribers 5000 --rate 100 --duration 8s --payload 100 --publishers 4",
+    "ladder-5000x200": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:32805/ws,ws://127.0.0.1:44121/ws --server-pid 15263,15269,15270,15271 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/ladder-5000x200-switchboard-cluster.json --quiet --grpc http://127.0.0.1:38419 --subscribers 5000 --rate 200 --duration 8s --payload 100 --publishers 4",
+    "ladder-5000x400": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:44415/ws,ws://127.0.0.1:59637/ws --server-pid 15280,15285,15286,15287 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/ladder-5000x400-switchboard-cluster.json --quiet --grpc http://127.0.0.1:57383 --subscribers 5000 --rate 400 --duration 8s --payload 100 --publishers 4",
+    "ladder-5000x800": "taskset -c 1 target/release/switchboard bench broadcast --target switchboard --url ws://127.0.0.1:46815/ws,ws://127.0.0.1:43999/ws --server-pid 15296,15302,15303,15304 --label switchboard-cluster --sources 8 --json bench/results/full-20261201-110025/ladder-5000x800-switchboard-cluster.json --quiet --grpc http://127.0.0.1:53767 --subscribers 5000 --rate 800 --duration 8s --payload 100 --publishers 4",
+}
+
+
+# The previous docs/performance.md (`git show 0885947:docs/performance.md`), written by `make bench`
+# at commit 6650185, when control replicas sequenced every publication: switchboard-cluster's
+# figures, the "before" of issue 12. (deliveries/s, p99 ms, server CPU µs per delivery)
+BEFORE_COMMIT = "6650185"
+BEFORE_DOC = "0885947"
+BEFORE_RESULTS = "bench/results/full-20261201-110025/"
+BEFORE = {
+    "broadcast-5000x1": (4998, 51.5, 9.80),
+    "broadcast-5000x10": (49981, 56.1, 7.74),
+    "broadcast-5000x50": (249902, 81.9, 3.93),
+    "ladder-5000x100": (499742, 70.3, 1.97),
+    "ladder-5000x200": (1000110, 102.0, 0.99),
+    "ladder-5000x400": (1998929, 131.5, 0.50),
+    "ladder-5000x800": (2814717, 179.8, 0.34),  # 70% of the 4,000,000 offered: not sustained
+}
+BEFORE_BEST = "ladder-5000x400"  # the best sustained run then
+SPEEDUP_TARGET = 1.3  # issue 12: the live-only cluster path at least 1.3x the old deliveries/s at p99 <= 1 s
+HISTORY_CPU_TARGET = 1.5  # issue 12: a history namespace within 1.5x of live-only in CPU per delivery
+
+
+def paired_tags(runner, base):
+    """Tags run by both `base` and its history variant, in the order they ran."""
+    v = HISTORY[base]
+    tags = [e["tag"] for e in runner.results if e["system"] == base]
+    return [t for t in tags if t.startswith(("broadcast-", "ladder-", "ordered-")) and find(runner, v, t)]
+
+
+def history_section(w, runner, systems):
+    pairs = [(b, HISTORY[b]) for b in OURS if b in systems and HISTORY[b] in systems]
+    if not pairs:
+        return
+    w("## History against live-only, in the same run (issue 12)")
+    w("")
+    w("Each Switchboard system ran every broadcast, ladder and ordered run twice, one right after the other: on a "
+      f"channel of a live-only namespace (`bench:…`) and, as its `-history` variant, on a channel of the namespace "
+      f"`{HISTORY_NAMESPACE}` (`[channels.namespaces.{HISTORY_NAMESPACE}] history_size = {HISTORY_SIZE}`; the generator's "
+      f"`--namespace {HISTORY_NAMESPACE}`). Both variants read the same configuration file (`switchboard.toml` in each "
+      "run's directory) and the cluster's `nats-server` runs JetStream in both; only the channel's namespace differs. "
+      "On NATS a live-only publish is one core NATS publish; with history it is a JetStream publish that waits for the "
+      "stream's acknowledgement, and the stream republishes the message to the subject the gateways subscribe to. "
+      "Ratios are history ÷ live-only; the commands are those of the sections above (the `-history` rows).")
+    w("")
+    w("| system | run | deliveries/s live / history | ratio | p99 ms live / history | server CPU per delivery live / "
+      "history | ratio | history: lost / dup / reord, slow closes |")
+    w("|---|---|---|---|---|---|---|---|")
+    for base, var in pairs:
+        for tag in paired_tags(runner, base):
+            el, eh = find(runner, base, tag), find(runner, var, tag)
+            if not ok(el) or not ok(eh):
+                why = (el.get("error") if not ok(el) else eh.get("error")) or "failed"
+                w(f"| {base} | {tag} | not compared: {why.splitlines()[0]} | | | | | |")
+                continue
+            rl, rh = el["report"], eh["report"]
+            cl, ch = rl["server_cpu_us_per_delivery"], rh["server_cpu_us_per_delivery"]
+            w(f"| {base} | {tag} | {rl['deliveries_per_sec']:,.0f} / {rh['deliveries_per_sec']:,.0f} | "
+              f"{ratio(rh['deliveries_per_sec'], rl['deliveries_per_sec'])} | {rl['latency_ms']['p99']:.1f} / "
+              f"{rh['latency_ms']['p99']:.1f} | {fmt(cl, 2, ' µs')} / {fmt(ch, 2, ' µs')} | {ratio(ch, cl)} | "
+              f"{rh['lost']} / {rh['duplicated']} / {rh['reordered']}, {rh['slow_consumer_disconnects']} |")
+    w("")
+    for base, var in pairs:
+        el, eh = find(runner, base, ORDERED_TAG), find(runner, var, ORDERED_TAG)
+        if el and eh and ok(el) and ok(eh):
+            rl, rh = el["report"], eh["report"]
+            w(f"{ORDERED_TAG} ({base}) publishes as fast as the server answers, so its rates differ by design: "
+              f"{rl['publications_per_sec']:,.0f} publications/s live-only (lost {rl['lost']:,}) against "
+              f"{rh['publications_per_sec']:,.0f}/s with history (lost {rh['lost']:,}), where each of the channel's "
+              "publishes starts once the previous one is stored (on NATS, once JetStream acknowledged it): "
+              f"{1e6 / rh['publications_per_sec']:,.0f} µs each. "
+              "Its CPU per delivery is left out of the targets below.")
+            w("")
+
+
+def before_after(w, runner, best):
+    if find(runner, "switchboard-cluster", BEFORE_BEST) is None and "switchboard-cluster" not in best:
+        return
+    w("## The cluster path before and after the sequencer left (issue 12)")
+    w("")
+    w(f"\"Before\" is switchboard-cluster in the previous `docs/performance.md`, written by `make bench` at commit "
+      f"`{BEFORE_COMMIT}`, when a control replica sequenced every publication (`git show {BEFORE_DOC}:docs/performance.md` "
+      f"lists every command of that run; results `{BEFORE_RESULTS}`, not kept). \"After\" is switchboard-cluster in this "
+      "run, on a live-only channel: control publishes once on core NATS, with no sequencer hop. The two come from "
+      "different runs on a shared 2-core machine, so small differences are noise; the same scenario and flags, except "
+      "`--config` (the namespace with history, unused by these channels) and JetStream on in `nats-server`.")
+    w("")
+    w("| run | before: deliveries/s | p99 ms | CPU per delivery | after: deliveries/s | p99 ms | CPU per delivery | "
+      "deliveries/s after ÷ before |")
+    w("|---|---|---|---|---|---|---|---|")
+    for tag, (d, p99, cpu) in BEFORE.items():
+        e = find(runner, "switchboard-cluster", tag)
+        if e is None or not ok(e):
+            after = "not run in this run | | "
+            r = "–"
+        else:
+            a = e["report"]
+            after = (f"{a['deliveries_per_sec']:,.0f}{'' if sustained(e) else ' (not sustained)'} | "
+                     f"{a['latency_ms']['p99']:.1f} | {fmt(a['server_cpu_us_per_delivery'], 2, ' µs')}")
+            r = ratio(a["deliveries_per_sec"], d)
+        note = " (not sustained: 70% of the offered)" if tag == "ladder-5000x800" else ""
+        w(f"| {tag} | {d:,}{note} | {p99:.1f} | {cpu:.2f} µs | {after} | {r} |")
+    w("")
+    d0 = BEFORE[BEFORE_BEST][0]
+    if "switchboard-cluster" in best:
+        w(f"Best sustained run (p99 ≤ 1 s, nothing lost, at least 90% of the offered): before {d0:,}/s "
+          f"({BEFORE_BEST}), after {best['switchboard-cluster']:,.0f}/s: {best['switchboard-cluster'] / d0:.2f}×.")
+    else:
+        w("After: no sustained run of switchboard-cluster in this run.")
+    w("")
+    w("<details><summary>Commands (before)</summary>")
+    w("")
+    w("```sh")
+    w(f"# at commit {BEFORE_COMMIT}; servers as listed in git show {BEFORE_DOC}:docs/performance.md")
+    for tag in BEFORE:
+        w(BEFORE_COMMANDS[tag])
+    w("```")
+    w("")
+    w("</details>")
+    w("")
+
+
+def targets_history(w, runner, best):
+    w("## Against the targets of issue 12")
+    w("")
+    w("| target | measured here | met? |")
+    w("|---|---|---|")
+    d0 = BEFORE[BEFORE_BEST][0]
+    bar = SPEEDUP_TARGET * d0
+    if "switchboard-cluster" in best:
+        b = best["switchboard-cluster"]
+        top = max((e for e in runner.results if e["system"] == "switchboard-cluster" and sustained(e)
+                   and e["tag"].startswith(("broadcast-", "ladder-"))),
+                  key=lambda e: e["report"]["deliveries_per_sec"])
+        fell = [e for e in runner.results if e["system"] == "switchboard-cluster" and e["tag"].startswith("ladder-")
+                and ok(e) and not sustained(e)]
+        more = (f"; the ladder stopped at {fell[0]['tag'].split('x')[-1]}/s: {ladder_why(fell[0])}" if fell else "")
+        w(f"| live-only cluster ≥ {SPEEDUP_TARGET}× the deliveries/s of `{BEFORE_COMMIT}` at p99 ≤ 1 s (≥ {bar:,.0f}/s) | "
+          f"{b:,.0f}/s ({top['tag']}, p99 {top['report']['latency_ms']['p99']:.1f} ms) ÷ {d0:,}/s = {b / d0:.2f}×{more} | "
+          f"{'yes' if b >= bar else 'no'} |")
+    else:
+        w(f"| live-only cluster ≥ {SPEEDUP_TARGET}× the deliveries/s of `{BEFORE_COMMIT}` at p99 ≤ 1 s | no sustained run | no |")
+    for base in OURS:
+        var = HISTORY[base]
+        tags = paired_tags(runner, base)
+        if not tags:
+            continue
+        tag = f"broadcast-{SUBSCRIBERS}x10"
+        el, eh = find(runner, base, tag), find(runner, var, tag)
+        if el and eh and ok(el) and ok(eh):
+            cl, ch = el["report"]["server_cpu_us_per_delivery"], eh["report"]["server_cpu_us_per_delivery"]
+            met = cl and ch is not None and ch / cl <= HISTORY_CPU_TARGET
+            w(f"| history within {HISTORY_CPU_TARGET}× of live-only in CPU per delivery, 10 publications/s ({base}) | "
+              f"{fmt(ch, 2, ' µs')} ÷ {fmt(cl, 2, ' µs')} = {ratio(ch, cl)} | {'yes' if met else 'no'} |")
+        rows = []
+        for t in tags:
+            if t == ORDERED_TAG:
+                continue  # not at the same rate: see the history section
+            el, eh = find(runner, base, t), find(runner, var, t)
+            if ok(el) and ok(eh) and el["report"]["server_cpu_us_per_delivery"] and eh["report"]["server_cpu_us_per_delivery"]:
+                rows.append((eh["report"]["server_cpu_us_per_delivery"] / el["report"]["server_cpu_us_per_delivery"], t))
+        if rows:
+            worst = max(rows)
+            w(f"| … in every broadcast and ladder run ({base}) | worst {worst[0]:.2f}× ({worst[1]}), of {len(rows)} runs | "
+              f"{'yes' if worst[0] <= HISTORY_CPU_TARGET else 'no'} |")
+    hist_runs = [e for e in runner.results if e["system"] in BASE and ok(e)]
+    if hist_runs:
+        bad = [e for e in hist_runs if not clean(e["report"])]
+        w(f"| nothing lost, duplicated or reordered on a channel with history | "
+          f"{len(bad)} of {len(hist_runs)} runs with a loss, duplicate or reorder"
+          + (": " + ", ".join(f"{e['system']} {e['tag']} {e['report']['lost']}/{e['report']['duplicated']}/"
+                              f"{e['report']['reordered']}" for e in bad) if bad else "")
+          + f" | {'yes' if not bad else 'no'} |")
+    w("")
 
 
 def broadcast_table(w, runner, systems, tag):
@@ -694,7 +940,7 @@ def targets(w, runner, best):
               f"{fmt(vo, 1 if what == 'p99' else 2, unit)} ÷ {fmt(vf, 1 if what == 'p99' else 2, unit)} = "
               f"{ratio(vo, vf)} | {'yes' if met else 'no'} |")
     unclean = [e for e in runner.results if ok(e) and not clean(e["report"])
-               and e["report"]["slow_consumer_disconnects"] == 0 and e["system"] in OURS]
+               and e["report"]["slow_consumer_disconnects"] == 0 and e["system"] in OURS_ALL]
     w(f"| zero lost, duplicated or reordered messages in every run without a slow-consumer event | "
       f"{len(unclean)} runs of ours with a loss, duplicate or reorder | {'yes' if not unclean else 'no'} |")
     w("")
@@ -709,7 +955,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the ~1 minute sanity run (switchboard-dev only)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "switchboard"))
-    ap.add_argument("--systems", default="switchboard-dev,switchboard-cluster,floor,nats-ws,socketio")
+    ap.add_argument("--systems", default="switchboard-dev,switchboard-dev-history,switchboard-cluster,"
+                    "switchboard-cluster-history,floor,nats-ws,socketio",
+                    help="comma-separated; a -history system is its base system on a channel of a namespace "
+                    f"with history (`{HISTORY_NAMESPACE}:…`, history_size {HISTORY_SIZE}), run by turns with "
+                    "its base when both are listed")
     ap.add_argument("--only", metavar="TAGS", help="run only the runs whose tag starts with one of these "
                     "(comma-separated: idle, broadcast, ladder, broadcast-5000x10, …)")
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))

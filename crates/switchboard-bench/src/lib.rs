@@ -103,6 +103,11 @@ pub struct BenchArgs {
     /// Time between connecting and measuring, for the server to settle.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Switchboard: the namespace of the run's channels (`NAME:…`). What the namespace keeps
+    /// (history or live-only delivery) is the server's configuration
+    /// (`[channels.namespaces.NAME]`), so this picks the path that is measured.
+    #[arg(long, default_value = "bench")]
+    pub namespace: String,
     /// A name for the system under test in the report (default: the target's name).
     #[arg(long)]
     pub label: Option<String>,

@@ -26,6 +26,8 @@ pub struct Report {
     pub machine: Machine,
     pub pinning: Pinning,
     pub urls: Vec<String>,
+    /// The namespace of the channels (Switchboard only).
+    pub namespace: Option<String>,
     pub payload_bytes: usize,
     /// Requested publications per second (0: as fast as possible).
     pub rate: f64,
@@ -188,6 +190,7 @@ impl Report {
                 server: i.server.as_ref().map(|s| s.processes.clone()).unwrap_or_default(),
             },
             urls: i.args.url.clone(),
+            namespace: (i.args.target == Target::Switchboard).then(|| i.args.namespace.clone()),
             payload_bytes: i.args.payload,
             rate: i.args.rate,
             connections: i.connected,

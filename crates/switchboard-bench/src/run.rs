@@ -81,7 +81,7 @@ pub struct Plan {
 /// Plans `args.scenario`; channel names carry `run_id` so runs never share a channel.
 pub fn plan(args: &BenchArgs, run_id: &str) -> anyhow::Result<Plan> {
     let name = |i: usize| match args.target {
-        Target::Switchboard => format!("bench:{run_id}-{i}"),
+        Target::Switchboard => format!("{}:{run_id}-{i}", args.namespace),
         Target::NatsWs => format!("bench.{run_id}.{i}"),
         Target::Socketio | Target::Floor => format!("{run_id}-{i}"),
     };
@@ -392,6 +392,13 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.target != Target::Switchboard && matches!(args.scenario, Scenario::Rooms | Scenario::Fanin) {
         bail!("--target {} runs the broadcast, idle and connect scenarios only", args.target.name());
+    }
+    let ns = &args.namespace;
+    if ns.is_empty() || ns.len() > 64 || !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        bail!("--namespace: 1 to 64 of A-Z a-z 0-9 _ - (got {ns:?})");
+    }
+    if args.target != Target::Switchboard && ns != "bench" {
+        bail!("--namespace is for --target switchboard only");
     }
     if !sysinfo::has_proc() && !args.server_pid.is_empty() {
         bail!("--server-pid needs /proc");

@@ -74,6 +74,7 @@ fn channel_names_follow_each_targets_grammar() {
         ("broadcast", "bench:r-0"),
         ("broadcast --target nats-ws", "bench.r.0"),
         ("broadcast --target socketio", "r-0"),
+        ("broadcast --namespace hist", "hist:r-0"),
     ];
     for (line, want) in cases {
         assert_eq!(plan(&args(line), "r").unwrap().channels[0], *want, "{line}");
@@ -86,4 +87,14 @@ fn peers_refuse_the_scenarios_they_do_not_run() {
         assert!(check(&args(line)).is_err(), "{line}");
     }
     assert!(check(&args("broadcast --target nats-ws")).is_ok());
+}
+
+#[test]
+fn the_namespace_must_be_a_switchboard_namespace() {
+    assert!(check(&args("broadcast --namespace hist_1-a")).is_ok());
+    for line in
+        ["broadcast --namespace a:b", "broadcast --namespace a.b", "broadcast --target nats-ws --namespace hist"]
+    {
+        assert!(check(&args(line)).is_err(), "{line}");
+    }
 }
