@@ -244,7 +244,14 @@ impl Registry {
             .map(|(ch, sessions)| {
                 let users: HashSet<&str> =
                     sessions.iter().map(|s| self.records[s].user.as_str()).filter(|u| !u.is_empty()).collect();
-                pb::ChannelCount { channel: ch.clone(), sessions: sessions.len() as u32, users: users.len() as u32 }
+                let mut user_hashes: Vec<u64> = users.iter().map(|u| switchboard_bus::shard::hash64(u)).collect();
+                user_hashes.sort_unstable();
+                pb::ChannelCount {
+                    channel: ch.clone(),
+                    sessions: sessions.len() as u32,
+                    users: users.len() as u32,
+                    user_hashes,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.channel.cmp(&b.channel));

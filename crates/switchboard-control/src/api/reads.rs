@@ -70,21 +70,22 @@ impl Api {
         Ok(pb::PresenceStatsResponse { sessions: sessions.len() as u32, users: users.len() as u32 })
     }
 
-    /// Channels with counts. Sessions are exact; users are summed over replicas, so a
-    /// user whose sessions sit in shards of several replicas counts once per replica.
+    /// Channels with counts. Sessions are summed over the replicas (each holds its own
+    /// shards'); users are the union of the replicas' user hashes, so a user whose sessions
+    /// sit in shards of several replicas counts once.
     pub(super) async fn channel_counts(&self, req: pb::ChannelsRequest) -> Result<pb::ChannelsResponse, Status> {
         let replies = self.shared.gather(Query::Channels(req.pattern)).await?;
-        let mut merged: BTreeMap<String, pb::ChannelInfo> = BTreeMap::new();
+        let mut merged: BTreeMap<String, (u32, HashSet<u64>)> = BTreeMap::new();
         for c in replies.into_iter().flat_map(|r| r.channels) {
-            let entry = merged.entry(c.channel.clone()).or_insert_with(|| pb::ChannelInfo {
-                channel: c.channel,
-                sessions: 0,
-                users: 0,
-            });
-            entry.sessions += c.sessions;
-            entry.users += c.users;
+            let (sessions, users) = merged.entry(c.channel).or_default();
+            *sessions += c.sessions;
+            users.extend(c.user_hashes);
         }
-        Ok(pb::ChannelsResponse { channels: merged.into_values().collect() })
+        let channels = merged
+            .into_iter()
+            .map(|(channel, (sessions, users))| pb::ChannelInfo { channel, sessions, users: users.len() as u32 })
+            .collect();
+        Ok(pb::ChannelsResponse { channels })
     }
 
     pub(super) fn cluster_info(&self) -> pb::InfoResponse {

@@ -396,5 +396,9 @@ async fn a_presence_too_large_for_one_bus_message_arrives_whole_from_every_repli
     for r in &replicas {
         let stats = r.api().presence_stats(req(pb::PresenceRequest { channel: "busy".into() })).await.unwrap();
         assert_eq!(stats.into_inner(), pb::PresenceStatsResponse { sessions: 3000, users: 1 }, "{}", r.id());
+        // The user's sessions sit in both replicas' shards: still one user.
+        let channels = r.api().channels(req(pb::ChannelsRequest { pattern: "busy".into() })).await.unwrap();
+        let counts: Vec<_> = channels.into_inner().channels.iter().map(|c| (c.sessions, c.users)).collect();
+        assert_eq!(counts, [(3000, 1)], "{}", r.id());
     }
 }
