@@ -245,12 +245,15 @@ impl Streams {
             None => true,
             Some(since) if since.epoch != epoch || since.offset > state.last_sequence => false,
             Some(since) => {
+                // The common reconnect: nothing missed, `since` is the channel's last message
+                // (just read), so no other read is needed.
                 let has_since = since.offset > 0
-                    && match stream.direct_get(since.offset).await {
-                        Ok(m) => m.subject.as_str() == subject,
-                        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => false,
-                        Err(e) => return Err(unavailable(e)),
-                    };
+                    && (last == Some(since.offset)
+                        || match stream.direct_get(since.offset).await {
+                            Ok(m) => m.subject.as_str() == subject,
+                            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => false,
+                            Err(e) => return Err(unavailable(e)),
+                        });
                 let kept = if has_since {
                     None
                 } else {
