@@ -220,6 +220,8 @@ async fn a_full_session_stops_reading_until_a_command_completes() {
     // Only four commands have run their synchronous part (the hub add); the rest wait in
     // the socket.
     switchboard_tests::eventually("four subscribes in the hub", async || node.gateway.hub().channels() == 4).await;
+    // The claim is that nothing more happens while the four wait (500 ms each): there is no
+    // condition to wait for, so it gets a window shorter than the wait.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(node.gateway.hub().channels(), 4, "a full session reads no more commands");
     for id in 2..14 {

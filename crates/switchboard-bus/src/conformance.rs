@@ -133,17 +133,37 @@ impl Recorder {
 
     /// Waits until `n` publications arrived on `channel`, then returns them all.
     pub async fn wait_for(&self, channel: &Channel, n: usize) -> Vec<Publication> {
+        self.wait_until(channel, &format!("{n} publications"), |got| got.len() >= n).await
+    }
+
+    /// Waits (woken by each delivery, at most 10 s) until what arrived on `channel`
+    /// satisfies `done`, then returns it.
+    pub async fn wait_until(
+        &self,
+        channel: &Channel,
+        what: &str,
+        done: impl Fn(&[Publication]) -> bool,
+    ) -> Vec<Publication> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.changed.notified();
             let got = self.on(channel);
-            if got.len() >= n {
+            if done(&got) {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("timed out waiting for {n} publications on {channel}, got {}", got.len());
+                panic!("timed out waiting for {what} on {channel}, got {}", got.len());
             }
         }
+    }
+}
+
+/// Checks `check` until it holds, failing with `what` after 10 s.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -280,14 +300,11 @@ async fn a_dropped_inbox_stops_listening(cluster: &dyn Cluster) {
     drop(inbox);
     let asker = cluster.node(Recorder::new()).await;
     // Unsubscription reaches the server asynchronously; it must take effect promptly.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match asker.request(&Address::User("conf-u".into()), Message::new("x"), Duration::from_millis(300)).await {
-            Err(BusError::NoResponders) => break,
-            other => assert!(tokio::time::Instant::now() < deadline, "still listening: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("nobody listens any more", || async {
+        let asked = asker.request(&Address::User("conf-u".into()), Message::new("x"), Duration::from_millis(300));
+        matches!(asked.await, Err(BusError::NoResponders))
+    })
+    .await;
 }
 
 /// `listen` and `subscribe` return once the bus has the interest: another node's request
@@ -513,11 +530,10 @@ async fn history_is_trimmed_by_size_and_age(cluster: &dyn Cluster) {
     let c = ch("brief:trim");
     let first = stored(&a, &c, "old").await;
     stored(&a, &c, "missed").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !a.history(&c, after(None, 10)).await.unwrap().publications.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "a publication outlived its namespace's age");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the publications aged out", || async {
+        a.history(&c, after(None, 10)).await.unwrap().publications.is_empty()
+    })
+    .await;
     assert!(!a.history(&c, after(Some(first), 10)).await.unwrap().continuous, "a publication after it aged out");
 }
 
@@ -554,15 +570,16 @@ async fn recovery_meets_live_delivery_without_gap_or_duplicate(cluster: &dyn Clu
                 acked.push(stored(&publisher, &c, &i.to_string()).await.offset);
                 done.store(acked.len(), std::sync::atomic::Ordering::Relaxed);
                 if i % 10 == 0 {
+                    // A rate, not a wait: about 10 publications a millisecond, so that the
+                    // subscriber comes in while publishing goes on (the in-process bus would
+                    // publish all 300 at once).
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
             acked
         })
     };
-    while done.load(std::sync::atomic::Ordering::Relaxed) < 50 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually("50 publications were made", || async { done.load(std::sync::atomic::Ordering::Relaxed) >= 50 }).await;
     // A client resuming from `first` while publishing goes on: the live subscription starts
     // before the history read, and the two are merged by offset.
     let a = cluster.node(r.clone()).await;
@@ -571,11 +588,7 @@ async fn recovery_meets_live_delivery_without_gap_or_duplicate(cluster: &dyn Clu
     assert!(page.continuous);
     let acked = publishing.await.unwrap();
     let last = *acked.last().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while r.on(&c).last().map(|p| p.offset) != Some(last) {
-        assert!(tokio::time::Instant::now() < deadline, "the last publication never arrived live");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    r.wait_until(&c, "the last publication, live", |got| got.last().map(|p| p.offset) == Some(last)).await;
     let mut merged = page.publications.iter().map(|p| p.offset).collect::<Vec<_>>();
     let seam = merged.last().copied().unwrap_or(first.offset);
     merged.extend(r.on(&c).iter().map(|p| p.offset).filter(|o| *o > seam));
