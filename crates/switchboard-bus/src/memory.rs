@@ -252,7 +252,7 @@ impl Default for MemoryBroker {
 impl BrokerInner {
     /// The stream `channel` is kept in, if its namespace keeps history.
     fn stream(&self, channel: &Channel) -> Option<MutexGuard<'_, Stream>> {
-        self.namespaces.history(channel)?;
+        // Streams exist only for the entries with history.
         let stream = self.streams.get(self.namespaces.key(channel))?;
         Some(stream.lock().unwrap_or_else(|p| p.into_inner()))
     }
