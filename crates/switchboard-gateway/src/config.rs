@@ -40,8 +40,12 @@ pub struct GatewayConfig {
     /// Whether clients may publish at all; when true, the namespace rules decide. Default
     /// true.
     pub client_publish: bool,
-    /// Whether to serve the demo page at `/`. Default false (on in `switchboard dev`).
+    /// Whether to serve the demo page at `/` and the chat example at `/chat/`. Default
+    /// false (on in `switchboard dev`).
     pub serve_page: bool,
+    /// Mint connect tokens for any user name at `GET /demo/token` (the chat example's
+    /// nicknames). Only `switchboard dev --demo-tokens` sets it. Default unset (no endpoint).
+    pub demo_tokens: Option<crate::demo::DemoTokens>,
     /// How connect tokens are checked (see `auth`). Default: no keys, so every session is
     /// anonymous; the binary refuses that unless `allow_anonymous` says it is meant.
     pub auth: AuthConfig,
@@ -134,6 +138,7 @@ impl Default for GatewayConfig {
             drain_window: Duration::from_secs(5),
             client_publish: true,
             serve_page: false,
+            demo_tokens: None,
             auth: AuthConfig::default(),
             channels: ChannelRules::default(),
             rpc_timeout: Duration::from_secs(5),

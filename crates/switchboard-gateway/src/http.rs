@@ -3,7 +3,8 @@
 //! Routes: `GET /ws` (WebSocket, client protocol v1), `GET /healthz` (the process is up),
 //! `GET /readyz` (the node is not draining, the bus is reachable, and a control replica was
 //! heard within 3 s; otherwise `503` saying which), `GET /metrics` (Prometheus text format),
-//! `GET /` (the demo page, when enabled), and `GET /echo` (the RFC 6455 echo endpoint for
+//! `GET /` (the demo page, when enabled), `GET /chat/` (the chat example and the JS SDK,
+//! with the page; see `demo`), `GET /demo/token` (dev only, see `demo`), and `GET /echo` (the RFC 6455 echo endpoint for
 //! the Autobahn TestSuite, only when `GatewayConfig::echo` is on).
 
 use std::convert::Infallible;
@@ -119,6 +120,13 @@ async fn route(
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             r
         }
+        (&Method::GET, p) if shared.config.serve_page && (p == "/chat" || p.starts_with("/chat/")) => {
+            crate::demo::chat_file(p).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
+        }
+        (&Method::GET, "/demo/token") => match &shared.config.demo_tokens {
+            Some(demo) => crate::demo::token(demo, req.uri().query()),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         (_, "/ws" | "/healthz" | "/readyz" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };

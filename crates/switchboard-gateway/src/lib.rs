@@ -10,6 +10,7 @@ mod channels;
 pub mod client_ip;
 pub mod config;
 mod deliver;
+pub mod demo;
 mod echo;
 mod http;
 mod limits;

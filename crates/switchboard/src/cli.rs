@@ -238,9 +238,14 @@ pub struct DevArgs {
     /// gRPC (backend API) listen address.
     #[arg(long, env = "SWITCHBOARD_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
-    /// Do not serve the demo page at `/`.
+    /// Do not serve the demo page at `/` (nor the chat example at `/chat/`).
     #[arg(long, env = "SWITCHBOARD_NO_PAGE")]
     pub no_page: bool,
+    /// Serve `GET /demo/token?user=NAME`, which mints a 10-minute connect token for any user
+    /// name, signed with a secret drawn at start (the chat example's nicknames). For trying
+    /// it only: anyone who reaches the port can be anyone. `gateway` has no such endpoint.
+    #[arg(long, env = "SWITCHBOARD_DEMO_TOKENS")]
+    pub demo_tokens: bool,
     /// Serve the RFC 6455 echo endpoint at /echo (for the Autobahn TestSuite; never in production).
     #[arg(long, hide = true)]
     pub test_echo_endpoint: bool,

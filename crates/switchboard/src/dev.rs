@@ -113,12 +113,19 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     api_keys.validate().map_err(crate::UsageError)?;
     let (http, ws) = if gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let open = api_keys.is_empty();
+    let (page, demo_tokens) = (gateway.serve_page, gateway.demo_tokens.is_some());
     let node = Dev::start(DevConfig { gateway, grpc_listen, api_keys, namespaces }, Some(prometheus)).await?;
     if open {
         eprintln!("WARNING: the gRPC API takes calls without an API key (fine on a laptop; --api-keys to require one)");
     }
     println!("switchboard dev is running (in-process bus, no NATS)");
     println!("  browser:   {http}://{}/", node.http);
+    if page {
+        println!("  chat:      {http}://{}/chat/", node.http);
+    }
+    if demo_tokens {
+        println!("  tokens:    {http}://{}/demo/token?user=NAME (--demo-tokens: anyone may be anyone)", node.http);
+    }
     println!("  websocket: {ws}://{}/ws", node.http);
     println!("  grpc:      http://{}", node.grpc);
     // Commands that work as printed: this binary's path, and the addresses unless default.

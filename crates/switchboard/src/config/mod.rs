@@ -14,6 +14,7 @@ use clap::parser::ValueSource;
 use switchboard_bus::{HistoryLimits, Namespaces, NatsConfig};
 use switchboard_control::ControlConfig;
 use switchboard_gateway::GatewayConfig;
+use switchboard_gateway::demo::DemoTokens;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
 
@@ -166,6 +167,11 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, N
     // A test flag only, never in a file.
     config.echo = args.test_echo_endpoint;
     config.tls = tls(&args.tls, g.tls.as_ref(), x);
+    if args.demo_tokens {
+        let secret = demo_secret()?;
+        config.auth.keys.push(Key { kid: None, material: KeyMaterial::Hmac(secret.clone()) });
+        config.demo_tokens = Some(DemoTokens { secret, ttl: std::time::Duration::from_secs(600) });
+    }
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
     check_anonymous(&config)?;
     let grpc = match (f.control.as_ref().and_then(|c| c.grpc_listen.as_ref()), x.has("grpc_listen")) {
@@ -173,6 +179,16 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, N
         _ => args.grpc_listen,
     };
     Ok((config, grpc, namespaces(&f)?))
+}
+
+/// 32 random bytes for the demo tokens' HMAC secret, drawn anew at every start.
+fn demo_secret() -> Result<Vec<u8>, UsageError> {
+    use std::io::Read as _;
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| UsageError(format!("--demo-tokens: cannot read /dev/urandom for a secret: {e}")))?;
+    Ok(secret)
 }
 
 /// What `switchboard control` runs with.
@@ -261,6 +277,7 @@ fn gateway_config(
         drain_window: x.pick("drain_window", a.drain_window, dur(g.drain_window)),
         client_publish: x.pick("no_client_publish", !a.no_client_publish, g.client_publish),
         serve_page: false,
+        demo_tokens: None,
         auth: auth_config(a, f, x, dev)?,
         channels: channel_rules(f),
         rpc_timeout: x.pick("rpc_timeout", a.rpc_timeout, dur(g.rpc_timeout)),
