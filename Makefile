@@ -8,8 +8,8 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-run: ## Build and run `switchboard dev` (gateway + gRPC API + in-process bus, no NATS)
-	$(CARGO) run --release -p switchboard -- dev
+run: ## Build and run `switchboard dev` (gateway + gRPC API + in-process bus, no NATS) with the chat example at /chat/
+	$(CARGO) run --release -p switchboard -- dev --config examples/chat/switchboard.toml --demo-tokens
 
 build: ## Build every crate and the switchboard binary (release)
 	$(CARGO) build --release --workspace
@@ -24,11 +24,21 @@ cluster: deps ## Run a local cluster: 3 NATS nodes, 2 control replicas, 3 gatewa
 deps: ## Install what the tests need, when missing (nats-server, promtool, the chart test tools, the Autobahn TestSuite)
 	@tests/tools/install-deps.sh
 
-test: deps ## Install what the tests need, then run every test (cargo test, the alert rules and the Helm chart, then the Autobahn TestSuite)
+test: deps ## Install what the tests need, then run every test (cargo test, the alert rules and the Helm chart, the Autobahn TestSuite, the JS SDK and browser tests)
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	tests/tools/chart-test.sh target/debug/switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
+	$(MAKE) --no-print-directory test-js-only
+
+.PHONY: test-js test-js-only
+test-js: ## The JS SDK's tests against `switchboard dev` and the chat example in Chromium on a local cluster, ~40 s
+	@tests/tools/install-deps.sh --js-only
+	$(CARGO) build -p switchboard
+	$(MAKE) --no-print-directory test-js-only
+
+test-js-only:
+	cd clients/js && SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard node --test test/sdk.test.mjs test/bundle.test.mjs test/chat.browser.test.mjs
 
 test-deploy: ## The alert rules (promtool test rules) and the Helm chart (lint, render, Kubernetes schemas, contract with the binary), ~10 s
 	@tests/tools/chart-test.sh --install-only

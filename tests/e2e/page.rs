@@ -82,3 +82,66 @@ async fn health_readiness_and_unknown_paths_answer_with_plain_statuses() {
     // Without a recorder installed, /metrics says so rather than serving an empty page.
     assert_eq!(get(node.http, "/metrics").await.0, 404);
 }
+
+#[tokio::test]
+async fn the_chat_example_and_the_sdk_build_it_runs_on_are_served_with_the_page() {
+    let node = start_dev(gateway_config()).await;
+    let cases = [
+        // (path, content type, what the body must contain)
+        ("/chat/", "text/html", "<script type=\"module\" src=\"/chat/chat.js\">"),
+        ("/chat", "text/html", "<script type=\"module\" src=\"/chat/chat.js\">"),
+        ("/chat/chat.js", "text/javascript", "from \"./sdk/index.js\""),
+        ("/chat/sdk/index.js", "text/javascript", "switchboard.v1.json"),
+        ("/chat/sdk/codes.js", "text/javascript", "export function shouldReconnect"),
+    ];
+    for (path, ctype, needle) in cases {
+        let (status, got, body) = get(node.http, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(got.starts_with(ctype), "{path}: {got}");
+        assert!(body.contains(needle), "{path} lacks {needle:?}");
+    }
+    // The SDK is served exactly as committed in clients/js/dist (which a Node test keeps fresh).
+    let sdk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../clients/js/dist/index.js")).unwrap();
+    assert_eq!(get(node.http, "/chat/sdk/index.js").await.2, sdk);
+    assert_eq!(get(node.http, "/chat/nope.js").await.0, 404);
+    assert!(get(node.http, "/").await.2.contains("href=\"/chat/\""), "the demo page links to the chat");
+
+    let off = start_dev(switchboard_gateway::GatewayConfig { serve_page: false, ..gateway_config() }).await;
+    assert_eq!(get(off.http, "/chat/").await.0, 404);
+    assert_eq!(get(off.http, "/chat/sdk/index.js").await.0, 404);
+}
+
+#[tokio::test]
+async fn demo_tokens_are_minted_only_when_configured_and_connect_as_the_named_user() {
+    use base64::Engine as _;
+    let node = start_dev(gateway_config()).await;
+    assert_eq!(get(node.http, "/demo/token?user=alice").await.0, 404, "no demo tokens unless configured");
+
+    let secret = b"demo-test-secret".to_vec();
+    let config = switchboard_gateway::GatewayConfig {
+        demo_tokens: Some(switchboard_gateway::demo::DemoTokens { secret, ttl: std::time::Duration::from_secs(600) }),
+        auth: switchboard_gateway::auth::AuthConfig::hmac("demo-test-secret"),
+        ..gateway_config()
+    };
+    let node = start_dev(config).await;
+    for bad in ["/demo/token", "/demo/token?user=", "/demo/token?user=a%20b", "/demo/token?user=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+        let (status, ctype, body) = get(node.http, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(ctype.starts_with("application/json") && body.contains("\"error\""), "{bad}: {body}");
+    }
+    let (status, ctype, body) = get(node.http, "/demo/token?user=alice").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["info"]["name"].as_str()), (Some("alice"), Some("alice")));
+    assert_eq!(claims["exp"], reply["expires_at"]);
+    // The gateway takes it (anonymous sessions are off here, so a bad token would be refused).
+    let mut client = switchboard_client::ClientConfig::new(switchboard_tests::ws_url(node.http)).reconnect(false);
+    client.token = token;
+    let client = switchboard_client::Client::connect(client).await.expect("a demo token connects");
+    client.ping().await.unwrap();
+}
