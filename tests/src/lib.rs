@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: start a real node on free loopback ports, speak raw
 //! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
 
+pub mod balancer;
 pub mod nats;
 pub mod procs;
 
