@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod nats;
 pub mod procs;
+pub mod sampler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
