@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests: start a real node on free loopback ports, speak raw
 //! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
 
+pub mod balancer;
 pub mod nats;
 pub mod procs;
+pub mod sampler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
