@@ -106,15 +106,36 @@ function renderTyping() {
   $("typing").textContent = who.length ? `${who.join(", ")} ${who.length > 1 ? "are" : "is"} typing…` : "";
 }
 
+/** The join and leave pushes seen while each `presence` request is out. */
+const presenceLogs = new Set();
+
+function joined(kind, c) {
+  for (const log of presenceLogs) log.push([kind, c]);
+  if (kind === "join") chat.members.set(c.session, c);
+  else chat.members.delete(c.session);
+  renderPresence();
+}
+
+/** Asks who is here; the pushes that came meanwhile are newer than the answer, so they are
+ * applied on top of it (the answer may not even list this session yet). */
 async function refreshPresence() {
+  const log = [];
+  presenceLogs.add(log);
+  let clients;
   try {
-    const clients = await chat.sub.presence();
-    chat.members = new Map(clients.map((c) => [c.session, c]));
+    clients = await chat.sub.presence();
   } catch (e) {
-    chat.members = new Map();
     $("presence").textContent = `(no presence: ${e.message})`;
     return;
+  } finally {
+    presenceLogs.delete(log);
   }
+  const members = new Map(clients.map((c) => [c.session, c]));
+  for (const [kind, c] of log) {
+    if (kind === "join") members.set(c.session, c);
+    else members.delete(c.session);
+  }
+  chat.members = members;
   renderPresence();
 }
 
@@ -191,14 +212,8 @@ async function start(nick, room) {
       if (!ev.resumed || !ev.recovered) void loadHistory();
       void refreshPresence(); // Join and leave are not recovered: ask again.
     },
-    onJoin: (c) => {
-      chat.members.set(c.session, c);
-      renderPresence();
-    },
-    onLeave: (c) => {
-      chat.members.delete(c.session);
-      renderPresence();
-    },
+    onJoin: (c) => joined("join", c),
+    onLeave: (c) => joined("leave", c),
     onError: (e) => notice(`cannot join #${room}: ${e.message}`),
   });
   client.subscribe(`typing:${room}`, {

@@ -66,8 +66,9 @@ test("two browsers chat through two gateways, and one that lost its gateway catc
   const bob = await open(gwB, "bob");
   try {
     // Presence shows both, on both pages (the lists start with `presence` and follow join pushes).
-    for (const page of [alice, bob]) {
-      await waitFor("both in the presence list", async () => /alice/.test(await presence(page)) && /bob/.test(await presence(page)));
+    for (const [page, name] of [[alice, "alice"], [bob, "bob"]]) {
+      let list = "";
+      await waitFor(() => `both in ${name}'s presence list (it shows ${JSON.stringify(list)})`, async () => /alice/.test(list = await presence(page)) && /bob/.test(list));
     }
 
     await alice.fill("#text", "typing…");
@@ -94,7 +95,9 @@ test("two browsers chat through two gateways, and one that lost its gateway catc
       "alice: while you were away 3",
       "alice: welcome back",
     ];
-    await waitFor("bob to show every message", async () => (await messages(bob)).length >= expected.length);
+    for (const page of [alice, bob]) {
+      await waitFor("every message on both pages", async () => (await messages(page)).length >= expected.length);
+    }
     assert.deepEqual(await messages(bob), expected, "every message, in order, once");
     assert.deepEqual(await messages(alice), expected);
     // The missed ones came by recovery (not a history reload), each delivered once, in order.

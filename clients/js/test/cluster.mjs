@@ -93,6 +93,7 @@ export class Cluster {
   /** Starts `gw` again on the same port and NATS node. */
   async restartGateway(gw) {
     const again = await this.gateway(gw.id, gw.natsIndex, gw.port);
+    this.gateways = this.gateways.filter((g) => g !== again);
     Object.assign(gw, again);
     return gw;
   }

@@ -33,7 +33,7 @@ export function tempFile(name, text) {
   return file;
 }
 
-/** Waits until `cond()` (sync or async) is truthy, polling; fails after `ms` saying `what`. */
+/** Waits until `cond()` (sync or async) is truthy, polling; fails after `ms` saying `what` (or what `what()` says then). */
 export async function waitFor(what, cond, ms = DEADLINE_MS) {
   const end = Date.now() + ms;
   let last;
@@ -44,7 +44,9 @@ export async function waitFor(what, cond, ms = DEADLINE_MS) {
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${ms} ms waiting for ${typeof what === "function" ? what() : what} (last: ${last})`);
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
 }
