@@ -124,7 +124,12 @@ async fn demo_tokens_are_minted_only_when_configured_and_connect_as_the_named_us
         ..gateway_config()
     };
     let node = start_dev(config).await;
-    for bad in ["/demo/token", "/demo/token?user=", "/demo/token?user=a%20b", "/demo/token?user=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+    for bad in [
+        "/demo/token",
+        "/demo/token?user=",
+        "/demo/token?user=a%20b",
+        "/demo/token?user=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
         let (status, ctype, body) = get(node.http, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(ctype.starts_with("application/json") && body.contains("\"error\""), "{bad}: {body}");

@@ -70,7 +70,9 @@ pub(crate) fn token(demo: &DemoTokens, query: Option<&str>) -> Response<Body> {
     let claims = serde_json::json!({"sub": user, "iat": now, "exp": exp, "info": {"name": user}});
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     match jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(&demo.secret)) {
-        Ok(token) => json(StatusCode::OK, serde_json::json!({"token": token, "user": user, "expires_at": exp}).to_string()),
+        Ok(token) => {
+            json(StatusCode::OK, serde_json::json!({"token": token, "user": user, "expires_at": exp}).to_string())
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot mint a demo token");
             json(StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"cannot mint a token\"}".into())

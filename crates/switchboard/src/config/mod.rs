@@ -14,8 +14,8 @@ use clap::parser::ValueSource;
 use switchboard_bus::{HistoryLimits, Namespaces, NatsConfig};
 use switchboard_control::ControlConfig;
 use switchboard_gateway::GatewayConfig;
-use switchboard_gateway::demo::DemoTokens;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
+use switchboard_gateway::demo::DemoTokens;
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
 
 use crate::UsageError;

@@ -183,3 +183,28 @@ fn history_is_kept_per_namespace_as_the_file_says() {
     assert_eq!(history["namespaces"]["live"], serde_json::Value::Null, "a listed namespace without history");
     assert_eq!(got["nats"]["history_replicas"], 3);
 }
+
+#[test]
+fn demo_tokens_are_a_dev_flag_only_and_bring_their_own_key() {
+    let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--demo-tokens"]) else { panic!() };
+    let (g, _, _) = dev(&a, &x).unwrap();
+    let demo = g.demo_tokens.as_ref().expect("--demo-tokens turns the endpoint on");
+    assert_eq!(demo.secret.len(), 32);
+    assert!(
+        g.auth.keys.iter().any(|k| matches!(&k.material, KeyMaterial::Hmac(s) if *s == demo.secret)),
+        "the gateway checks tokens with the demo secret"
+    );
+    assert!(g.auth.allow_anonymous, "anonymous sessions stay allowed");
+    let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--demo-tokens"]) else { panic!() };
+    assert_ne!(dev(&a, &x).unwrap().0.demo_tokens.unwrap().secret, demo.secret, "a secret drawn at every start");
+    let (Command::Dev(a), x) = cli(&["switchboard", "dev"]) else { panic!() };
+    assert!(dev(&a, &x).unwrap().0.demo_tokens.is_none(), "off by default");
+    // `gateway` has no such flag, and nothing else turns it on.
+    assert!(Cli::command().try_get_matches_from(["switchboard", "gateway", "--demo-tokens"]).is_err());
+    let (Command::Gateway(a), x) =
+        cli(&["switchboard", "gateway", "--nats", "nats://x:4222", "--allow-anonymous", "--page"])
+    else {
+        panic!()
+    };
+    assert!(gateway(&a, &x).unwrap().0.demo_tokens.is_none());
+}
