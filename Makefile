@@ -38,7 +38,7 @@ test-js: ## The JS SDK's tests against `switchboard dev` and the chat example in
 	$(MAKE) --no-print-directory test-js-only
 
 test-js-only:
-	cd clients/js && SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard node --test test/sdk.test.mjs test/bundle.test.mjs test/chat.browser.test.mjs
+	cd clients/js && SWITCHBOARD_BIN=$(CURDIR)/target/debug/switchboard timeout 300 node --test test/sdk.test.mjs test/bundle.test.mjs test/chat.browser.test.mjs
 
 test-deploy: ## The alert rules (promtool test rules) and the Helm chart (lint, render, Kubernetes schemas, contract with the binary), ~10 s
 	@tests/tools/chart-test.sh --install-only

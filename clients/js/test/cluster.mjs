@@ -38,9 +38,22 @@ async function httpStatus(url) {
 }
 
 export class Cluster {
+  gateways = [];
+
   /** `natsNodes` NATS nodes in one cluster, a control replica, gateways serving the page. */
-  static async start({ natsNodes = 2, config = "" } = {}) {
+  static async start(options = {}) {
     const c = new Cluster();
+    try {
+      await c.boot(options);
+    } catch (e) {
+      await c.stop();
+      throw e;
+    }
+    return c;
+  }
+
+  async boot({ natsNodes = 2, config = "" }) {
+    const c = this;
     c.dir = tempDir("sb-cluster-");
     c.configFile = path.join(c.dir, "switchboard.toml");
     writeFileSync(c.configFile, config);
@@ -67,8 +80,6 @@ export class Cluster {
       "--replica-id", "c1", "--api-keys", API_KEY, "--config", c.configFile,
     ]);
     await c.control.waitOutput(/serving gRPC on/, "the gRPC banner");
-    c.gateways = [];
-    return c;
   }
 
   /** Starts a gateway on NATS node `natsIndex` (and `port`, when given; else a free one). */
@@ -100,6 +111,7 @@ export class Cluster {
 
   async stop() {
     for (const g of this.gateways) await g.proc.kill();
+    this.gateways = [];
     await this.control?.kill();
     for (const n of this.nats ?? []) await n.kill();
   }

@@ -4,7 +4,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -22,8 +22,16 @@ export function switchboardBin() {
   return bin;
 }
 
+/** Temporary folders the tests made, removed when the test process exits. */
+const dirs = new Set();
+process.on("exit", () => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = "sb-js-") {
-  return mkdtempSync(path.join(tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  dirs.add(dir);
+  return dir;
 }
 
 /** Writes `text` to a fresh temporary file and returns its path. */
@@ -42,6 +50,7 @@ export async function waitFor(what, cond, ms = DEADLINE_MS) {
       last = await cond();
       if (last) return last;
     } catch (e) {
+      if (e.fatal) throw e; // Waiting longer cannot help (a process exited).
       last = e;
     }
     if (Date.now() > end) {
@@ -50,6 +59,13 @@ export async function waitFor(what, cond, ms = DEADLINE_MS) {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Every process a test started: killed when the test process exits, however it exits. */
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(128 + (signal === "SIGINT" ? 2 : 15)));
 
 /** A spawned process whose output is kept; `addr` comes from a line its stdout prints. */
 export class Proc {
@@ -74,8 +90,16 @@ export class Proc {
     };
     this.child.stdout.on("data", keep);
     this.child.stderr.on("data", keep);
+    const child = this.child;
+    running.add(child);
+    // A process left running must not keep a finished (or failed) test file alive: the exit
+    // handler above kills it.
+    child.unref();
+    child.stdout.unref?.();
+    child.stderr.unref?.();
     this.exit = new Promise((resolve) =>
-      this.child.on("exit", (code, signal) => {
+      child.on("exit", (code, signal) => {
+        running.delete(child);
         this.exited = true;
         resolve({ code, signal });
       }),
@@ -85,7 +109,7 @@ export class Proc {
   /** Waits until the output matches `re`; returns the match. */
   async waitOutput(re, what, ms = DEADLINE_MS) {
     return waitFor(`${this.name}: ${what}`, () => {
-      if (this.exited) throw new Error(`${this.name} exited; its output:\n${this.output}`);
+      if (this.exited) throw Object.assign(new Error(`${this.name} exited`), { fatal: true });
       return this.output.match(re);
     }, ms).catch((e) => {
       throw new Error(`${e.message}\n--- output of ${this.name} ---\n${this.output}`);

@@ -25,7 +25,7 @@ before(async () => {
   dev = await startDev(CONFIG);
 });
 after(async () => {
-  await dev.proc.kill();
+  await dev?.proc.kill();
 });
 
 /** A client with the `ws` constructor; closed when the test ends. */
@@ -41,7 +41,7 @@ function collector() {
   return { got, onPublication: (p) => got.push(p.data) };
 }
 
-describe("connect and channels", () => {
+describe("connect and channels", { timeout: 60000 }, () => {
   test("a client connects, subscribes, publishes and receives its publication", async (t) => {
     const c = client(t);
     const connected = new Promise((r) => c.on("connected", r));
@@ -109,7 +109,7 @@ describe("connect and channels", () => {
   });
 });
 
-describe("presence and join/leave", () => {
+describe("presence and join/leave", { timeout: 60000 }, () => {
   test("presence lists the subscribers with their token info; join and leave are pushed", async (t) => {
     const alice = client(t, dev.ws, { token: mintToken("alice", { info: { name: "Alice" } }) });
     const joins = [];
@@ -130,7 +130,7 @@ describe("presence and join/leave", () => {
   });
 });
 
-describe("reconnects and recovery", () => {
+describe("reconnects and recovery", { timeout: 60000 }, () => {
   test("after a network cut the client reconnects and recovers every missed publication, in order, once", async (t) => {
     const proxy = await Proxy.start(new URL(dev.ws).host);
     t.after(() => proxy.close());
@@ -220,7 +220,7 @@ describe("reconnects and recovery", () => {
   });
 });
 
-describe("tokens", () => {
+describe("tokens", { timeout: 60000 }, () => {
   test("getToken supplies the connect token and refreshes it before it expires, on the same session", async (t) => {
     const issued = [];
     const getToken = async () => {
@@ -244,7 +244,7 @@ describe("tokens", () => {
   });
 });
 
-describe("tables", () => {
+describe("tables", { timeout: 60000 }, () => {
   test("the close code table matches docs/protocol.md, and unknown codes follow the ranges", () => {
     const doc = readFileSync(path.join(ROOT, "docs/protocol.md"), "utf8");
     const rows = [...doc.matchAll(/^\| (\d{4}) \| ([^|]+) \| (yes|no) \|/gm)].map((m) => ({
