@@ -10,7 +10,7 @@ import path from "node:path";
 import { test } from "node:test";
 
 import { Cluster } from "./cluster.mjs";
-import { ROOT, mintToken, tempDir, waitFor } from "./harness.mjs";
+import { ROOT, mintToken, startDev, tempDir, waitFor } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS = path.join(ROOT, "target/browser-tests");
@@ -122,4 +122,34 @@ test("two browsers chat through two gateways, and one that lost its gateway catc
     e.message += `\n${cluster.logs()}`;
     throw e;
   }
+});
+
+test("what make run serves: two tabs on switchboard dev pick nicknames, get demo tokens and talk", { timeout: 60000 }, async (t) => {
+  const browserType = await chromium();
+  const dev = await startDev(CONFIG, ["--demo-tokens"]);
+  t.after(() => dev.proc.kill());
+  const context = await browserType.launchPersistentContext(tempDir("sb-chromium-"), LAUNCH);
+  t.after(() => context.close());
+  const errors = [];
+  const tab = async (nick) => {
+    const page = await context.newPage();
+    page.on("pageerror", (e) => errors.push(`${nick}: ${e.message}`));
+    await page.goto(`${dev.http}/chat/`);
+    // The form asks for a nickname; joining fetches a token for it from /demo/token.
+    await page.fill("#nick", nick);
+    await page.click("#join button");
+    await waitFor(`${nick}'s tab to connect`, async () => (await page.$eval("#status", (s) => s.textContent)).includes(`connected as ${nick}`));
+    return page;
+  };
+  const carol = await tab("carol");
+  await say(carol, "anyone here?");
+  const dave = await tab("dave");
+  await waitFor("the history on join", async () => (await messages(dave)).includes("carol: anyone here?"));
+  await say(dave, "hi carol");
+  await waitFor("dave's message at carol", async () => (await messages(carol)).includes("dave: hi carol"));
+  for (const page of [carol, dave]) {
+    await waitFor("both names in the presence list", async () => /carol/.test(await presence(page)) && /dave/.test(await presence(page)));
+  }
+  assert.deepEqual(await messages(dave), ["carol: anyone here?", "dave: hi carol"]);
+  assert.deepEqual(errors, [], "no script errors on the pages");
 });
