@@ -18,7 +18,9 @@ export interface WebSocketLike {
     }) => void) | null;
     onerror: ((ev: unknown) => void) | null;
 }
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+/** A WebSocket constructor: the browser's `WebSocket`, or the `ws` package's export; its
+ * instances are used as `WebSocketLike`. (Typed loosely so that both type-check as they are.) */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => any;
 /** A position in a channel's history. */
 export interface Position {
     offset: number;

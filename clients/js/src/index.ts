@@ -26,7 +26,9 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
 }
 
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+/** A WebSocket constructor: the browser's `WebSocket`, or the `ws` package's export; its
+ * instances are used as `WebSocketLike`. (Typed loosely so that both type-check as they are.) */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => any;
 
 /** A position in a channel's history. */
 export interface Position {
@@ -422,7 +424,7 @@ export class Client {
     }
     let ws: WebSocketLike;
     try {
-      ws = new this.opts.WebSocket(this.url, [SUBPROTOCOL]);
+      ws = new this.opts.WebSocket(this.url, [SUBPROTOCOL]) as WebSocketLike;
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
       this.scheduleReconnect(1006, "cannot open a WebSocket");
