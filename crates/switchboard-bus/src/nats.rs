@@ -46,6 +46,12 @@ use crate::{
 pub use security::{NatsAuth, NatsTls};
 use streams::{Continuity, Next, REMOVED_HEADER, Streams};
 
+/// The header that marks a channel event ([`Channels::publish_event`]) on a channel's live
+/// subject: a core NATS message there, never in a stream. Publications never carry it (a
+/// live-only one has no headers, a republished one has its stream's), so telling them
+/// apart costs a publication nothing.
+pub const EVENT_HEADER: &str = "Sb-Event";
+
 /// The same connection error is logged at most once per this interval (with a count).
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -517,31 +523,50 @@ impl Channels for NatsBus {
                 // Take what else async-nats already read off the socket: one call, one piece
                 // per subscriber in the hub.
                 loop {
-                    match &mut continuity {
-                        None => batch.push(Publication {
-                            channel: channel_name.clone(),
-                            offset: 0,
-                            epoch: Arc::from(""),
-                            data: msg.payload,
-                        }),
-                        Some(c) => 'one: {
-                            let Some((offset, prev, removed)) = republished(&msg) else {
-                                tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
-                                break 'one;
-                            };
-                            #[cfg(feature = "conformance")]
-                            if lose.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
-                                break 'one;
-                            }
-                            match c.next(offset, prev, removed, msg.payload).await {
-                                Next::Deliver(ps) => batch.extend(ps),
-                                Next::Interrupted(ps) => {
-                                    for chunk in batch.chunks(MAX_BATCH) {
-                                        deliver.deliver(chunk).await;
+                    // An event: handed over in its place among the publications, outside
+                    // the continuity (live-only publications have no headers at all, and
+                    // republished ones have their sequence, so only events are looked at).
+                    let event = match &continuity {
+                        None => msg.headers.is_some() && is_event(&msg),
+                        Some(_) => {
+                            msg.headers.as_ref().is_some_and(|h| h.get(async_nats::header::NATS_SEQUENCE).is_none())
+                                && is_event(&msg)
+                        }
+                    };
+                    if event {
+                        for chunk in batch.chunks(MAX_BATCH) {
+                            deliver.deliver(chunk).await;
+                        }
+                        batch.clear();
+                        deliver.event(&channel_name, msg.payload);
+                    } else {
+                        match &mut continuity {
+                            None => batch.push(Publication {
+                                channel: channel_name.clone(),
+                                offset: 0,
+                                epoch: Arc::from(""),
+                                data: msg.payload,
+                            }),
+                            Some(c) => 'one: {
+                                let Some((offset, prev, removed)) = republished(&msg) else {
+                                    tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
+                                    break 'one;
+                                };
+                                #[cfg(feature = "conformance")]
+                                if lose.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+                                {
+                                    break 'one;
+                                }
+                                match c.next(offset, prev, removed, msg.payload).await {
+                                    Next::Deliver(ps) => batch.extend(ps),
+                                    Next::Interrupted(ps) => {
+                                        for chunk in batch.chunks(MAX_BATCH) {
+                                            deliver.deliver(chunk).await;
+                                        }
+                                        batch.clear();
+                                        deliver.interrupted(&channel_name);
+                                        batch.extend(ps);
                                     }
-                                    batch.clear();
-                                    deliver.interrupted(&channel_name);
-                                    batch.extend(ps);
                                 }
                             }
                         }
@@ -570,6 +595,17 @@ impl Channels for NatsBus {
             // Dropping the subscriber inside the task unsubscribes on the server.
             task.abort();
         }
+    }
+
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>> {
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        // On the live subject, whatever the namespace: a stream stores only its `hist`
+        // subjects, so the event is never stored and takes no sequence.
+        let subject = self.streams.live_subject(channel);
+        let message = Message { payload: event, headers: vec![(EVENT_HEADER.to_owned(), "1".to_owned())] };
+        publish(self.client.clone(), subject, message)
     }
 
     fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
@@ -606,6 +642,11 @@ impl Channels for NatsBus {
     fn is_ready(&self) -> bool {
         self.connected().is_ok()
     }
+}
+
+/// Whether `msg` is a channel event (see [`EVENT_HEADER`]).
+fn is_event(msg: &async_nats::Message) -> bool {
+    msg.headers.as_ref().is_some_and(|h| h.get(EVENT_HEADER).is_some())
 }
 
 /// A republished message's `Nats-Sequence`, `Nats-Last-Sequence` and removal marker.
