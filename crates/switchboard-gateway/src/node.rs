@@ -53,6 +53,9 @@ pub(crate) const MAX_QUEUED_COMMANDS: usize = 1024;
 /// A session as the node agent reaches it.
 pub(crate) struct SessionHandle {
     pub(crate) sub: Arc<Subscriber>,
+    /// The token's `info` claim (JSON text; empty without one), set at connect: what
+    /// presence and join/leave show.
+    pub(crate) info: OnceLock<bytes::Bytes>,
     commands: Mutex<Commands>,
 }
 
@@ -65,7 +68,7 @@ struct Commands {
 
 impl SessionHandle {
     pub(crate) fn new(sub: Arc<Subscriber>) -> Self {
-        SessionHandle { sub, commands: Mutex::new(Commands::default()) }
+        SessionHandle { sub, info: OnceLock::new(), commands: Mutex::new(Commands::default()) }
     }
 
     /// Takes the commands queued for the session, or registers its waker for the next one.

@@ -107,8 +107,6 @@ struct Session {
     /// Set by the connect command.
     session_id: Option<Box<str>>,
     user: String,
-    /// The token's `info` claim (JSON text; empty without one), shown in presence.
-    info: Bytes,
     /// A token that came with the upgrade request (header or URL), for `connect`.
     upgrade_token: Option<Box<str>>,
     /// What the session's token grants, and when it expires (Unix seconds, 0: never).
@@ -154,7 +152,6 @@ pub(crate) async fn run(
         stream,
         session_id: None,
         user: String::new(),
-        info: Bytes::new(),
         upgrade_token: upgrade_token.map(String::into_boxed_str),
         grants: Grants::default(),
         expires_at: 0,
@@ -187,28 +184,28 @@ pub(crate) async fn run(
         shared.interest.abandon_join(&channel, id);
     }
     if let Some(session_id) = &session.session_id {
-        let record = Box::pin(shared.node.session_down(session_id)).await;
-        // The channels it was subscribed to, as the registry had them: their `leave`s.
-        if let Some(record) = record {
-            let leaves: Vec<_> = record
-                .channels
-                .iter()
-                .filter_map(|c| Channel::parse(c).ok())
-                .filter(|c| shared.config.channels.join_leave(c))
-                .map(|c| {
-                    let event = join_leave(&c, session_id, &record.user, &record.info, false);
-                    shared.bus.publish_event(&c, event)
-                })
-                .collect();
-            for r in futures_util::future::join_all(leaves).await {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "leave not sent");
-                }
-            }
-        }
+        Box::pin(session_down(&shared, session_id)).await;
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
+}
+
+/// Unregisters an ended session and sends the `leave` of each channel it was subscribed
+/// to (as the registry had them) whose namespace has `join_leave`.
+async fn session_down(shared: &Shared, session_id: &str) {
+    let Some(record) = shared.node.session_down(session_id).await else { return };
+    let leaves: Vec<_> = record
+        .channels
+        .iter()
+        .filter_map(|c| Channel::parse(c).ok())
+        .filter(|c| shared.config.channels.join_leave(c))
+        .map(|c| shared.bus.publish_event(&c, join_leave(&c, session_id, &record.user, &record.info, false)))
+        .collect();
+    for r in futures_util::future::join_all(leaves).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "leave not sent");
+        }
+    }
 }
 
 // === impl Session ===
@@ -563,7 +560,8 @@ impl Session {
             return;
         }
         let session = self.session_id.as_deref().unwrap_or_default();
-        let sent = self.shared.bus.publish_event(channel, join_leave(channel, session, &self.user, &self.info, join));
+        let info = self.handle.info.get().cloned().unwrap_or_default();
+        let sent = self.shared.bus.publish_event(channel, join_leave(channel, session, &self.user, &info, join));
         in_flight::send(
             &mut self.in_flight,
             async move {
@@ -711,7 +709,9 @@ impl Session {
             }
         };
         let user = claims.user.clone();
-        self.info = claims.info.clone().unwrap_or_default();
+        // Kept in the handle (on the heap): an idle session's task does not grow.
+        let info = claims.info.clone().unwrap_or_default();
+        let _ = self.handle.info.set(info.clone());
         self.grants = claims.grants;
         self.expires_at = claims.expires_at;
         self.shared.limits.hold_user(&mut self.client, &user).map_err(End::Close)?;
@@ -732,7 +732,7 @@ impl Session {
             client_name: req.name,
             client_version: req.version,
             seq: 0,
-            info: self.info.clone(),
+            info,
         };
         self.shared.node.session_up(record, self.handle.clone()).await;
         Ok(Ok(R::Connect(pb::ConnectResult {
