@@ -518,13 +518,15 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
         Access::Authenticated => "authenticated",
         Access::Granted => "granted",
     };
+    // `presence` and `join_leave` are shown when on, as a configuration would set them.
     let rules = |r: &NamespaceRules| {
-        serde_json::json!({
-            "subscribe": access(r.subscribe),
-            "publish": access(r.publish),
-            "presence": r.presence,
-            "join_leave": r.join_leave,
-        })
+        let mut rules = serde_json::json!({"subscribe": access(r.subscribe), "publish": access(r.publish)});
+        for (key, on) in [("presence", r.presence), ("join_leave", r.join_leave)] {
+            if on {
+                rules[key] = true.into();
+            }
+        }
+        rules
     };
     let mut namespaces: Vec<_> = g.channels.namespaces.iter().collect();
     namespaces.sort_by_key(|(name, _)| name.as_str());
