@@ -523,53 +523,50 @@ impl Channels for NatsBus {
                 // Take what else async-nats already read off the socket: one call, one piece
                 // per subscriber in the hub.
                 loop {
-                    // An event: handed over in its place among the publications, outside
-                    // the continuity (live-only publications have no headers at all, and
-                    // republished ones have their sequence, so only events are looked at).
-                    let event = match &continuity {
-                        None => msg.headers.is_some() && is_event(&msg),
-                        Some(_) => {
-                            msg.headers.as_ref().is_some_and(|h| h.get(async_nats::header::NATS_SEQUENCE).is_none())
-                                && is_event(&msg)
+                    // A channel event, in its place among the publications but outside the
+                    // continuity. Only a message without a publication's headers (none when
+                    // live-only, the stream's when republished) is looked at for one.
+                    let mut event = None;
+                    match &mut continuity {
+                        None if msg.headers.is_some() && is_event(&msg) => event = Some(msg.payload),
+                        None => batch.push(Publication {
+                            channel: channel_name.clone(),
+                            offset: 0,
+                            epoch: Arc::from(""),
+                            data: msg.payload,
+                        }),
+                        Some(c) => 'one: {
+                            let Some((offset, prev, removed)) = republished(&msg) else {
+                                if is_event(&msg) {
+                                    event = Some(msg.payload);
+                                } else {
+                                    tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
+                                }
+                                break 'one;
+                            };
+                            #[cfg(feature = "conformance")]
+                            if lose.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                                break 'one;
+                            }
+                            match c.next(offset, prev, removed, msg.payload).await {
+                                Next::Deliver(ps) => batch.extend(ps),
+                                Next::Interrupted(ps) => {
+                                    for chunk in batch.chunks(MAX_BATCH) {
+                                        deliver.deliver(chunk).await;
+                                    }
+                                    batch.clear();
+                                    deliver.interrupted(&channel_name);
+                                    batch.extend(ps);
+                                }
+                            }
                         }
-                    };
-                    if event {
+                    }
+                    if let Some(event) = event {
                         for chunk in batch.chunks(MAX_BATCH) {
                             deliver.deliver(chunk).await;
                         }
                         batch.clear();
-                        deliver.event(&channel_name, msg.payload);
-                    } else {
-                        match &mut continuity {
-                            None => batch.push(Publication {
-                                channel: channel_name.clone(),
-                                offset: 0,
-                                epoch: Arc::from(""),
-                                data: msg.payload,
-                            }),
-                            Some(c) => 'one: {
-                                let Some((offset, prev, removed)) = republished(&msg) else {
-                                    tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
-                                    break 'one;
-                                };
-                                #[cfg(feature = "conformance")]
-                                if lose.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
-                                {
-                                    break 'one;
-                                }
-                                match c.next(offset, prev, removed, msg.payload).await {
-                                    Next::Deliver(ps) => batch.extend(ps),
-                                    Next::Interrupted(ps) => {
-                                        for chunk in batch.chunks(MAX_BATCH) {
-                                            deliver.deliver(chunk).await;
-                                        }
-                                        batch.clear();
-                                        deliver.interrupted(&channel_name);
-                                        batch.extend(ps);
-                                    }
-                                }
-                            }
-                        }
+                        deliver.event(&channel_name, event);
                     }
                     if batch.len() >= MAX_BATCH {
                         break;

@@ -14,6 +14,7 @@
 
 mod in_flight;
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use switchboard_hub::frame;
 use switchboard_hub::outbox::Taken;
 use switchboard_hub::{Outbox, Subscriber};
@@ -169,8 +171,10 @@ pub(crate) async fn run(
     // into the reader above, they must not be kept alive for the whole session.
     drop(initial);
     let end = session.serve().await;
-    // What still waits is dropped: the channels it added are in `channels`, left below, and
-    // `session_down` supersedes any registry event not sent.
+    // The commands still waiting are dropped: the channels they added are in `channels`,
+    // left below. The events still going out (registry events, which `session_down`
+    // supersedes, and joins and leaves, which it does not) go out before it.
+    let events = in_flight::take_events(&mut session.in_flight);
     session.in_flight = None;
     let label = match &end {
         End::Close(code) => code.code.to_string(),
@@ -184,15 +188,26 @@ pub(crate) async fn run(
         shared.interest.abandon_join(&channel, id);
     }
     if let Some(session_id) = &session.session_id {
-        Box::pin(session_down(&shared, session_id)).await;
+        Box::pin(session_down(&shared, session_id, events)).await;
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
 }
 
-/// Unregisters an ended session and sends the `leave` of each channel it was subscribed
-/// to (as the registry had them) whose namespace has `join_leave`.
-async fn session_down(shared: &Shared, session_id: &str) {
+/// Finishes sending what the session had going out (within [`CLOSE_GRACE`]), unregisters
+/// it, and sends the `leave` of each channel it was subscribed to (as the registry had
+/// them) whose namespace has `join_leave`.
+async fn session_down(shared: &Shared, session_id: &str, events: VecDeque<BoxFuture<'static, ()>>) {
+    if !events.is_empty() {
+        let sent = async {
+            for event in events {
+                event.await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_GRACE, sent).await.is_err() {
+            tracing::debug!("a session's last events were not all sent in time");
+        }
+    }
     let Some(record) = shared.node.session_down(session_id).await else { return };
     let leaves: Vec<_> = record
         .channels
