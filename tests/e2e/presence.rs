@@ -84,12 +84,21 @@ async fn presence_and_join_leave(a: SocketAddr, b: SocketAddr, api: Api) {
         let stats = asker.presence_stats("room:1").await.unwrap();
         assert_eq!(stats, pb::PresenceStatsResult { sessions: 3, users: 2 }, "alice counts once");
     }
+    // The gRPC API shows the same `info` (and ListSessions too).
+    let mut api = api;
+    let listed = api.presence(pb::PresenceRequest { channel: "room:1".into() }).await.unwrap().into_inner();
+    let info_of =
+        |sessions: &[pb::SessionInfo], id: &str| sessions.iter().find(|s| s.session == id).map(|s| s.info.clone());
+    assert_eq!(info_of(&listed.sessions, &s1), Some(Bytes::from(ALICE)));
+    assert_eq!(info_of(&listed.sessions, &me), Some(Bytes::new()));
+    let request = pb::ListSessionsRequest { user: "alice".into(), ..Default::default() };
+    let alices = api.list_sessions(request).await.unwrap().into_inner().sessions;
+    assert_eq!(info_of(&alices, &s2), Some(Bytes::from(ALICE)));
 
     // Out and in again, every way, from the other gateway.
     alice1.unsubscribe("room:1").await.unwrap();
     assert_eq!(next_join_leave(&mut watcher).await, push("leave", "room:1", &s1, "alice", ALICE), "unsubscribe");
     let target = || Some(pb::server_subscribe_request::Target::Session(s1.clone()));
-    let mut api = api;
     api.subscribe(pb::ServerSubscribeRequest { target: target(), channel: "room:1".into() }).await.unwrap();
     assert_eq!(next_join_leave(&mut watcher).await, push("join", "room:1", &s1, "alice", ALICE), "backend subscribe");
     api.unsubscribe(pb::ServerSubscribeRequest { target: target(), channel: "room:1".into() }).await.unwrap();
