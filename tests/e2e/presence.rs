@@ -200,3 +200,35 @@ async fn presence_without_a_control_replica_is_unavailable_at_once() {
     // No responders is known at once, long before the presence timeout (5 s).
     assert!(started.elapsed() < std::time::Duration::from_secs(4), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_that_no_control_replica_answers_in_time_is_unavailable_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let nats = NatsServer::start();
+    // Something listens where control would, and never answers.
+    let silent = async_nats::connect(nats.url()).await.unwrap();
+    let _listening = silent.queue_subscribe("sb.presence", "control".into()).await.unwrap();
+    silent.flush().await.unwrap();
+    let gateway = procs::gateway("g1", &[nats.url()], &["--presence-timeout", "300ms"]);
+    let mut client = None;
+    eventually("the gateway accepts sessions", async || {
+        let mut config = ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
+        config.token = procs::token("alice");
+        client = Client::connect(config).await.ok();
+        client.is_some()
+    })
+    .await;
+    let client = client.expect("connected");
+    let started = std::time::Instant::now();
+    let e = client.presence_stats("room:1").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!((e.code(), e.is_temporary()), (Some(110), true), "{e}");
+    assert!(took >= std::time::Duration::from_millis(300), "answered after the timeout, not before: {took:?}");
+    let mut s = tokio::net::TcpStream::connect(gateway.addr()).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut metrics = String::new();
+    s.read_to_string(&mut metrics).await.unwrap();
+    let counted =
+        metrics.lines().any(|l| l.starts_with("switchboard_gateway_limit_hits_total{limit=\"presence_timeout\"} 1"));
+    assert!(counted, "the timeout is counted: {metrics}");
+}
