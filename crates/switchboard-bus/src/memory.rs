@@ -14,7 +14,10 @@
 //! markers, and de-duplication by idempotency key. A publish to a history channel takes the
 //! stream's lock, stores, and queues the publication to every subscribed node while still
 //! holding it, which keeps each channel's deliveries in offset order. A live-only channel
-//! takes its shard lock only, and its publications carry no offset.
+//! takes its shard lock only, and its publications carry no offset. A channel event
+//! ([`Channels::publish_event`]) takes the shard lock only, whatever the namespace, and is
+//! queued to the subscribed nodes as an event beside the publications: it never reaches a
+//! [`Stream`], so it takes no offset and the gap filling never sees it.
 //!
 //! Addressed (control-plane) messages go through a small in-process router that follows
 //! NATS's rules: the same subjects, `*`/`>` wildcards, queue groups, reply inboxes, and

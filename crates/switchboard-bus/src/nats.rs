@@ -4,7 +4,9 @@
 //! interest counting), each with a small task that hands publications to the node's
 //! [`Deliver`]. A live-only channel's publish is one core NATS publish on the channel's
 //! subject; a history channel's is a JetStream publish, stored and then republished by its
-//! stream on the same subject (see [`streams`]). No process sequences anything.
+//! stream on the same subject (see [`streams`]). No process sequences anything. A channel
+//! event is a core NATS publish on the same subject with an [`EVENT_HEADER`], which no
+//! stream stores; the channel's task hands it to [`Deliver::event`] outside the continuity.
 //!
 //! async-nats reconnects by itself and re-establishes every subscription; while it is not
 //! connected, [`Bus::is_ready`] is false and requests fail as unavailable.

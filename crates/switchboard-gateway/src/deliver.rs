@@ -79,9 +79,9 @@ impl Deliver for HubDeliver {
     fn event(&self, channel: &Channel, event: bytes::Bytes) {
         use switchboard_wire::pb::{self, reply::Reply as R};
         match prost::Message::decode(event) {
+            // Not counted as deliveries: those are publications.
             Ok(reply @ pb::Reply { reply: Some(R::Join(_) | R::Leave(_)), .. }) => {
-                let d = self.hub.push(channel, &reply);
-                self.metrics.deliveries.increment(d.queued as u64);
+                self.hub.push(channel, &reply);
             }
             _ => tracing::debug!(%channel, "a channel event that is not a join or leave dropped"),
         }
