@@ -19,6 +19,7 @@ mod nats_faults;
 mod nats_kit;
 mod nats_security;
 mod page;
+mod presence;
 mod recovery;
 mod slow_bus;
 mod soak;

@@ -83,10 +83,12 @@ impl Control {
         let peers = bus.listen(&Address::ControlHeartbeat, None).await?;
         let gateways = bus.listen(&Address::GatewayHeartbeat, None).await?;
         let queries = bus.listen(&Address::Replica(shared.id.clone()), None).await?;
+        let presence = bus.listen(&Address::Presence, Some("control")).await?;
         let tasks = vec![
             Task::spawn(membership::run_peer_listener(shared.clone(), peers)),
             Task::spawn(membership::run_gateway_listener(shared.clone(), gateways)),
             Task::spawn(queries::run_query_server(shared.clone(), queries)),
+            Task::spawn(api::run_presence_server(shared.clone(), presence)),
             Task::spawn(sync::run_rebalancer(shared.clone())),
             Task::spawn(membership::run_heartbeats(shared.clone())),
             Task::spawn(membership::run_sweeper(shared.clone())),

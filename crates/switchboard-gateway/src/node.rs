@@ -53,6 +53,9 @@ pub(crate) const MAX_QUEUED_COMMANDS: usize = 1024;
 /// A session as the node agent reaches it.
 pub(crate) struct SessionHandle {
     pub(crate) sub: Arc<Subscriber>,
+    /// The token's `info` claim (JSON text; empty without one), set at connect: what
+    /// presence and join/leave show.
+    pub(crate) info: OnceLock<bytes::Bytes>,
     commands: Mutex<Commands>,
 }
 
@@ -65,7 +68,7 @@ struct Commands {
 
 impl SessionHandle {
     pub(crate) fn new(sub: Arc<Subscriber>) -> Self {
-        SessionHandle { sub, commands: Mutex::new(Commands::default()) }
+        SessionHandle { sub, info: OnceLock::new(), commands: Mutex::new(Commands::default()) }
     }
 
     /// Takes the commands queued for the session, or registers its waker for the next one.
@@ -300,11 +303,11 @@ impl NodeAgent {
         self.emit(&session, seq, Event::Connected(record)).await;
     }
 
-    /// Unregisters a session that ended.
-    pub(crate) async fn session_down(&self, session: &str) {
-        let (seq, user) = {
+    /// Unregisters a session that ended; returns its record as it was (its channels).
+    pub(crate) async fn session_down(&self, session: &str) -> Option<pb::SessionRecord> {
+        let (seq, record) = {
             let mut st = self.lock();
-            let Some((record, _)) = st.sessions.remove(session) else { return };
+            let (record, _) = st.sessions.remove(session)?;
             st.seq += 1;
             if let Some(u) = st.users.get_mut(&record.user) {
                 u.sessions -= 1;
@@ -313,9 +316,11 @@ impl NodeAgent {
                     u.task.abort();
                 }
             }
-            (st.seq, record.user)
+            (st.seq, record)
         };
-        self.emit(session, seq, Event::Disconnected(pb::SessionGone { session: session.to_owned(), user })).await;
+        let gone = pb::SessionGone { session: session.to_owned(), user: record.user.clone() };
+        self.emit(session, seq, Event::Disconnected(gone)).await;
+        Some(record)
     }
 
     /// Records a subscription change of a session and returns the sending of its registry

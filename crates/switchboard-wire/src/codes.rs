@@ -102,6 +102,7 @@ error_codes! {
     BACKEND_ERROR = 111, "backend error", false;
     TIMEOUT = 112, "timeout", true;
     NO_HISTORY = 113, "the channel keeps no history", false;
+    NO_PRESENCE = 114, "the channel's namespace has no presence", false;
 }
 
 #[cfg(test)]

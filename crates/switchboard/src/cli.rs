@@ -294,6 +294,10 @@ pub struct GatewayArgs {
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond).
     #[arg(long, env = "SWITCHBOARD_RPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
+    /// Time a client `presence` or `presence_stats` waits for a control replica's answer
+    /// (error 110 beyond).
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub presence_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]
     pub max_pending_rpcs: usize,

@@ -158,6 +158,7 @@ impl FakeGateway {
             client_name: "fake".into(),
             client_version: "1".into(),
             seq: s.seq,
+            info: bytes::Bytes::from(format!("{{\"name\":\"{user}\"}}")),
         };
         s.sessions.insert(record.session.clone(), record.clone());
         record

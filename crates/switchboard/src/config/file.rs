@@ -60,6 +60,8 @@ pub struct GatewaySection {
     pub client_publish: Option<bool>,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond). Default "5s".
     pub rpc_timeout: Option<Dur>,
+    /// Time a client `presence` or `presence_stats` waits for a control replica's answer (error 110 beyond). Default "5s".
+    pub presence_timeout: Option<Dur>,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: Option<usize>,
     /// Most commands one session may have waiting on the bus, at least 1; at the limit the session stops reading until one completes. Default 256.
@@ -208,6 +210,12 @@ pub struct NamespaceSection {
     pub history_size: Option<u32>,
     /// How long publications are kept, at least "1s". Default "1h".
     pub history_ttl: Option<Dur>,
+    /// Whether clients that may subscribe may ask who is subscribed to a channel
+    /// (`presence`, `presence_stats`; error 114 otherwise). Default false.
+    pub presence: Option<bool>,
+    /// Whether subscribers get `join` and `leave` pushes when sessions subscribe to or
+    /// leave a channel, across gateways (live only, never in history). Default false.
+    pub join_leave: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -264,6 +264,7 @@ fn gateway_config(
         auth: auth_config(a, f, x, dev)?,
         channels: channel_rules(f),
         rpc_timeout: x.pick("rpc_timeout", a.rpc_timeout, dur(g.rpc_timeout)),
+        presence_timeout: x.pick("presence_timeout", a.presence_timeout, dur(g.presence_timeout)),
         max_pending_rpcs: x.pick("max_pending_rpcs", a.max_pending_rpcs, g.max_pending_rpcs),
         max_pending_commands: x.pick("max_pending_commands", a.max_pending_commands, g.max_pending_commands),
         max_recovery: x.pick("max_recovery", a.max_recovery, g.max_recovery),
@@ -403,6 +404,8 @@ fn channel_rules(f: &FileConfig) -> ChannelRules {
     let rules = |n: &file::NamespaceSection| NamespaceRules {
         subscribe: access(n.subscribe, base.subscribe),
         publish: access(n.publish, base.publish),
+        presence: n.presence.unwrap_or(base.presence),
+        join_leave: n.join_leave.unwrap_or(base.join_leave),
     };
     ChannelRules {
         default: c.default.as_ref().map(rules).unwrap_or(base),
@@ -515,8 +518,16 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
         Access::Authenticated => "authenticated",
         Access::Granted => "granted",
     };
-    let rules =
-        |r: &NamespaceRules| serde_json::json!({"subscribe": access(r.subscribe), "publish": access(r.publish)});
+    // `presence` and `join_leave` are shown when on, as a configuration would set them.
+    let rules = |r: &NamespaceRules| {
+        let mut rules = serde_json::json!({"subscribe": access(r.subscribe), "publish": access(r.publish)});
+        for (key, on) in [("presence", r.presence), ("join_leave", r.join_leave)] {
+            if on {
+                rules[key] = true.into();
+            }
+        }
+        rules
+    };
     let mut namespaces: Vec<_> = g.channels.namespaces.iter().collect();
     namespaces.sort_by_key(|(name, _)| name.as_str());
     serde_json::json!({
@@ -533,6 +544,7 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
         "drain_window_ms": g.drain_window.as_millis() as u64,
         "client_publish": g.client_publish,
         "rpc_timeout_ms": g.rpc_timeout.as_millis() as u64,
+        "presence_timeout_ms": g.presence_timeout.as_millis() as u64,
         "max_pending_rpcs": g.max_pending_rpcs,
         "max_pending_commands": g.max_pending_commands,
         "max_recovery": g.max_recovery,
