@@ -9,11 +9,14 @@
 //!   sessions arrive on the user's address, which the gateway listens to while it holds at
 //!   least one session of that user (interest counting, like channels).
 //! - A heartbeat every second lets control replicas expire the gateway's sessions when it
-//!   goes away.
+//!   goes away; it carries the session count (control's rebalancer reads it) and whether
+//!   the gateway drains.
+//! - A `shed` command from control's rebalancer closes that many sessions, picked at
+//!   random, with 4009 at random moments over its window (one shed at a time).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +26,7 @@ use switchboard_bus::shard::shard;
 use switchboard_bus::{Address, Bus, Inbox, Incoming, Message};
 use switchboard_hub::{Hub, Push, Subscriber, frame};
 use switchboard_wire::pb::{self, gateway_command::Action, gateway_command::Target, registry_event::Event};
-use switchboard_wire::{Channel, Encoding};
+use switchboard_wire::{Channel, CloseCode, Encoding};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -110,6 +113,7 @@ impl SessionHandle {
                 return self.message(data).then_some(()).ok_or("the session's outbound queue is full");
             }
             Action::Disconnect(d) => self.command(SessionCommand::Disconnect(d.code as u16, d.reason.clone())),
+            Action::Shed(_) => return Err("a shed is for the gateway, not a session or user"),
             Action::Subscribe(c) | Action::Unsubscribe(c) => {
                 let Ok(channel) = Channel::parse(c) else { return Err("invalid channel name") };
                 self.command(if matches!(action, Action::Subscribe(_)) {
@@ -132,8 +136,12 @@ pub(crate) struct NodeAgent {
     http_addr: OnceLock<String>,
     /// When a control replica's heartbeat was last heard (ms since the epoch, 0: never).
     control_heard_ms: AtomicI64,
+    /// Set when the gateway starts draining; heartbeats say so.
+    draining: AtomicBool,
     state: Mutex<State>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The closes of the current `shed` command, while they run.
+    shedding: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -168,10 +176,12 @@ impl NodeAgent {
             started_at_ms: now_ms(),
             http_addr: OnceLock::new(),
             control_heard_ms: AtomicI64::new(0),
+            draining: AtomicBool::new(false),
             // The event sequence starts at the start-up time in microseconds, so it keeps
             // increasing across restarts of a gateway with the same id.
             state: Mutex::new(State { seq: now_ms() as u64 * 1000, ..State::default() }),
             tasks: Mutex::new(Vec::new()),
+            shedding: Mutex::new(None),
         });
         let node_inbox = bus.listen(&Address::Node(agent.id.clone()), None).await?;
         let all_inbox = bus.listen(&Address::Gateways, None).await?;
@@ -230,6 +240,13 @@ impl NodeAgent {
         heard > 0 && now_ms().saturating_sub(heard) <= CONTROL_SILENCE.as_millis() as i64
     }
 
+    /// Marks the gateway as draining and says so in a heartbeat at once, so control's
+    /// rebalancer holds its rounds without waiting for the next beat.
+    pub(crate) async fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.heartbeat().await;
+    }
+
     pub(crate) fn sessions(&self) -> usize {
         self.lock().sessions.len()
     }
@@ -255,6 +272,7 @@ impl NodeAgent {
             http_addr: self.http_addr.get().cloned().unwrap_or_default(),
             started_at_ms: self.started_at_ms,
             channels: self.hub.channels() as u32,
+            draining: self.draining.load(Ordering::Relaxed),
         };
         let _ = self.bus.send(&Address::GatewayHeartbeat, Message::proto(&hb)).await;
     }
@@ -406,13 +424,53 @@ impl NodeAgent {
         reply
     }
 
+    /// Starts closing `shed.sessions` sessions picked at random, each with 4009 at a random
+    /// moment within `shed.window_ms`; answers how many were picked. Refused while an
+    /// earlier shed still runs (two control replicas that both took themselves for the
+    /// rebalancer for a moment do not move twice the share).
+    ///
+    /// Random rather than the most recent sessions: the newest are mostly clients that just
+    /// moved here (from a drain or an earlier round), and picking them would move the same
+    /// clients again and again; at random, each client is equally unlikely to be moved.
+    fn shed(&self, shed: &pb::ShedAction) -> pb::GatewayCommandReply {
+        let mut running = self.shedding.lock().unwrap_or_else(|p| p.into_inner());
+        if running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return pb::GatewayCommandReply { sessions: 0, error: "a rebalance is already under way".into() };
+        }
+        let picked: Vec<Weak<SessionHandle>> = {
+            let st = self.lock();
+            let all = st.sessions.values().map(|(_, h)| Arc::downgrade(h));
+            fastrand::choose_multiple(all, shed.sessions as usize)
+        };
+        let window = shed.window_ms as u64;
+        let mut at: Vec<(u64, Weak<SessionHandle>)> =
+            picked.into_iter().map(|h| (fastrand::u64(0..=window), h)).collect();
+        at.sort_unstable_by_key(|(ms, _)| *ms);
+        let sessions = at.len() as u32;
+        tracing::info!(sessions, window_ms = window, "rebalance: moving sessions to other gateways");
+        let start = tokio::time::Instant::now();
+        *running = Some(tokio::spawn(async move {
+            let code = CloseCode::REBALANCE;
+            for (ms, handle) in at {
+                tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+                if let Some(handle) = handle.upgrade() {
+                    handle.command(SessionCommand::Disconnect(code.code, code.reason.into()));
+                }
+            }
+        }));
+        pb::GatewayCommandReply { sessions, error: String::new() }
+    }
+
     async fn on_incoming(&self, incoming: Incoming) {
         // A command always carries an action; anything else on these addresses is a
         // snapshot request (an empty one asks for every shard).
         let cmd = incoming.message.decode::<pb::GatewayCommand>().ok().filter(|c| c.action.is_some());
         match (cmd, &incoming.reply) {
             (Some(cmd), reply) => {
-                let answer = self.command(&cmd);
+                let answer = match &cmd.action {
+                    Some(Action::Shed(shed)) => self.shed(shed),
+                    _ => self.command(&cmd),
+                };
                 if let Some(reply) = reply {
                     let _ = self.bus.reply(reply, Message::proto(&answer)).await;
                 }
@@ -433,6 +491,9 @@ impl Drop for NodeAgent {
         }
         for (_, u) in self.state.lock().unwrap_or_else(|p| p.into_inner()).users.drain() {
             u.task.abort();
+        }
+        if let Some(t) = self.shedding.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
         }
     }
 }
