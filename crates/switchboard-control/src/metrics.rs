@@ -59,8 +59,14 @@ pub fn describe() {
         "New versions of the hash ring this replica computed (replicas joined or left)."
     );
     describe_counter!(REPLICA_EXPIRATIONS_TOTAL, "Peer replicas dropped from the ring after their lease ran out.");
-    describe_counter!(BALANCE_ROUNDS_TOTAL, "Balance rounds that asked gateways to move sessions (this replica deciding).");
-    describe_counter!(BALANCE_SESSIONS_TOTAL, "Sessions gateways took on to move (close with 4009) at this replica's asking.");
+    describe_counter!(
+        BALANCE_ROUNDS_TOTAL,
+        "Balance rounds that asked gateways to move sessions (this replica deciding)."
+    );
+    describe_counter!(
+        BALANCE_SESSIONS_TOTAL,
+        "Sessions gateways took on to move (close with 4009) at this replica's asking."
+    );
     // Every method's series exist from the start, so rates and ratios have a zero to start from.
     for method in METHODS {
         metrics::counter!(API_REQUESTS_TOTAL, "method" => *method, "code" => "OK").absolute(0);
