@@ -541,4 +541,53 @@ mod tests {
         assert_eq!(queued.len(), MAX_QUEUED_COMMANDS + 1);
         assert_eq!(handle.apply(&subscribe), Ok(()), "room again once the session took them");
     }
+
+    struct NoInterest;
+    impl switchboard_hub::Interest for NoInterest {
+        fn first_subscriber(&self, _: &Channel) {}
+        fn last_unsubscribed(&self, _: &Channel) {}
+    }
+
+    /// The close codes queued for each session so far.
+    fn closes(handles: &[Arc<SessionHandle>]) -> Vec<Option<u16>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        handles
+            .iter()
+            .map(|h| match h.poll_commands(&mut cx) {
+                Poll::Ready(c) => match c.as_slice() {
+                    [SessionCommand::Disconnect(code, reason)] if reason == "rebalance" => Some(*code),
+                    other => panic!("unexpected commands {other:?}"),
+                },
+                Poll::Pending => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shed_closes_that_many_sessions_with_4009_within_its_window_one_shed_at_a_time() {
+        let broker = switchboard_bus::MemoryBroker::new();
+        let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(switchboard_bus::NoDelivery)));
+        let agent = NodeAgent::start("g1", bus, Arc::new(Hub::new(Arc::new(NoInterest)))).await.unwrap();
+        let mut handles = Vec::new();
+        for i in 0..10 {
+            let sub = Arc::new(Subscriber { id: i, encoding: Encoding::Json, outbox: Outbox::new(1 << 20) });
+            let handle = Arc::new(SessionHandle::new(sub));
+            let record = pb::SessionRecord { session: format!("g1-s{i}"), gateway: "g1".into(), ..Default::default() };
+            agent.session_up(record, handle.clone()).await;
+            handles.push(handle);
+        }
+        let shed = pb::ShedAction { sessions: 4, window_ms: 1000 };
+        assert_eq!(agent.shed(&shed), pb::GatewayCommandReply { sessions: 4, error: String::new() });
+        let refused = agent.shed(&shed);
+        assert_eq!((refused.sessions, refused.error.as_str()), (0, "a rebalance is already under way"));
+        // Paused time: the clock jumps to each close in turn, none after the window.
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        let closed = closes(&handles);
+        assert_eq!(closed.iter().filter(|c| **c == Some(CloseCode::REBALANCE.code)).count(), 4, "{closed:?}");
+        assert_eq!(closed.iter().filter(|c| c.is_none()).count(), 6);
+        // The shed is over: another is taken on, and never more than the gateway holds.
+        let all = agent.shed(&pb::ShedAction { sessions: 50, window_ms: 0 });
+        assert_eq!(all.sessions, 10);
+    }
 }
