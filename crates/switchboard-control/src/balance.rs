@@ -7,24 +7,28 @@
 //!   replica loss or a new replica moves the duty with the shard. A replica that becomes
 //!   the decider waits one window and `settle` before its first round, since it does not
 //!   know what the previous decider asked;
-//! - every `interval` (5 s) the decider reads the gateways' latest heartbeats (sessions,
-//!   start time, draining) and runs [`Balancer::round`], which calls the pure [`decide`];
+//! - every `interval` (5 s) the decider reads the latest heartbeats (sessions, start time,
+//!   draining) of the gateways heard within 3 s (one that exited drops out of the round
+//!   then, long before its lease) and runs [`Balancer::round`], which calls the pure
+//!   [`decide`];
 //! - a round is held while any gateway drains (a rollout is moving clients already, and a
 //!   client moved now could land on the next gateway to drain), while any gateway is younger
 //!   than `warmup` (15 s: it may not be in the load balancer's rotation yet, and a young
 //!   gateway is never asked to shed what a drain just sent it), and until `window` and
 //!   `settle` (2 s) passed since the last round that asked (its clients are still moving, and
 //!   the heartbeats must show where they went): no gateway is asked twice within a window;
-//! - otherwise, when some gateway's sessions differ from the mean by more than `tolerance`
-//!   (10%) of the mean and by at least `min_difference` (10), every gateway above the mean
-//!   is asked to close its excess times `n / k` (`n` gateways, `k` of them below the mean:
-//!   a load balancer that spreads reconnects evenly sends `1 - k / n` of them back to the
-//!   gateways above the mean), capped at `max_share` (25%) of its sessions per round;
+//! - otherwise, when some gateway's sessions differ from the mean by more than
+//!   `tolerance_percent` (10%) of the mean and by at least `min_difference` (10), every
+//!   gateway above the mean is asked to close its excess times `n / k` (`n` gateways, `k`
+//!   of them below the mean: a load balancer that spreads reconnects evenly sends
+//!   `1 - k / n` of them back to the gateways above the mean), capped at
+//!   `max_share_percent` (25%) of its sessions per round;
 //! - the gateway picks that many sessions at random and closes each at a random moment
 //!   within `window` (10 s), so reconnects spread out.
 //!
 //! With an even load balancer, a gateway added to `n - 1` equal ones is within 10% of the
-//! mean after about five rounds (three at `max_share` 50%): `decide`'s tests simulate it.
+//! mean after about five rounds (three at `max_share_percent` 50%): `decide`'s tests
+//! simulate it.
 //! Clients with recovery lose nothing: they resume each history channel where they were.
 
 use std::sync::Arc;
