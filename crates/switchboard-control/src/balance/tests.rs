@@ -12,6 +12,9 @@ fn asks(a: &[(&str, u32)]) -> Vec<Ask> {
     a.iter().map(|&(g, sessions)| Ask { gateway: g.into(), sessions }).collect()
 }
 
+/// A named case: the loads and what `decide` makes of them.
+type Case = (&'static str, Vec<GatewayLoad>, Result<Vec<Ask>, Hold>);
+
 #[test]
 fn the_decision_asks_the_gateways_above_the_mean_and_holds_otherwise() {
     let c = BalanceConfig::default();
@@ -23,7 +26,7 @@ fn the_decision_asks_the_gateways_above_the_mean_and_holds_otherwise() {
         l[0].draining = true;
         l
     };
-    let cases: Vec<(&str, Vec<GatewayLoad>, Result<Vec<Ask>, Hold>)> = vec![
+    let cases: Vec<Case> = vec![
         ("one gateway", loads(&[500]), Err(Hold::TooFew)),
         ("equal", loads(&[100, 100, 100]), Err(Hold::Balanced)),
         ("within 10% of the mean", loads(&[109, 100, 91]), Err(Hold::Balanced)),
