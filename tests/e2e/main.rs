@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod balance;
 mod bench;
 mod cli;
 mod cluster;

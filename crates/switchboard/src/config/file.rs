@@ -254,6 +254,34 @@ pub struct ControlSection {
     pub allow_unauthenticated_api: Option<bool>,
     /// Serve gRPC server reflection. Default true.
     pub reflection: Option<bool>,
+    /// Moving sessions from loaded gateways to the others after a membership change.
+    pub balance: Option<BalanceSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceSection {
+    /// Balance sessions across gateways: the control replica owning shard 0 asks gateways
+    /// above the mean to close some sessions with 4009, so their clients reconnect through
+    /// the load balancer. Default true.
+    pub enabled: Option<bool>,
+    /// How often the deciding replica compares the gateways' sessions. Default "5s".
+    pub interval: Option<Dur>,
+    /// A gateway is out of balance when its sessions differ from the mean by more than this
+    /// percentage of the mean (and by `min_difference`). Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub tolerance_percent: Option<u32>,
+    /// ... and by at least this many sessions, so small clusters do not churn. Default 10.
+    pub min_difference: Option<u32>,
+    /// The most of a gateway's sessions one round asks to move, in percent. Default 25.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_share_percent: Option<u32>,
+    /// A gateway spreads the closes of one round over this window; no round follows within
+    /// it. Default "10s".
+    pub window: Option<Dur>,
+    /// Rounds wait while a gateway is younger than this (not yet in the load balancer's
+    /// rotation, or still filling after a drain). Default "15s".
+    pub warmup: Option<Dur>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

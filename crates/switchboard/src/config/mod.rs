@@ -12,14 +12,14 @@ use std::time::Duration;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use switchboard_bus::{HistoryLimits, Namespaces, NatsConfig};
-use switchboard_control::ControlConfig;
+use switchboard_control::{BalanceConfig, ControlConfig};
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
 
 use crate::UsageError;
 use crate::cli::security::{ApiKeysArgs, NatsSecurityArgs, TlsArgs};
-use crate::cli::{ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
+use crate::cli::{BalanceArgs, ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
 use file::FileConfig;
 
 /// The example configuration: every key with its default, commented. `config init` prints
@@ -224,6 +224,7 @@ pub fn control(args: &ControlArgs, x: &Explicit) -> Result<ControlSettings, Usag
             keys.keys()
         },
         reflection: x.pick("no_reflection", !args.auth.no_reflection, c.reflection),
+        balance: balance_config(&args.balance, c.balance.clone().unwrap_or_default(), x),
         ..ControlConfig::default()
     };
     config.validate().map_err(|e| UsageError(e.to_string()))?;
@@ -237,6 +238,19 @@ pub fn control(args: &ControlArgs, x: &Explicit) -> Result<ControlSettings, Usag
     }
     let nats = nats_config(&args.nats, &f, x, &replica_id)?;
     Ok(ControlSettings { config, nats, grpc_listen, advertise_addr, metrics_listen })
+}
+
+fn balance_config(a: &BalanceArgs, b: file::BalanceSection, x: &Explicit) -> BalanceConfig {
+    BalanceConfig {
+        enabled: x.pick("no_balance", !a.no_balance, b.enabled),
+        interval: x.pick("balance_interval", a.balance_interval, dur(b.interval)),
+        tolerance_percent: x.pick("balance_tolerance_percent", a.balance_tolerance_percent, b.tolerance_percent),
+        min_difference: x.pick("balance_min_difference", a.balance_min_difference, b.min_difference),
+        max_share_percent: x.pick("balance_max_share_percent", a.balance_max_share_percent, b.max_share_percent),
+        window: x.pick("balance_window", a.balance_window, dur(b.window)),
+        warmup: x.pick("balance_warmup", a.balance_warmup, dur(b.warmup)),
+        ..BalanceConfig::default()
+    }
 }
 
 fn gateway_config(
@@ -499,6 +513,7 @@ pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
                         "gateway_lease_ms": c.config.gateway_lease.as_millis() as u64,
                         "replica_lease_ms": c.config.replica_lease.as_millis() as u64,
                         "query_timeout_ms": c.config.query_timeout.as_millis() as u64,
+                        "balance": balance_summary(&c.config.balance),
                         "nats": nats_summary(&c.nats),
                     })
                 }
@@ -573,6 +588,18 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
             "unknown_namespaces": if g.channels.unknown_namespaces == UnknownNamespaces::Refuse { "refuse" } else { "default" },
             "namespaces": namespaces.into_iter().map(|(n, r)| (n.clone(), rules(r))).collect::<serde_json::Map<_, _>>(),
         },
+    })
+}
+
+fn balance_summary(b: &BalanceConfig) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": b.enabled,
+        "interval_ms": b.interval.as_millis() as u64,
+        "tolerance_percent": b.tolerance_percent,
+        "min_difference": b.min_difference,
+        "max_share_percent": b.max_share_percent,
+        "window_ms": b.window.as_millis() as u64,
+        "warmup_ms": b.warmup.as_millis() as u64,
     })
 }
 
