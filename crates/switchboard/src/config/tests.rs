@@ -55,6 +55,7 @@ fn the_example_file_parses_to_the_defaults() {
             defaults.config.query_timeout
         )
     );
+    assert_eq!(from_file.config.balance, defaults.config.balance);
     assert_eq!(
         (from_file.nats.prefix, from_file.nats.ping_interval, from_file.nats.max_missed_pongs),
         (defaults.nats.prefix, defaults.nats.ping_interval, defaults.nats.max_missed_pongs)
@@ -207,4 +208,51 @@ fn demo_tokens_are_a_dev_flag_only_and_bring_their_own_key() {
         panic!()
     };
     assert!(gateway(&a, &x).unwrap().0.demo_tokens.is_none());
+}
+
+#[test]
+fn the_chat_example_config_is_what_make_run_needs() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/chat/switchboard.toml");
+    let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--config", path, "--demo-tokens"]) else { panic!() };
+    let (g, _, n) = dev(&a, &x).unwrap();
+    let history = n.namespaces["chat"].as_ref().expect("chat keeps history (on join, recovery)");
+    assert_eq!((history.size, history.ttl), (1000, Duration::from_secs(3600)));
+    let chat = &g.channels.namespaces["chat"];
+    assert!(chat.presence && chat.join_leave, "chat has presence and join/leave for the presence list");
+    assert!(n.namespaces["typing"].is_none(), "typing indicators are live only");
+    for ns in ["chat", "typing"] {
+        assert_eq!(g.channels.namespaces[ns].publish, Access::Anyone, "{ns}: clients publish");
+    }
+}
+
+fn control_for(args: &[&str]) -> Result<ControlSettings, String> {
+    let base = ["switchboard", "control", "--nats", "nats://x:4222", "--allow-unauthenticated-api"];
+    let all: Vec<&str> = base.iter().chain(args).copied().collect();
+    let (Command::Control(a), x) = cli(&all) else { panic!("not a control command") };
+    control(&a, &x).map_err(|e| e.0)
+}
+
+#[test]
+fn the_balance_knobs_come_from_flags_or_the_file_and_bad_values_are_refused() {
+    let file = write("[control.balance]\nwindow = \"3s\"\nmax_share_percent = 50\nenabled = false\n");
+    let path = file.path().to_str().unwrap();
+    let b = control_for(&["--config", path]).unwrap().config.balance;
+    assert_eq!((b.enabled, b.window, b.max_share_percent), (false, Duration::from_secs(3), 50));
+    assert_eq!(b.interval, Duration::from_secs(5), "the default where neither says");
+    let b =
+        control_for(&["--config", path, "--balance-window", "1s", "--balance-warmup", "2s"]).unwrap().config.balance;
+    assert_eq!((b.window, b.warmup, b.max_share_percent), (Duration::from_secs(1), Duration::from_secs(2), 50));
+    assert!(control_for(&[]).unwrap().config.balance.enabled, "on by default");
+    assert!(!control_for(&["--no-balance"]).unwrap().config.balance.enabled);
+    for (args, want) in [
+        (&["--balance-tolerance-percent", "0"][..], "balance.tolerance_percent"),
+        (&["--balance-max-share-percent", "101"], "balance.max_share_percent"),
+        (&["--balance-interval", "0s"], "balance.interval"),
+    ] {
+        let err = control_for(args).unwrap_err();
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let file = write("[control.balance]\nwindw = \"3s\"\n");
+    let err = control_for(&["--config", file.path().to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("unknown field `windw`"), "{err}");
 }
