@@ -25,6 +25,7 @@ export const CLOSE_CODES: readonly CloseCode[] = [
   { code: 4006, reason: "token expired", reconnect: true },
   { code: 4007, reason: "too many connections", reconnect: true },
   { code: 4008, reason: "rate limited", reconnect: true },
+  { code: 4009, reason: "rebalance", reconnect: true },
   { code: 4500, reason: "bad request", reconnect: false },
   { code: 4501, reason: "unauthorized", reconnect: false },
   { code: 4503, reason: "force disconnect", reconnect: false },
