@@ -581,7 +581,10 @@ export class Subscription {
     }
 }
 function detach(ws) {
-    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // Not null: Node's `ws` raises an error event when a socket still connecting is closed,
+    // and an error event nobody listens to is thrown.
+    ws.onerror = () => { };
 }
 function closedError() {
     return new SwitchboardError(ClientErrorCodes.CLOSED, "the client is closed", false);

@@ -725,7 +725,10 @@ export class Subscription {
 }
 
 function detach(ws: WebSocketLike): void {
-  ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  // Not null: Node's `ws` raises an error event when a socket still connecting is closed,
+  // and an error event nobody listens to is thrown.
+  ws.onerror = () => {};
 }
 
 function closedError(): SwitchboardError {

@@ -121,11 +121,19 @@ describe("presence and join/leave", { timeout: 60000 }, () => {
     const bsub = bob.subscribe("chat:room");
     await bsub.ready();
     await waitFor("bob's join at alice", () => joins.some((c) => c.user === "bob" && c.info?.name === "Bob"));
-    const who = await sub.presence();
+    // The registry learns of subscriptions a moment after the join pushes go out.
+    let who = [];
+    await waitFor(() => `presence to list both (it lists ${JSON.stringify(who)})`, async () => {
+      who = await sub.presence();
+      return who.length === 2;
+    });
     assert.deepEqual(who.map((c) => c.user).sort(), ["alice", "bob"]);
+    assert.deepEqual(who.find((c) => c.user === "bob").info, { name: "Bob" });
+    await waitFor("presence stats to count both", async () => (await sub.presenceStats()).sessions === 2);
     assert.deepEqual(await sub.presenceStats(), { sessions: 2, users: 2 });
     await bsub.unsubscribe();
     await waitFor("bob's leave at alice", () => leaves.some((c) => c.user === "bob" && c.session === bob.session));
+    await waitFor("presence stats to count alice alone", async () => (await sub.presenceStats()).sessions === 1);
     assert.deepEqual(await sub.presenceStats(), { sessions: 1, users: 1 });
   });
 });
