@@ -10,6 +10,9 @@
 //!   answers with a new session, the client joins its room again;
 //! - `nats-ws`: subscribe again; NATS has no recovery, so this is the baseline.
 //!
+//! Each connection of a client goes to the next of the `--url`s, so with several gateways (or
+//! Socket.IO processes) a client resumes on another one than it was cut from.
+//!
 //! A cut is what a network drop looks like to the server: the socket is closed with a reset
 //! (`SO_LINGER` 0), no close frame, no FIN handshake. One sequence is kept across all the
 //! connections of a client, so whatever recovery missed counts as lost and whatever it
@@ -339,8 +342,11 @@ enum Wait {
 impl Client {
     /// Dials, upgrades and subscribes, resuming when this is not the first connection.
     async fn open(&mut self, ctx: &Ctx, index: usize, channel: usize) -> Result<Link, String> {
-        let url = &ctx.urls[index % ctx.urls.len()];
-        let mut stream = conn::dial(ctx, index).await.map_err(|e| format!("connect to {}: {e}", url.authority))?;
+        // Each connection goes to the next URL, as a load balancer may send a client that
+        // comes back to another gateway (or process) than before.
+        let at = index + self.connections as usize;
+        let url = &ctx.urls[at % ctx.urls.len()];
+        let mut stream = conn::dial(ctx, at).await.map_err(|e| format!("connect to {}: {e}", url.authority))?;
         let leftover = ws::upgrade(&mut stream, url, ctx.target.subprotocol()).await.map_err(|e| e.to_string())?;
         let mut link = Link { stream, rbuf: Vec::new(), proto: Proto::new(ctx.target) };
         let name = ctx.channels[channel].as_str();

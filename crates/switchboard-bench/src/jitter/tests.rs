@@ -1,8 +1,11 @@
 use super::*;
 
+/// (name, push, want offset and epoch)
+type PositionCase = (&'static str, &'static [u8], Option<(u64, &'static str)>);
+
 #[test]
 fn positions_are_read_from_switchboard_pushes() {
-    let cases: &[(&str, &[u8], Option<(u64, &str)>)] = &[
+    let cases: &[PositionCase] = &[
         (
             "a publication with history",
             br#"{"pub":{"channel":"hist:r-0","offset":42,"epoch":"q7m2x9ka","data":{"t":1,"s":1,"p":""}}}"#,
