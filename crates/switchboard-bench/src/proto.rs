@@ -453,4 +453,39 @@ mod tests {
             assert_eq!(unmasked, payload, "{name}");
         }
     }
+
+    /// The text of every client frame in `out`, unmasked.
+    fn client_texts(out: &[u8]) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let len = (out[at + 1] & 0x7F) as usize;
+            assert!(len < 126, "short frames only");
+            let mask = &out[at + 2..at + 6];
+            let payload = &out[at + 6..at + 6 + len];
+            texts.push(String::from_utf8(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect()).unwrap());
+            at += 6 + len;
+        }
+        texts
+    }
+
+    #[test]
+    fn resuming_hellos_carry_the_position() {
+        let mut sb = Proto::new(Target::Switchboard);
+        let id = sb.switchboard_resume("hist:r-0", "{}", Some((57, "e1")));
+        assert_eq!(id, 2);
+        assert_eq!(
+            client_texts(&sb.out),
+            [
+                r#"{"id":1,"connect":{}}"#,
+                r#"{"id":2,"subscribe":{"channel":"hist:r-0","recover":{"offset":57,"epoch":"e1"}}}"#
+            ]
+        );
+        let mut fresh = Proto::new(Target::Switchboard);
+        fresh.switchboard_resume("hist:r-0", "{}", None);
+        assert_eq!(client_texts(&fresh.out)[1], r#"{"id":2,"subscribe":{"channel":"hist:r-0"}}"#);
+        let mut sio = Proto::new(Target::Socketio);
+        sio.socketio_resume("p1", "1-0");
+        assert_eq!(client_texts(&sio.out), [r#"40{"pid":"p1","offset":"1-0"}"#]);
+    }
 }
