@@ -317,11 +317,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Jitter clients still offline come back and recover in the drain; what they owe is
-        // counted without duplicates, which recovery may bring.
+        // Jitter clients still offline come back and recover in the drain: it waits for every
+        // one to be connected again, and counts what they are owed without duplicates, which
+        // recovery may bring.
         let deadline = Instant::now() + args.drain;
         let arrived = || if ctx.jitter.is_some() { ctx.unique.load(Relaxed) } else { ctx.delivered.load(Relaxed) };
-        while arrived() < expected_now(&ctx) && Instant::now() < deadline {
+        let away = || ctx.jitter.is_some() && ctx.connected.load(Relaxed) < connected;
+        while (arrived() < expected_now(&ctx) || away()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
