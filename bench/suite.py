@@ -519,7 +519,10 @@ def jitter_section(w, runner, only=False):
         when = runner.date.strftime("%Y-%m-%d %H:%M UTC")
         commit = any_report["git_commit"] if any_report else "?"
         w(f"Written by `bench/suite.py --only jitter` ({when}, commit `{commit}`, results `{rel(runner.outdir)}/`): "
-          "this section alone comes from that run; the sections around it from the last full `make bench`.")
+          "this section alone comes from that run; the sections around it from the last full `make bench`. "
+          + (f"Pinned as the full suite pins: every server process on CPU {runner.server_cpus}, the generator on CPU "
+             f"{runner.generator_cpus}; on a shared 2-core machine the figures, reconnect times above all, are indicative."
+             if runner.server_cpus else "Not pinned (`--no-pin` or fewer than 2 CPUs); the figures are indicative."))
         w("")
     w(f"`switchboard bench jitter`: {JITTER_SUBSCRIBERS} subscribers of one channel, one publisher at {JITTER_RATE} "
       f"publications/s for {JITTER_DURATION}, 100-byte payloads with a sequence number. Every "
