@@ -319,9 +319,10 @@ fn is_zero_u64(v: &u64) -> bool {
 
 #[derive(Serialize, Deserialize)]
 struct JsonOffset {
-    #[serde(default)]
+    // Left out when zero: a live-only publish is answered `{}`, as docs/protocol.md says.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     offset: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     epoch: String,
 }
 

@@ -266,3 +266,17 @@ fn presence_replies_and_join_leave_pushes_are_encoded_as_the_spec_shows_them() {
         assert_eq!(Encoding::Json.decode_reply(&out).unwrap(), reply, "{text} decodes back");
     }
 }
+
+#[test]
+fn a_live_only_publish_is_answered_with_an_empty_result_in_json() {
+    let mut buf = Vec::new();
+    let reply = |offset: u64, epoch: &str| pb::Reply {
+        id: 4,
+        reply: Some(R::Publish(pb::PublishResult { offset, epoch: epoch.into() })),
+    };
+    Encoding::Json.encode_reply(&reply(0, ""), &mut buf);
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"id":4,"publish":{}}"#);
+    buf.clear();
+    Encoding::Json.encode_reply(&reply(42, "q7m2x9ka"), &mut buf);
+    assert_eq!(std::str::from_utf8(&buf).unwrap(), r#"{"id":4,"publish":{"offset":42,"epoch":"q7m2x9ka"}}"#);
+}
