@@ -2,6 +2,7 @@
 //! WebSocket to it, call its gRPC API, and wait for conditions with a deadline.
 
 pub mod balancer;
+pub mod fleet;
 pub mod nats;
 pub mod procs;
 

@@ -81,6 +81,19 @@ impl Proc {
             let _ = c.wait();
         }
     }
+
+    /// Starts the process again (after [`Proc::kill`] or [`Proc::terminate`]; kills it
+    /// first if it runs) with the same arguments, on the same port and log, and waits until
+    /// the port accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// Whether the process was started and not killed or terminated.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
 }
 
 impl Drop for Proc {
