@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build install test test-deploy chart-sync lint fmt deps cluster autobahn fuzz faults faults-long
+.PHONY: help run build install test test-deploy chart-sync lint fmt deps cluster autobahn fuzz soak faults faults-long
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ test: deps ## Install what the tests need, then run every test (cargo test, the 
 	$(CARGO) test --workspace
 	tests/tools/chart-test.sh target/debug/switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
+
+SOAK ?= 1h
+soak: deps ## Soak, default 1 hour (SOAK=10m for a short one): mixed load on a local cluster (3 NATS, 2 control, 3 gateways), RSS and open files of every process every 10 s, zero loss; prints growth per hour (make test runs a 2-minute variant)
+	$(CARGO) build -p switchboard
+	set -o pipefail; SOAK=$(SOAK) $(CARGO) test -p switchboard-tests --test e2e soak:: -- --nocapture 2>&1 | tee target/soak.log
 
 test-deploy: ## The alert rules (promtool test rules) and the Helm chart (lint, render, Kubernetes schemas, contract with the binary), ~10 s
 	@tests/tools/chart-test.sh --install-only

@@ -22,4 +22,5 @@ mod nats_security;
 mod page;
 mod recovery;
 mod slow_bus;
+mod soak;
 mod tls;

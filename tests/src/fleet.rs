@@ -439,6 +439,40 @@ impl Publisher {
         Publisher { channel: channel.to_owned(), state, stop, task: Some(task) }
     }
 
+    /// Publishes `seq` on `channel` at `rate` per second from a client session (the client
+    /// publish path: the gateway, not the gRPC API). A client publish carries no idempotency
+    /// key, so a failed one is counted as failed, not retried (a retry could duplicate).
+    pub fn start_client(channel: &str, client: Client, rate: f64) -> Publisher {
+        assert!(rate > 0.0);
+        let state = Arc::new(Mutex::new(PublisherState::default()));
+        let (stop, mut stopped) = watch::channel(false);
+        let task = {
+            let state = state.clone();
+            let channel = channel.to_owned();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                for seq in 0u64.. {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.wait_for(|s| *s) => break,
+                    }
+                    match tokio::time::timeout(ATTEMPT_TIMEOUT, client.publish(&channel, Bytes::from(seq.to_string())))
+                        .await
+                    {
+                        Ok(Ok(r)) => {
+                            let acked = Acked { seq, offset: r.offset, epoch: r.epoch, at: Instant::now() };
+                            state.lock().unwrap().acked.push(acked);
+                        }
+                        _ => state.lock().unwrap().failed += 1,
+                    }
+                }
+                client.close().await;
+            })
+        };
+        Publisher { channel: channel.to_owned(), state, stop, task: Some(task) }
+    }
+
     /// Stops after the publish under way (if any) is answered or given up.
     pub async fn stop(&mut self) {
         self.stop.send_replace(true);

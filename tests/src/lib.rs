@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod fleet;
 pub mod nats;
 pub mod procs;
+pub mod sampler;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

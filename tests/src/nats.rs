@@ -122,6 +122,11 @@ impl NatsServer {
     }
 
     /// Whether the process was started and not killed.
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

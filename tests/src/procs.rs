@@ -66,6 +66,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL: the process gets no chance to say goodbye.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
