@@ -85,8 +85,8 @@ async fn nats_fault(target: Target, fault: Fault) {
         until(&format!("{} is ready on a live node", g.name), Duration::from_secs(30), async || readyz(addr).await)
             .await;
     }
-    publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3 + Duration::from_secs(20)).await.unwrap();
     let healed = at.elapsed();
+    publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3 + Duration::from_secs(20)).await.unwrap();
     if fault == Fault::Freeze {
         c.nats.node(victim).thaw();
         // The thawed node rejoins; publishing goes on across its return.
@@ -101,7 +101,7 @@ async fn nats_fault(target: Target, fault: Fault) {
     let s = finish(&scenario, &fleet, &mut publisher).await;
     println!(
         "faults: {scenario}: node {name}, stream leader {leader_before:?} then {leader_after:?}, \
-         publishing again and gateways ready after {healed:?}"
+         a live leader and every gateway ready after {healed:?}"
     );
     s.assert_lossless();
 }
