@@ -39,7 +39,7 @@ async fn churn_of_2000_sessions_while_publishing_leaves_an_exact_registry() {
     let steady = c.scale.clients / 2;
     let (mut fleet, _lanes) = c.fleet_of(steady).await;
     let mut publisher = c.publisher().await;
-    let churners = if c.scale.long { 6000 } else { 2000 };
+    let churners = 2000;
     let lane = c.lb.lane();
     let started = Instant::now();
     let failures: Vec<String> = futures_util::stream::iter(0..churners)
