@@ -66,16 +66,21 @@ lint: ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-.PHONY: bench bench-quick bench-scale
+.PHONY: bench bench-quick bench-scale bench-jitter
 
 bench-quick: ## Benchmark sanity run, ~1 min: switchboard dev, broadcast to 1,000 and 2,000 idle, pinned, release build
 	$(CARGO) build --release -p switchboard
 	python3 bench/suite.py --quick
 
-bench: ## Benchmark suite, ~15 min: switchboard (dev, 2-gateway cluster), the floor and peers; writes docs/performance.md
+bench: ## Benchmark suite, ~17 min: switchboard (dev, 2-gateway cluster), the floor and peers, then jitter; writes docs/performance.md
 	bench/install-peers.sh
 	$(CARGO) build --release -p switchboard -p switchboard-bench
 	python3 bench/suite.py
+
+bench-jitter: ## Jitter runs alone, ~2 min: switchboard-cluster-history, Socket.IO with recovery, nats-ws; rewrites the Jitter section of docs/performance.md
+	bench/install-peers.sh
+	$(CARGO) build --release -p switchboard
+	python3 bench/suite.py --only jitter
 
 bench-scale: ## Scale run, ~5 min: nats-server, control, 6 gateways and 6 idle generators towards 102k connections
 	bench/install-peers.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the benchmark suite needs beyond the Rust toolchain, when it is missing:
 # nats-server (the cluster's bus and the nats-ws peer), redis-server (the Socket.IO
-# adapter), Node.js with npm, and the Socket.IO packages into bench/node_modules.
+# adapters), Node.js with npm, and the Socket.IO packages (both Redis adapters) into bench/node_modules.
 # Run by `make bench`; never by `make test`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,6 +18,6 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
 fi
-if [[ ! -d node_modules/socket.io || ! -d node_modules/@socket.io/redis-adapter ]]; then
+if [[ ! -d node_modules/socket.io || ! -d node_modules/@socket.io/redis-adapter || ! -d node_modules/@socket.io/redis-streams-adapter ]]; then
   npm install --no-audit --no-fund --silent
 fi

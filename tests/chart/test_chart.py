@@ -79,7 +79,11 @@ VALUE_SETS = {
                      "dashboard": {"enabled": True, "namespace": "monitoring"}}},
         TOKEN_SECRET,
     ),
-    "hpa-off": ({"gateway": {"autoscaling": {"enabled": False}, "replicas": 3}, "control": {"replicas": 3}}, TOKEN_SECRET),
+    "hpa-off": (
+        {"gateway": {"autoscaling": {"enabled": False}, "replicas": 3},
+         "control": {"replicas": 3, "balance": {"windowSeconds": 3, "maxSharePercent": 50, "warmupSeconds": 30}}},
+        TOKEN_SECRET,
+    ),
     "ingress-on": (
         {"ingress": {"enabled": True, "hosts": [{"host": "rt.example.com", "paths": [{"path": "/ws"}]}]}},
         TOKEN_SECRET,
@@ -90,6 +94,7 @@ VALUE_SETS = {
             "auth": {"allowAnonymous": True, "tokenSecret": {"existingSecret": ""}},
             "apiKeys": {"existingSecret": "", "allowUnauthenticated": True},
             "gateway": {"pdb": {"enabled": False}, "extraArgs": ["--max-subscriptions=64"]},
+            "control": {"balance": {"enabled": False}},
             "config": {
                 "gateway": {"max_connections": 50000, "max_queue_bytes": 2097152, "handshake_timeout": "5s",
                             "client_publish": False, "max_user_id_len": 128},
@@ -284,6 +289,16 @@ def test_the_binary_accepts_every_container(set_name, tmp_path):
             assert summary["grpc_listen"] == f"0.0.0.0:{ports['grpc']}"
             assert summary["metrics_listen"] == f"0.0.0.0:{ports['admin']}"
             assert summary["advertise_addr"] == f"{FAKE_FIELDS['status.podIP']}:{ports['grpc']}"
+            # The balance values reach the binary (as flags), the chart's defaults included.
+            chart_balance = yaml.safe_load((CHART / "values.yaml").read_text())["control"]["balance"]
+            b = {**chart_balance, **values.get("control", {}).get("balance", {})}
+            assert summary["balance"]["enabled"] is b["enabled"], set_name
+            if b["enabled"]:
+                assert summary["balance"] == {
+                    "enabled": True, "interval_ms": b["intervalSeconds"] * 1000, "tolerance_percent": b["tolerancePercent"],
+                    "min_difference": b["minDifference"], "max_share_percent": b["maxSharePercent"],
+                    "window_ms": b["windowSeconds"] * 1000, "warmup_ms": b["warmupSeconds"] * 1000,
+                }, set_name
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert c[probe]["httpGet"]["port"] in ports
         roles.append((role, summary))
@@ -364,13 +379,20 @@ def test_gateways_roll_out_without_dropping_traffic():
     _, docs = rendered("defaults")
     values = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]
     d = one(docs, "Deployment", "gateway")
+    # One gateway drains at a time: a surge of one new pod, none taken away before it is
+    # ready, and a new pod available only once the old one stopped before it has drained.
     assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 1
+    drained = values["preStopSeconds"] + values["drainWindowSeconds"]
+    assert d["spec"]["minReadySeconds"] == drained + values["drainGapSeconds"] > drained
     assert "replicas" not in d["spec"], "the HPA owns the replica count"
     spec = d["spec"]["template"]["spec"]
     c = spec["containers"][0]
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(values["preStopSeconds"])]
     want = values["preStopSeconds"] + values["drainWindowSeconds"] + values["pongTimeoutSeconds"] + values["terminationMarginSeconds"]
     assert spec["terminationGracePeriodSeconds"] == want
+    assert want >= values["preStopSeconds"] + values["drainWindowSeconds"] + values["pongTimeoutSeconds"], \
+        "SIGKILL never cuts a drain short"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {t["topologyKey"] for t in spec["topologySpreadConstraints"]} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
     assert all(t["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway" for t in spec["topologySpreadConstraints"])

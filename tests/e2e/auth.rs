@@ -34,7 +34,7 @@ fn rsa() -> EncodingKey {
 }
 
 fn rules() -> ChannelRules {
-    let ns = |subscribe, publish| NamespaceRules { subscribe, publish };
+    let ns = |subscribe, publish| NamespaceRules { subscribe, publish, ..Default::default() };
     ChannelRules {
         default: ns(Access::Anyone, Access::Nobody),
         namespaces: HashMap::from([

@@ -107,3 +107,42 @@ async fn the_floor_broadcasts_every_message_to_every_other_connection() {
         assert_complete(&report, 40);
     }
 }
+
+/// `switchboard bench jitter`: every subscriber's socket is reset every 1.5 s and stays away
+/// 400 ms while publications flow. On a namespace with history each reconnect subscribes
+/// with `recover`, and every client ends with every publication once and in order; on a
+/// live-only namespace the same cuts lose what was published while a client was away, which
+/// the run must count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_with_recovery_delivers_everything_and_without_history_counts_the_losses() {
+    let node = start_dev(gateway_config()).await;
+    let run = |namespace: &str| {
+        let line = format!(
+            "jitter --url ws://{http}/ws --grpc http://{grpc} --namespace {namespace} --subscribers 8 --rate 50 \
+             --duration 4s --cut-every 1500ms --offline 400ms --drain 3s --payload 100 --settle 100ms --quiet",
+            http = node.http,
+            grpc = node.grpc,
+        );
+        switchboard_bench::run(BenchArgs::from_args(line.split_whitespace()).unwrap())
+    };
+
+    let recovered = run("chat").await.expect("the bench runs");
+    let table = recovered.table();
+    let j = recovered.jitter.as_ref().expect("a jitter report");
+    assert!(recovered.publications >= 150, "about 200 publications in 4 s at 50/s: {table}");
+    assert!(j.cuts >= 8 * 2, "every client cut at least twice: {table}");
+    assert_eq!((j.clients, j.reconnects, j.not_recovered, j.failed_attempts), (8, j.cuts, 0, 0), "{table}");
+    assert_eq!((recovered.lost, recovered.duplicated, recovered.reordered), (0, 0, 0), "{table}");
+    assert_eq!((j.delivery_pct, j.delivery_pct_per_client.min, j.clients_complete), (100.0, 100.0, 8), "{table}");
+    assert_eq!(j.lost_per_client.max, 0.0, "{table}");
+    assert!(j.reconnect_ms.count == j.reconnects && j.reconnect_ms.max > 0.0, "{table}");
+
+    let live_only = run("bench").await.expect("the bench runs");
+    let table = live_only.table();
+    let j = live_only.jitter.as_ref().expect("a jitter report");
+    assert!(j.cuts >= 8 * 2 && j.not_recovered == j.reconnects, "nothing to recover from: {table}");
+    assert!(live_only.lost > 0 && j.delivery_pct < 100.0, "what was published while away is lost: {table}");
+    assert!(j.lost_per_client.min > 0.0, "every client was away while publications flowed: {table}");
+    assert!(live_only.warnings.iter().any(|w| w.contains("keeps no history")), "{table}");
+    node.shutdown().await;
+}

@@ -288,3 +288,31 @@ async fn pub_retries_unavailable_within_its_timeout() {
         }
     }
 }
+
+#[test]
+fn sub_prints_joins_and_leaves_and_presence_shows_the_token_info() {
+    use switchboard_tests::procs::{SECRET, token_with_info};
+    let config = kit::config_file("[channels.namespaces.room]\npresence = true\njoin_leave = true\n");
+    let node = DevNode::start(&["--config", config.to_str().unwrap(), "--token-secret", SECRET]);
+    let line =
+        |r: &Running| serde_json::from_str::<serde_json::Value>(&r.stdout.recv_timeout(kit::LIMIT).unwrap()).unwrap();
+    let watcher = Running::start(&["sub", "--url", &node.ws(), "room:1"]);
+    let own = line(&watcher);
+    assert_eq!((&own["join"]["channel"], &own["join"]["client"]["user"]), (&"room:1".into(), &"".into()), "{own}");
+    assert!(own["join"]["client"].get("info").is_none(), "no info without a token: {own}");
+    let token = token_with_info("alice", Some(serde_json::json!({"name": "Alice"})));
+    let alice = Running::start(&["sub", "--url", &node.ws(), "--token", &token, "room:1"]);
+    let joined = line(&watcher);
+    let client = &joined["join"]["client"];
+    assert_eq!(
+        (&client["user"], &client["info"]),
+        (&"alice".into(), &serde_json::json!({"name": "Alice"})),
+        "{joined}"
+    );
+    let sessions = node.wait_presence("room:1", 2);
+    let shown = sessions.iter().find(|s| s["user"] == "alice").expect("alice listed");
+    assert_eq!(shown["info"], serde_json::json!({"name": "Alice"}), "the presence tool shows info");
+    drop(alice);
+    let left = line(&watcher);
+    assert_eq!(left["leave"]["client"]["session"], client["session"], "killing alice's sub ends her session: {left}");
+}

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod balance;
 mod bench;
 mod cli;
 mod cluster;
@@ -20,6 +21,7 @@ mod nats_faults;
 mod nats_kit;
 mod nats_security;
 mod page;
+mod presence;
 mod recovery;
 mod slow_bus;
 mod soak;

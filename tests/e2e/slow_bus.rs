@@ -67,6 +67,10 @@ impl Channels for SlowBus {
         self.inner.unsubscribe(channel)
     }
 
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>> {
+        self.inner.publish_event(channel, event)
+    }
+
     fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
         self.later(channel, self.inner.position(channel))
     }

@@ -45,10 +45,25 @@ pub fn gateway_config() -> GatewayConfig {
 }
 
 /// What the tests' nodes keep: namespace `chat` keeps history (10,000 per channel, an hour),
-/// as a deployment would configure it; every other channel is live-only, the default.
+/// as a deployment would configure it, and so does `hroom` (the presence tests' history
+/// namespace, see [`presence_rules`]); every other channel is live-only, the default.
 pub fn namespaces() -> Namespaces {
     let chat = HistoryLimits { size: 10_000, ttl: std::time::Duration::from_secs(3600) };
-    Namespaces { default: None, namespaces: [("chat".to_owned(), Some(chat))].into() }
+    Namespaces { default: None, namespaces: [("chat".to_owned(), Some(chat)), ("hroom".to_owned(), Some(chat))].into() }
+}
+
+/// The channel rules of the presence tests (the cluster's configuration file says the
+/// same, see `procs::config_file`): `room` (live-only) and `hroom` (history) with
+/// `presence` and `join_leave`; `staff` with presence but no client may subscribe; every
+/// other namespace the defaults (no presence).
+pub fn presence_rules() -> switchboard_gateway::permissions::ChannelRules {
+    use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules};
+    let on = NamespaceRules { presence: true, join_leave: true, ..NamespaceRules::default() };
+    let staff = NamespaceRules { subscribe: Access::Nobody, presence: true, ..NamespaceRules::default() };
+    ChannelRules {
+        namespaces: [("room".to_owned(), on), ("hroom".to_owned(), on), ("staff".to_owned(), staff)].into(),
+        ..ChannelRules::default()
+    }
 }
 
 /// Starts a dev node (gateway + gRPC API + in-process bus) on free ports, keeping

@@ -118,7 +118,11 @@ pub fn config_file() -> &'static Path {
     static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("sb-{}-cluster.toml", std::process::id()));
-        std::fs::write(&path, "[channels.namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"1h\"\n").unwrap();
+        let presence = "[channels.namespaces.room]\npresence = true\njoin_leave = true\n\
+                        [channels.namespaces.hroom]\nhistory_size = 10000\nhistory_ttl = \"1h\"\npresence = true\njoin_leave = true\n\
+                        [channels.namespaces.staff]\nsubscribe = \"nobody\"\npresence = true\n";
+        let chat = "[channels.namespaces.chat]\nhistory_size = 10000\nhistory_ttl = \"1h\"\n";
+        std::fs::write(&path, format!("{chat}{presence}")).unwrap();
         path
     })
 }
@@ -167,14 +171,18 @@ pub fn gateway(id: &str, nats: &[String], extra: &[&str]) -> Proc {
 
 /// A connect token for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
+    token_with_info(user, None)
+}
+
+/// A connect token for `user` with an `info` claim when given, valid for an hour.
+pub fn token_with_info(user: &str, info: Option<serde_json::Value>) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &serde_json::json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    let mut claims = serde_json::json!({"sub": user, "exp": exp});
+    if let Some(info) = info {
+        claims["info"] = info;
+    }
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
 
 /// A client session of `user` on a gateway.

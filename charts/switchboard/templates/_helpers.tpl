@@ -62,6 +62,10 @@ The gateway's termination grace: the preStop pause, then the drain window, then 
 timeout (Gateway::drain waits at most drain window + pong timeout for sessions to leave),
 then a margin for the close handshakes.
 */}}
+{{- define "switchboard.gateway.minReady" -}}
+{{- add .Values.gateway.preStopSeconds .Values.gateway.drainWindowSeconds .Values.gateway.drainGapSeconds -}}
+{{- end -}}
+
 {{- define "switchboard.gateway.terminationGrace" -}}
 {{- add .Values.gateway.preStopSeconds .Values.gateway.drainWindowSeconds .Values.gateway.pongTimeoutSeconds .Values.gateway.terminationMarginSeconds -}}
 {{- end -}}

@@ -76,6 +76,8 @@ pub struct Outcome {
     pub tally: Tally,
     /// Set when the connection ended before the run did.
     pub end: Option<End>,
+    /// `jitter` subscribers: cuts, reconnects and recoveries.
+    pub jitter: Option<crate::jitter::ClientStats>,
 }
 
 /// A connection after its upgrade.
@@ -103,7 +105,7 @@ pub async fn open(ctx: &Ctx, index: usize, role: &Role) -> Result<Conn, String> 
     Ok(conn)
 }
 
-async fn dial(ctx: &Ctx, index: usize) -> io::Result<TcpStream> {
+pub async fn dial(ctx: &Ctx, index: usize) -> io::Result<TcpStream> {
     let addr = ctx.addrs[index % ctx.addrs.len()];
     let stream = if ctx.sources.len() > 1 {
         let source: Ipv4Addr = ctx.sources[index % ctx.sources.len()];
@@ -262,7 +264,7 @@ impl Conn {
             Msg::Refused(text) => {
                 tracing::debug!(index, refused = %String::from_utf8_lossy(text), "server refused");
             }
-            Msg::Reply { .. } | Msg::Ready => {}
+            Msg::Reply { .. } | Msg::Ready(_) => {}
         };
         for _ in 0..READS_PER_WAKE {
             match read_some(&self.stream, &mut self.rbuf, &mut self.proto, &mut sink) {
@@ -298,7 +300,7 @@ fn check_hello(hello: Hello, m: &Msg<'_>, done: &mut Option<Result<(), String>>)
 
 /// One non-blocking read, parsed at once. Returns the bytes read (0 at end of stream) or
 /// `WouldBlock` when nothing was ready.
-fn read_some(
+pub fn read_some(
     stream: &TcpStream,
     rbuf: &mut Vec<u8>,
     proto: &mut Proto,

@@ -14,10 +14,12 @@
 //! (one task each); `proto.rs` is what each target speaks; `ws.rs` the client side of RFC
 //! 6455; `publish.rs` the publishers that are not subscriber connections; `payload.rs` the
 //! stamp every payload carries; `accounting.rs` loss, duplicate and reorder counting and the
-//! latency histogram; `sysinfo.rs` reads `/proc`; `report.rs` the JSON and the table.
+//! latency histogram; `jitter.rs` the jitter scenario's subscriber, cut and resumed over and
+//! over; `sysinfo.rs` reads `/proc`; `report.rs` the JSON and the table.
 
 mod accounting;
 mod conn;
+mod jitter;
 mod payload;
 mod progress;
 mod proto;
@@ -114,6 +116,13 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// `jitter`: how often each subscriber's connection is cut (each subscriber's first cut at
+    /// a random point within the first interval).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub cut_every: Duration,
+    /// `jitter`: how long a cut subscriber stays offline before it reconnects.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub offline: Duration,
     /// A connect token every Switchboard connection sends (the gateway verifies it on each
     /// connect: `connect` measures the cost of a token check); mint one with `switchboard token`.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
@@ -151,6 +160,10 @@ pub enum Scenario {
     Idle,
     /// Connects per second and connect latency.
     Connect,
+    /// Every subscriber on one channel, one publisher; each subscriber's connection is cut
+    /// every `--cut-every` (its phase random) for `--offline`, then it reconnects and resumes
+    /// as its system's recovery allows: delivery under network drops.
+    Jitter,
 }
 
 /// The system under test.
@@ -284,5 +297,12 @@ mod tests {
         let direct = BenchArgs::from_args(["idle", "--subscribers", "7"]).unwrap();
         assert_eq!((direct.scenario, direct.subscribers), (Scenario::Idle, 7));
         assert!(BenchArgs::from_args(["nonsense"]).is_err());
+        let jitter = BenchArgs::from_args(["jitter", "--cut-every", "3s", "--offline", "500ms"]).unwrap();
+        assert_eq!(
+            (jitter.scenario, jitter.cut_every, jitter.offline),
+            (Scenario::Jitter, Duration::from_secs(3), Duration::from_millis(500))
+        );
+        let defaults = BenchArgs::from_args(["jitter"]).unwrap();
+        assert_eq!((defaults.cut_every, defaults.offline), (Duration::from_secs(15), Duration::from_secs(2)));
     }
 }

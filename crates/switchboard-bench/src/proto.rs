@@ -17,10 +17,11 @@ use crate::ws::{self, Frame, FrameError};
 pub enum Msg<'a> {
     /// A message that may carry a payload (a publication, an event, a NATS `MSG` body).
     Data(&'a [u8]),
-    /// The answer to request `id` (a switchboard reply, a Socket.IO ack).
-    Reply { id: u32, error: bool },
-    /// The server acknowledged the session (NATS `PONG`, Socket.IO `40`).
-    Ready,
+    /// The answer to request `id` (a switchboard reply, a Socket.IO ack); `body` is the whole
+    /// message.
+    Reply { id: u32, error: bool, body: &'a [u8] },
+    /// The server acknowledged the session (NATS `PONG`, Socket.IO `40{…}`, which is `body`).
+    Ready(&'a [u8]),
     /// The server refused something or reported an error (NATS `-ERR`, Socket.IO `44`).
     Refused(&'a [u8]),
     /// The server ended the session. `slow` is true for a slow-consumer policy (close 4002,
@@ -142,6 +143,26 @@ impl Proto {
         }
     }
 
+    /// Queues a Switchboard hello that subscribes to `channel` resuming after `recover`
+    /// (offset, epoch), as `docs/protocol.md` "History and recovery" says; returns the
+    /// subscribe's request id.
+    pub fn switchboard_resume(&mut self, channel: &str, connect: &str, recover: Option<(u64, &str)>) -> u32 {
+        self.command("connect", connect);
+        match recover {
+            Some((offset, epoch)) => self.command(
+                "subscribe",
+                &format!("{{\"channel\":\"{channel}\",\"recover\":{{\"offset\":{offset},\"epoch\":\"{epoch}\"}}}}"),
+            ),
+            None => self.command("subscribe", &format!("{{\"channel\":\"{channel}\"}}")),
+        }
+    }
+
+    /// Queues a Socket.IO namespace connect that asks for connection state recovery with the
+    /// session's private id and the offset of the last event received (`40{"pid":…,"offset":…}`).
+    pub fn socketio_resume(&mut self, pid: &str, offset: &str) {
+        ws::encode(&mut self.out, ws::TEXT, format!("40{{\"pid\":\"{pid}\",\"offset\":\"{offset}\"}}").as_bytes());
+    }
+
     /// The Socket.IO `sub` event, with an ack id; `None` for the other targets.
     pub fn socketio_join(&mut self, room: &str) -> Option<u32> {
         (self.target == Target::Socketio).then(|| {
@@ -201,14 +222,14 @@ impl Proto {
     pub fn hello_done(hello: Hello, msg: &Msg<'_>) -> Result<bool, String> {
         match (hello, msg) {
             (Hello::Done, _) => Ok(true),
-            (Hello::Reply(want), Msg::Reply { id, error }) if *id == want => {
+            (Hello::Reply(want), Msg::Reply { id, error, .. }) if *id == want => {
                 if *error {
                     Err(format!("request {id} refused"))
                 } else {
                     Ok(true)
                 }
             }
-            (Hello::Ready, Msg::Ready) => Ok(true),
+            (Hello::Ready, Msg::Ready(_)) => Ok(true),
             (_, Msg::Refused(text)) => Err(String::from_utf8_lossy(text).into_owned()),
             (_, Msg::Closed { code, .. }) => Err(format!("closed with {code:?}")),
             _ => Ok(false),
@@ -233,7 +254,7 @@ fn switchboard_message(msg: &[u8], sink: &mut impl FnMut(Msg<'_>)) {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         let id = std::str::from_utf8(&rest[..digits]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         let error = rest[digits..].starts_with(b",\"error\"");
-        sink(Msg::Reply { id, error });
+        sink(Msg::Reply { id, error, body: msg });
     } else {
         sink(Msg::Data(msg));
     }
@@ -243,11 +264,11 @@ fn socketio_message(msg: &[u8], out: &mut Vec<u8>, sink: &mut impl FnMut(Msg<'_>
     match msg {
         b"2" => ws::encode(out, ws::TEXT, b"3"),
         [b'4', b'2', ..] => sink(Msg::Data(msg)),
-        [b'4', b'0', ..] => sink(Msg::Ready),
+        [b'4', b'0', ..] => sink(Msg::Ready(msg)),
         [b'4', b'3', rest @ ..] => {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             let id = std::str::from_utf8(&rest[..digits]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            sink(Msg::Reply { id, error: false });
+            sink(Msg::Reply { id, error: false, body: msg });
         }
         [b'4', b'4', ..] => sink(Msg::Refused(msg)),
         [b'4', b'1', ..] | [b'1', ..] => sink(Msg::Closed { code: None, slow: false }),
@@ -277,7 +298,7 @@ fn nats_messages(buf: &[u8], out: &mut Vec<u8>, sink: &mut impl FnMut(Msg<'_>)) 
         }
         match line {
             b"PING" => ws::encode(out, ws::BINARY, b"PONG\r\n"),
-            b"PONG" => sink(Msg::Ready),
+            b"PONG" => sink(Msg::Ready(line)),
             _ if line.starts_with(b"-ERR") => {
                 if line.windows(4).any(|w| w.eq_ignore_ascii_case(b"slow")) {
                     sink(Msg::Closed { code: None, slow: true });
@@ -328,8 +349,8 @@ mod tests {
                 .process(&pending, &mut |m| {
                     got.push(match m {
                         Msg::Data(d) => Got::Data(String::from_utf8_lossy(d).into()),
-                        Msg::Reply { id, error } => Got::Reply(id, error),
-                        Msg::Ready => Got::Ready,
+                        Msg::Reply { id, error, .. } => Got::Reply(id, error),
+                        Msg::Ready(_) => Got::Ready,
                         Msg::Refused(t) => Got::Refused(String::from_utf8_lossy(t).into()),
                         Msg::Closed { code, slow } => Got::Closed(code, slow),
                     })
@@ -431,5 +452,40 @@ mod tests {
             let unmasked: Vec<u8> = out[6..].iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect();
             assert_eq!(unmasked, payload, "{name}");
         }
+    }
+
+    /// The text of every client frame in `out`, unmasked.
+    fn client_texts(out: &[u8]) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let len = (out[at + 1] & 0x7F) as usize;
+            assert!(len < 126, "short frames only");
+            let mask = &out[at + 2..at + 6];
+            let payload = &out[at + 6..at + 6 + len];
+            texts.push(String::from_utf8(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]).collect()).unwrap());
+            at += 6 + len;
+        }
+        texts
+    }
+
+    #[test]
+    fn resuming_hellos_carry_the_position() {
+        let mut sb = Proto::new(Target::Switchboard);
+        let id = sb.switchboard_resume("hist:r-0", "{}", Some((57, "e1")));
+        assert_eq!(id, 2);
+        assert_eq!(
+            client_texts(&sb.out),
+            [
+                r#"{"id":1,"connect":{}}"#,
+                r#"{"id":2,"subscribe":{"channel":"hist:r-0","recover":{"offset":57,"epoch":"e1"}}}"#
+            ]
+        );
+        let mut fresh = Proto::new(Target::Switchboard);
+        fresh.switchboard_resume("hist:r-0", "{}", None);
+        assert_eq!(client_texts(&fresh.out)[1], r#"{"id":2,"subscribe":{"channel":"hist:r-0"}}"#);
+        let mut sio = Proto::new(Target::Socketio);
+        sio.socketio_resume("p1", "1-0");
+        assert_eq!(client_texts(&sio.out), [r#"40{"pid":"p1","offset":"1-0"}"#]);
     }
 }

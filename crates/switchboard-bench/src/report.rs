@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::accounting::Percentiles;
+use crate::jitter::{JitterReport, Spread};
 use crate::run::{Counts, Plan};
 use crate::sysinfo::{self, Machine};
 use crate::{BenchArgs, Scenario, Target};
@@ -69,6 +70,8 @@ pub struct Report {
     pub generator_cpu_seconds: f64,
     /// That time over the phase's wall time: 1.0 is one core busy throughout.
     pub generator_cpu_fraction: f64,
+    /// `jitter`: delivery, loss, duplicates and reorders per client, cuts and reconnects.
+    pub jitter: Option<JitterReport>,
     pub warnings: Vec<String>,
 }
 
@@ -124,6 +127,7 @@ pub struct Inputs<'a> {
     pub server: Option<ServerCost>,
     pub generator_cpu: f64,
     pub generator_wall: f64,
+    pub jitter: Option<JitterReport>,
 }
 
 // === impl Report ===
@@ -217,6 +221,7 @@ impl Report {
             server_cpu_us_per_connection,
             generator_cpu_seconds: i.generator_cpu,
             generator_cpu_fraction,
+            jitter: i.jitter,
             warnings,
         }
     }
@@ -235,7 +240,7 @@ impl Report {
             "connect",
             format!("{:.0}/s, latency ms p50 {:.2} p99 {:.2} max {:.2}", self.connect.per_sec, cl.p50, cl.p99, cl.max),
         );
-        if matches!(self.scenario, Scenario::Broadcast | Scenario::Rooms | Scenario::Fanin) {
+        if matches!(self.scenario, Scenario::Broadcast | Scenario::Rooms | Scenario::Fanin | Scenario::Jitter) {
             row(
                 &mut t,
                 "publications",
@@ -263,6 +268,41 @@ impl Report {
                 format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.p999, l.max),
             );
             row(&mut t, "lost / dup / reordered", format!("{} / {} / {}", self.lost, self.duplicated, self.reordered));
+        }
+        if let Some(j) = &self.jitter {
+            let spread =
+                |s: &Spread, digits: usize| format!("{:.digits$} / {:.digits$} / {:.digits$}", s.min, s.mean, s.max);
+            row(
+                &mut t,
+                "jitter",
+                format!(
+                    "cut every {:.1} s for {:.1} s: {} cuts, {} reconnects",
+                    j.cut_every_s, j.offline_s, j.cuts, j.reconnects
+                ),
+            );
+            row(
+                &mut t,
+                "delivery",
+                format!(
+                    "{:.2}% of what was owed; per client min / mean / max {}%; {} of {} clients complete",
+                    j.delivery_pct,
+                    spread(&j.delivery_pct_per_client, 2),
+                    j.clients_complete,
+                    j.clients
+                ),
+            );
+            row(&mut t, "lost per client", spread(&j.lost_per_client, 1));
+            row(&mut t, "duplicated per client", spread(&j.duplicated_per_client, 1));
+            row(&mut t, "reordered per client", spread(&j.reordered_per_client, 1));
+            let r = &j.reconnect_ms;
+            row(
+                &mut t,
+                "reconnect ms",
+                format!(
+                    "p50 {:.1}  p99 {:.1}  max {:.1}; {} not recovered, {} failed attempts, {} resubscribe pushes, {} epoch changes",
+                    r.p50, r.p99, r.max, j.not_recovered, j.failed_attempts, j.resubscribes, j.epoch_changes
+                ),
+            );
         }
         row(
             &mut t,

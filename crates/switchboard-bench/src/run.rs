@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::accounting::{self, SharedHistogram};
 use crate::conn::{self, Outcome, PublishRole, Role};
+use crate::jitter;
 use crate::publish::{self, Publisher};
 use crate::report::{self, Report};
 use crate::sysinfo;
@@ -61,6 +62,10 @@ pub struct Ctx {
     pub connected: AtomicU64,
     pub failed: AtomicU64,
     pub phase: watch::Receiver<Phase>,
+    /// `jitter`: how subscribers are cut.
+    pub jitter: Option<jitter::Cuts>,
+    /// `jitter`: deliveries that were not duplicates (what the drain waits for).
+    pub unique: AtomicU64,
 }
 
 /// The connections and channels of a scenario.
@@ -98,11 +103,12 @@ pub fn plan(args: &BenchArgs, run_id: &str) -> anyhow::Result<Plan> {
         multi: false,
     };
     match args.scenario {
-        Scenario::Broadcast | Scenario::Fanin => {
-            // One channel: `n` subscribers and one publisher (broadcast), or one subscriber
-            // and many publishers (fan-in). Each publisher is a stream of its own (`k`).
+        Scenario::Broadcast | Scenario::Fanin | Scenario::Jitter => {
+            // One channel: `n` subscribers and one publisher (broadcast, jitter), or one
+            // subscriber and many publishers (fan-in). Each publisher is a stream of its own (`k`).
             let (subscribers, p) = match args.scenario {
                 Scenario::Broadcast => (n, args.publishers.unwrap_or(1).max(1)),
+                Scenario::Jitter => (n, 1),
                 _ => (1, args.publishers.unwrap_or(100).max(1)),
             };
             plan.multi = p > 1;
@@ -200,6 +206,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         connected: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         phase,
+        jitter: (args.scenario == Scenario::Jitter)
+            .then_some(jitter::Cuts { every: args.cut_every, offline: args.offline }),
+        unique: AtomicU64::new(0),
     });
 
     let publishers = start_publishers(&args, &ctx, &plan).await?;
@@ -219,6 +228,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         }
         let permit = permits.clone().acquire_owned().await.expect("never closed");
         let (ctx, role, results_tx) = (ctx.clone(), *role, results_tx.clone());
+        if ctx.jitter.is_some() && role.subscribe.is_some() {
+            tasks.spawn(jitter::client(ctx, index, role, permit, results_tx));
+            continue;
+        }
         tasks.spawn(async move {
             let started = Instant::now();
             let opened = tokio::time::timeout(conn::OPEN_TIMEOUT, conn::open(&ctx, index, &role))
@@ -280,7 +293,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let generator_held = sysinfo::sample(None).unwrap_or_default();
 
     // Publish, then drain.
-    let publishing = matches!(args.scenario, Scenario::Broadcast | Scenario::Rooms | Scenario::Fanin);
+    let publishing =
+        matches!(args.scenario, Scenario::Broadcast | Scenario::Rooms | Scenario::Fanin | Scenario::Jitter);
     let mut publish_seconds = 0.0;
     let measure_start = Instant::now();
     if publishing && connected > 0 {
@@ -303,8 +317,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Jitter clients still offline come back and recover in the drain: it waits for every
+        // one to be connected again, and counts what they are owed without duplicates, which
+        // recovery may bring.
         let deadline = Instant::now() + args.drain;
-        while ctx.delivered.load(Relaxed) < expected_now(&ctx) && Instant::now() < deadline {
+        let arrived = || if ctx.jitter.is_some() { ctx.unique.load(Relaxed) } else { ctx.delivered.load(Relaxed) };
+        let away = || ctx.jitter.is_some() && ctx.connected.load(Relaxed) < connected;
+        while (arrived() < expected_now(&ctx) || away()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -331,6 +350,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     }
 
     let counts = count::count(&ctx, &plan, &outcomes);
+    let jitter = ctx.jitter.map(|cuts| jitter::summarize(cuts, ctx.published[0][0].load(Relaxed), &outcomes));
+    if jitter.as_ref().is_some_and(|j| j.no_history) {
+        warnings.push(format!(
+            "the namespace {:?} keeps no history: subscribers resubscribed without recovery",
+            args.namespace
+        ));
+    }
     let (generator_cpu, generator_wall) = match args.scenario {
         Scenario::Connect => (generator_connected.cpu_seconds - generator_before.cpu_seconds, connect_seconds),
         Scenario::Idle => (generator_held.cpu_seconds - generator_connected.cpu_seconds, hold.as_secs_f64()),
@@ -368,6 +394,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         server,
         generator_cpu,
         generator_wall,
+        jitter,
     };
     let report = Report::build(inputs);
     if let Some(path) = &args.json {
@@ -391,7 +418,17 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--payload is at most 16 MiB");
     }
     if args.target != Target::Switchboard && matches!(args.scenario, Scenario::Rooms | Scenario::Fanin) {
-        bail!("--target {} runs the broadcast, idle and connect scenarios only", args.target.name());
+        bail!("--target {} runs the broadcast, jitter, idle and connect scenarios only", args.target.name());
+    }
+    if args.scenario == Scenario::Jitter {
+        if args.target == Target::Floor {
+            bail!(
+                "--target floor has no subscriptions to resume: jitter runs against switchboard, socketio or nats-ws"
+            );
+        }
+        if args.offline.is_zero() || args.offline >= args.cut_every {
+            bail!("--offline must be above zero and below --cut-every");
+        }
     }
     let ns = &args.namespace;
     if ns.is_empty() || ns.len() > 64 || !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {

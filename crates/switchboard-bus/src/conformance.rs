@@ -49,6 +49,7 @@ pub fn namespaces() -> Namespaces {
 pub struct Recorder {
     received: Mutex<Vec<Publication>>,
     interrupted: Mutex<Vec<Channel>>,
+    events: Mutex<Vec<(Channel, Bytes)>>,
     changed: Notify,
 }
 
@@ -62,6 +63,11 @@ impl Deliver for Recorder {
 
     fn interrupted(&self, channel: &Channel) {
         self.interrupted.lock().unwrap().push(channel.clone());
+    }
+
+    fn event(&self, channel: &Channel, event: Bytes) {
+        self.events.lock().unwrap().push((channel.clone(), event));
+        self.changed.notify_waiters();
     }
 }
 
@@ -131,6 +137,27 @@ impl Recorder {
         self.interrupted.lock().unwrap().clone()
     }
 
+    /// The events received on `channel`, in arrival order.
+    pub fn events_on(&self, channel: &Channel) -> Vec<Bytes> {
+        self.events.lock().unwrap().iter().filter(|(c, _)| c == channel).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Waits (woken by each delivery, at most 10 s) until `n` events arrived on `channel`,
+    /// then returns them all.
+    pub async fn wait_for_events(&self, channel: &Channel, n: usize) -> Vec<Bytes> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.changed.notified();
+            let got = self.events_on(channel);
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("timed out waiting for {n} events on {channel}, got {}", got.len());
+            }
+        }
+    }
+
     /// Waits until `n` publications arrived on `channel`, then returns them all.
     pub async fn wait_for(&self, channel: &Channel, n: usize) -> Vec<Publication> {
         self.wait_until(channel, &format!("{n} publications"), |got| got.len() >= n).await
@@ -192,6 +219,7 @@ pub async fn channels_conformance(cluster: &dyn Cluster) {
     recovery_meets_live_delivery_without_gap_or_duplicate(cluster).await;
     removed_history_is_gone_and_offsets_go_on(cluster).await;
     an_idempotency_key_stores_and_delivers_once(cluster).await;
+    events_are_live_only_and_leave_offsets_contiguous(cluster).await;
 }
 
 /// The [`crate::Messages`] half: addressed messages and requests.
@@ -369,6 +397,41 @@ async fn publication_reaches_every_subscribed_node_once(cluster: &dyn Cluster) {
         publish(&a, &c, "0").await;
         assert_eq!(ra.wait_for(&c, 3).await.len(), 3);
         assert_eq!(rb.wait_for(&c, 3).await.len(), 3);
+    }
+}
+
+/// Channel events reach the subscribed nodes in order, interleaved with publications, and
+/// are never stored: a history channel's offsets, positions, history pages and gap
+/// filling see only the publications; a node that subscribes later gets no old event.
+async fn events_are_live_only_and_leave_offsets_contiguous(cluster: &dyn Cluster) {
+    for name in ["conf:events", "live:events"] {
+        let c = ch(name);
+        let (ra, rb, rc) = (Recorder::new(), Recorder::new(), Recorder::new());
+        let a = cluster.node(ra.clone()).await;
+        let b = cluster.node(rb.clone()).await;
+        b.subscribe(&c).await.unwrap();
+        let first = publish(&a, &c, "1").await;
+        a.publish_event(&c, Bytes::from_static(b"join")).await.unwrap();
+        publish(&a, &c, "2").await;
+        a.publish_event(&c, Bytes::from_static(b"leave")).await.unwrap();
+        let cn = cluster.node(rc.clone()).await;
+        cn.subscribe(&c).await.unwrap();
+        a.publish_event(&c, Bytes::from_static(b"late")).await.unwrap();
+        let last = publish(&a, &c, "3").await;
+        assert_eq!(rb.wait_for_events(&c, 3).await, ["join", "leave", "late"], "{name}: in order");
+        assert_eq!(rc.wait_for_events(&c, 1).await, ["late"], "{name}: live only, no old event");
+        let got = rb.wait_for(&c, 3).await;
+        assert_eq!(datas(&got), ["1", "2", "3"], "{name}");
+        assert!(rb.interruptions().is_empty(), "{name}: events leave no gap");
+        let (Some(first), Some(last)) = (first, last) else { continue };
+        // Each publication's offset is the one its publish answered, and the history holds
+        // the three publications, continuous from the first: the events took no offset.
+        assert_eq!((got[0].offset, got[2].offset), (first.offset, last.offset), "{name}");
+        assert_eq!(b.position(&c).await.unwrap(), Some(last.clone()), "{name}");
+        let query = HistoryQuery { since: Some(first.clone()), limit: 10, reverse: false };
+        let page = b.history(&c, query).await.unwrap();
+        assert!(page.continuous, "{name}");
+        assert_eq!(datas(&page.publications), ["2", "3"], "{name}");
     }
 }
 

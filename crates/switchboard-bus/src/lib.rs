@@ -151,6 +151,13 @@ pub trait Deliver: Send + Sync + 'static {
     fn interrupted(&self, channel: &Channel) {
         let _ = channel;
     }
+
+    /// A channel event ([`Channels::publish_event`]) for `channel`, which this node is
+    /// subscribed to: handed over from the same delivery task as the channel's
+    /// publications, never inside a batch, and without taking part in their continuity.
+    fn event(&self, channel: &Channel, event: Bytes) {
+        let _ = (channel, event);
+    }
 }
 
 /// The [`Deliver`] of a node that publishes and sends but subscribes to no channel (the
@@ -181,7 +188,13 @@ pub const MAX_BATCH: usize = 64;
 /// - `subscribe` and `unsubscribe` take effect in the order they are called, even when the
 ///   future `subscribe` returns completes later; subscribing twice holds one subscription;
 /// - `subscriptions` counts the channels this node is subscribed to (one per channel,
-///   however many local sessions hold it: the gateway does the interest counting).
+///   however many local sessions hold it: the gateway does the interest counting);
+/// - `publish_event` is the one extension beside publications: an opaque event (the
+///   gateways' join and leave pushes) handed to [`Deliver::event`] of every node subscribed
+///   to the channel at that moment, at most once, live only: never stored, no offset, and
+///   invisible to the channel's history, positions, continuity and gap filling (a history
+///   channel's publications stay contiguous around any number of events); events of one
+///   node on one channel arrive in the order their futures were driven to completion.
 pub trait Channels: Send + Sync + 'static {
     /// Publishes `data` to `channel`: with history, once it is stored, answering where
     /// (`Some`); live-only, once it is sent (`None`). A history namespace whose store cannot
@@ -201,6 +214,10 @@ pub trait Channels: Send + Sync + 'static {
 
     /// Stops delivering `channel` to this node.
     fn unsubscribe(&self, channel: &Channel);
+
+    /// Sends a live-only event to the nodes subscribed to `channel` (see the contract
+    /// above); resolves once it is sent. Nobody subscribed is not an error.
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>>;
 
     /// The channel's latest position (`None` in a live-only namespace). With nothing kept
     /// for the channel it is a position before anything the channel will get.

@@ -14,7 +14,10 @@
 //! markers, and de-duplication by idempotency key. A publish to a history channel takes the
 //! stream's lock, stores, and queues the publication to every subscribed node while still
 //! holding it, which keeps each channel's deliveries in offset order. A live-only channel
-//! takes its shard lock only, and its publications carry no offset.
+//! takes its shard lock only, and its publications carry no offset. A channel event
+//! ([`Channels::publish_event`]) takes the shard lock only, whatever the namespace, and is
+//! queued to the subscribed nodes as an event beside the publications: it never reaches a
+//! [`Stream`], so it takes no offset and the gap filling never sees it.
 //!
 //! Addressed (control-plane) messages go through a small in-process router that follows
 //! NATS's rules: the same subjects, `*`/`>` wildcards, queue groups, reply inboxes, and
@@ -76,9 +79,16 @@ pub struct MemoryBus {
     subscriptions: AtomicUsize,
 }
 
+/// What a node's queue carries: publications, and the channel events beside them.
+enum Queued {
+    Publication(QueuedPublication),
+    /// A [`Channels::publish_event`] event: no offset, never in a stream.
+    Event(Channel, Bytes),
+}
+
 /// A publication in a node's queue, with the offset of its channel's previous entry (0:
 /// none kept, or a live-only channel).
-struct Queued {
+struct QueuedPublication {
     publication: Publication,
     prev: u64,
 }
@@ -200,11 +210,17 @@ impl MemoryBroker {
             let mut queued = Vec::with_capacity(MAX_BATCH);
             let mut batch = Vec::with_capacity(MAX_BATCH);
             let mut interrupted = Vec::new();
+            let mut events = Vec::new();
             while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
                 {
                     let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                     for q in queued.drain(..) {
-                        broker.continue_channel(q, &mut last, &mut batch, &mut interrupted);
+                        match q {
+                            Queued::Publication(q) => {
+                                broker.continue_channel(q, &mut last, &mut batch, &mut interrupted)
+                            }
+                            Queued::Event(channel, event) => events.push((channel, event)),
+                        }
                     }
                 }
                 for channel in interrupted.drain(..) {
@@ -214,6 +230,9 @@ impl MemoryBroker {
                     deliver.deliver(chunk).await;
                 }
                 batch.clear();
+                for (channel, event) in events.drain(..) {
+                    deliver.event(&channel, event);
+                }
             }
         });
         MemoryBus {
@@ -262,7 +281,7 @@ impl BrokerInner {
     /// from the stream first, or the deliverer is told they are lost.
     fn continue_channel(
         &self,
-        q: Queued,
+        q: QueuedPublication,
         last: &mut HashMap<Channel, u64>,
         batch: &mut Vec<Publication>,
         interrupted: &mut Vec<Channel>,
@@ -518,7 +537,8 @@ impl Channels for MemoryBus {
             let publication = Publication { channel: channel.clone(), offset: 0, epoch: Arc::from(""), data };
             if let Some(state) = self.broker.shard(channel).get(channel) {
                 for (_, node) in &state.nodes {
-                    offer(node, Queued { publication: publication.clone(), prev: 0 }, "node", dropped);
+                    let q = QueuedPublication { publication: publication.clone(), prev: 0 };
+                    offer(node, Queued::Publication(q), "node", dropped);
                 }
             }
             return ready(Ok(None)).boxed();
@@ -539,7 +559,8 @@ impl Channels for MemoryBus {
         if let Some(state) = self.broker.shard(channel).get(channel) {
             let publication = Publication { channel: channel.clone(), offset, epoch: epoch.clone(), data };
             for (_, node) in &state.nodes {
-                offer(node, Queued { publication: publication.clone(), prev }, "node", dropped);
+                let q = QueuedPublication { publication: publication.clone(), prev };
+                offer(node, Queued::Publication(q), "node", dropped);
             }
         }
         drop(stream);
@@ -581,6 +602,16 @@ impl Channels for MemoryBus {
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
             self.delivered.lock().unwrap_or_else(|p| p.into_inner()).remove(channel);
         }
+    }
+
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>> {
+        // The shard lock only, never the stream's: an event takes no offset.
+        if let Some(state) = self.broker.shard(channel).get(channel) {
+            for (_, node) in &state.nodes {
+                offer(node, Queued::Event(channel.clone(), event.clone()), "node", &self.broker.router.dropped);
+            }
+        }
+        ready(Ok(())).boxed()
     }
 
     fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {

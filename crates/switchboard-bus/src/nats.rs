@@ -4,7 +4,9 @@
 //! interest counting), each with a small task that hands publications to the node's
 //! [`Deliver`]. A live-only channel's publish is one core NATS publish on the channel's
 //! subject; a history channel's is a JetStream publish, stored and then republished by its
-//! stream on the same subject (see [`streams`]). No process sequences anything.
+//! stream on the same subject (see [`streams`]). No process sequences anything. A channel
+//! event is a core NATS publish on the same subject with an [`EVENT_HEADER`], which no
+//! stream stores; the channel's task hands it to [`Deliver::event`] outside the continuity.
 //!
 //! async-nats reconnects by itself and re-establishes every subscription; while it is not
 //! connected, [`Bus::is_ready`] is false and requests fail as unavailable.
@@ -45,6 +47,12 @@ use crate::{
 };
 pub use security::{NatsAuth, NatsTls};
 use streams::{Continuity, Next, REMOVED_HEADER, Streams};
+
+/// The header that marks a channel event ([`Channels::publish_event`]) on a channel's live
+/// subject: a core NATS message there, never in a stream. Publications never carry it (a
+/// live-only one has no headers, a republished one has its stream's), so telling them
+/// apart costs a publication nothing.
+pub const EVENT_HEADER: &str = "Sb-Event";
 
 /// The same connection error is logged at most once per this interval (with a count).
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -517,7 +525,12 @@ impl Channels for NatsBus {
                 // Take what else async-nats already read off the socket: one call, one piece
                 // per subscriber in the hub.
                 loop {
+                    // A channel event, in its place among the publications but outside the
+                    // continuity. Only a message without a publication's headers (none when
+                    // live-only, the stream's when republished) is looked at for one.
+                    let mut event = None;
                     match &mut continuity {
+                        None if msg.headers.is_some() && is_event(&msg) => event = Some(msg.payload),
                         None => batch.push(Publication {
                             channel: channel_name.clone(),
                             offset: 0,
@@ -526,7 +539,11 @@ impl Channels for NatsBus {
                         }),
                         Some(c) => 'one: {
                             let Some((offset, prev, removed)) = republished(&msg) else {
-                                tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
+                                if is_event(&msg) {
+                                    event = Some(msg.payload);
+                                } else {
+                                    tracing::warn!(channel = %channel_name, "a message without its stream headers dropped");
+                                }
                                 break 'one;
                             };
                             #[cfg(feature = "conformance")]
@@ -545,6 +562,13 @@ impl Channels for NatsBus {
                                 }
                             }
                         }
+                    }
+                    if let Some(event) = event {
+                        for chunk in batch.chunks(MAX_BATCH) {
+                            deliver.deliver(chunk).await;
+                        }
+                        batch.clear();
+                        deliver.event(&channel_name, event);
                     }
                     if batch.len() >= MAX_BATCH {
                         break;
@@ -570,6 +594,17 @@ impl Channels for NatsBus {
             // Dropping the subscriber inside the task unsubscribes on the server.
             task.abort();
         }
+    }
+
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>> {
+        if let Err(e) = self.connected() {
+            return ready(Err(e)).boxed();
+        }
+        // On the live subject, whatever the namespace: a stream stores only its `hist`
+        // subjects, so the event is never stored and takes no sequence.
+        let subject = self.streams.live_subject(channel);
+        let message = Message { payload: event, headers: vec![(EVENT_HEADER.to_owned(), "1".to_owned())] };
+        publish(self.client.clone(), subject, message)
     }
 
     fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
@@ -606,6 +641,11 @@ impl Channels for NatsBus {
     fn is_ready(&self) -> bool {
         self.connected().is_ok()
     }
+}
+
+/// Whether `msg` is a channel event (see [`EVENT_HEADER`]).
+fn is_event(msg: &async_nats::Message) -> bool {
+    msg.headers.as_ref().is_some_and(|h| h.get(EVENT_HEADER).is_some())
 }
 
 /// A republished message's `Nats-Sequence`, `Nats-Last-Sequence` and removal marker.

@@ -4,7 +4,7 @@
 //!
 //! | subject | address | carries | who listens |
 //! |---|---|---|---|
-//! | `{p}.pub.{key}.{channel}` | (channels) | a channel's publications: published there (live-only) or republished by its stream | gateways with local subscribers |
+//! | `{p}.pub.{key}.{channel}` | (channels) | a channel's publications: published there (live-only) or republished by its stream; its events (join, leave) as core messages with an `Sb-Event` header | gateways with local subscribers |
 //! | `{p}.hist.{key}.{channel}` | (channels) | a history channel's publications, published to be stored | the namespace's JetStream stream |
 //! | `{p}.node.{node}` | `Node(id)` | commands for one gateway's sessions, snapshot requests | that gateway |
 //! | `{p}.user.{user}` | `User(id)` | commands for every session of a user | gateways holding a session of the user |
@@ -13,6 +13,7 @@
 //! | `{p}.hb.gateway` | `GatewayHeartbeat` | gateway heartbeats | control replicas |
 //! | `{p}.hb.control` | `ControlHeartbeat` | control replica heartbeats | control replicas |
 //! | `{p}.ctl.{replica}` | `Replica(id)` | queries between control replicas | that replica |
+//! | `{p}.presence` | `Presence` | gateways' presence questions (a client's `presence`, `presence_stats`) | control replicas (queue group `control`: one answers) |
 //! | `{p}.up.send` | `UpstreamSend` | client `send` messages | backends (queue group of their choice) |
 //! | `{p}.up.rpc.{method}` | `UpstreamRpc(method)` | client `rpc` requests | backends (queue group of their choice) |
 //! | `{p}.probe.{node}` | `Probe(id)` | liveness round trips of a node's NATS connection | nobody: the server itself answers "no responders" |
@@ -61,6 +62,8 @@ pub enum Address {
     ControlHeartbeat,
     /// One control replica's query inbox.
     Replica(Arc<str>),
+    /// Presence questions from gateways, for any control replica.
+    Presence,
     UpstreamSend,
     UpstreamRpc(Arc<str>),
     /// Where a node sends its liveness round trips: nobody listens, so the server itself
@@ -159,6 +162,7 @@ impl Subjects {
             Address::GatewayHeartbeat => format!("{p}.hb.gateway"),
             Address::ControlHeartbeat => format!("{p}.hb.control"),
             Address::Replica(id) => format!("{p}.ctl.{}", escape(id)),
+            Address::Presence => format!("{p}.presence"),
             Address::UpstreamSend => format!("{p}.up.send"),
             Address::UpstreamRpc(method) => format!("{p}.up.rpc.{}", escape(method)),
             Address::Probe(id) => format!("{p}.probe.{}", escape(id)),

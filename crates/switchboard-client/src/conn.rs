@@ -461,6 +461,8 @@ fn push_event(shared: &Shared, reply: pb::Reply) -> Option<Event> {
             shared.channels.lock().unwrap().remove(&u.channel);
             Event::Unsubscribed { channel: u.channel }
         }
+        R::Join(j) => Event::Join { channel: j.channel, client: j.client.unwrap_or_default() },
+        R::Leave(l) => Event::Leave { channel: l.channel, client: l.client.unwrap_or_default() },
         _ => return None,
     })
 }

@@ -115,6 +115,17 @@ pub enum Event {
     Unsubscribed {
         channel: String,
     },
+    /// A session subscribed to a channel of a namespace with `join_leave` (this session's
+    /// own subscribe included, after its reply).
+    Join {
+        channel: String,
+        client: pb::ClientInfo,
+    },
+    /// A session stopped being subscribed to such a channel.
+    Leave {
+        channel: String,
+        client: pb::ClientInfo,
+    },
     /// After a reconnect (or the server asking for it), a channel with history was
     /// subscribed again from the last publication received: `recovered` says whether every
     /// publication missed meanwhile follows this event, in order; when false, the history
@@ -364,6 +375,22 @@ impl Client {
         let cmd = C::History(pb::HistoryRequest { channel: channel.into(), since, limit, reverse });
         match self.shared.request(cmd).await? {
             R::History(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Who is subscribed to `channel` (a namespace with `presence`; error 114 otherwise).
+    pub async fn presence(&self, channel: &str) -> Result<Vec<pb::ClientInfo>, ClientError> {
+        match self.shared.request(C::Presence(pb::PresenceRequest { channel: channel.into() })).await? {
+            R::Presence(r) => Ok(r.clients),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// How many sessions, and distinct users, are subscribed to `channel`.
+    pub async fn presence_stats(&self, channel: &str) -> Result<pb::PresenceStatsResult, ClientError> {
+        match self.shared.request(C::PresenceStats(pb::PresenceStatsRequest { channel: channel.into() })).await? {
+            R::PresenceStats(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

@@ -12,6 +12,7 @@ mod stream;
 mod watch;
 
 pub use history::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+pub(crate) use reads::run_presence_server;
 pub use stream::{MAX_STREAM_IN_FLIGHT, MAX_STREAM_IN_FLIGHT_BYTES};
 #[cfg(test)]
 pub(crate) use watch::MAX_WATCHERS;

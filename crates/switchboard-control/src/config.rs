@@ -6,6 +6,7 @@ use switchboard_bus::BusError;
 use switchboard_tls::TlsFiles;
 
 use crate::auth::ApiKeys;
+use crate::balance::BalanceConfig;
 
 /// The longest gateway lease allowed: a dead gateway's sessions must not linger longer.
 pub const MAX_GATEWAY_LEASE: Duration = Duration::from_secs(15);
@@ -43,6 +44,9 @@ pub struct ControlConfig {
     /// Serve gRPC server reflection (v1 and v1alpha), which lists every service and
     /// message. Default true.
     pub reflection: bool,
+    /// Moving sessions from loaded gateways to the others after a membership change
+    /// (`balance.rs`). Default on, with [`BalanceConfig::default`].
+    pub balance: BalanceConfig,
 }
 
 /// Why a control replica did not start.
@@ -88,6 +92,7 @@ impl ControlConfig {
         if self.query_timeout.is_zero() {
             return fail("query_timeout must be positive".into());
         }
+        self.balance.validate().map_err(StartError::Config)?;
         self.api_keys.validate().map_err(StartError::Config)?;
         if let Some(files) = &self.tls {
             // The same loading as at start-up, without the reloading.
@@ -117,6 +122,7 @@ impl Default for ControlConfig {
             tls: None,
             api_keys: ApiKeys::default(),
             reflection: true,
+            balance: BalanceConfig::default(),
         }
     }
 }
@@ -136,7 +142,11 @@ mod tests {
         let ok = ControlConfig::new("c1", "127.0.0.1:9090");
         assert!(ok.validate().is_ok());
         let ms = Duration::from_millis;
-        let cases: [(&str, ControlConfig); 7] = [
+        let balance = |b: BalanceConfig| ControlConfig { balance: b, ..ok.clone() };
+        let cases: [(&str, ControlConfig); 10] = [
+            ("balance.interval", balance(BalanceConfig { interval: ms(0), ..Default::default() })),
+            ("balance.tolerance_percent", balance(BalanceConfig { tolerance_percent: 0, ..Default::default() })),
+            ("balance.max_share_percent", balance(BalanceConfig { max_share_percent: 101, ..Default::default() })),
             ("replica_id", ControlConfig { replica_id: String::new(), ..ok.clone() }),
             ("replica_id", ControlConfig { replica_id: "a.b".into(), ..ok.clone() }),
             ("heartbeat_interval", ControlConfig { heartbeat_interval: ms(0), ..ok.clone() }),

@@ -7,6 +7,8 @@
 //! - keeps the sessions of its shards from the gateways' registry events and snapshots
 //!   (`sync`, `registry`), and drops a gateway's sessions when its lease runs out;
 //! - answers its peers' queries about those shards, and asks theirs (`queries`);
+//! - when it owns shard 0, asks loaded gateways to move some sessions to the others
+//!   (`balance`);
 //! - serves the API ([`Control::serve`], `api`), from any replica.
 //!
 //! Architecture invariant: control reaches gateways and its peers only through the bus; it
@@ -15,6 +17,7 @@
 
 mod api;
 mod auth;
+pub mod balance;
 mod config;
 mod membership;
 pub mod metrics;
@@ -40,6 +43,7 @@ pub use api::{
     MAX_STREAM_IN_FLIGHT_BYTES,
 };
 pub use auth::{ApiKeys, MIN_API_KEY_LEN, read_keys_file};
+pub use balance::BalanceConfig;
 pub use config::{ControlConfig, MAX_GATEWAY_LEASE, StartError, random_replica_id};
 pub use membership::{JOIN_WINDOW_MAX, JOINING_HEADER, LEAVE_HEADER};
 pub use registry::TOMBSTONE_TTL;
@@ -83,13 +87,16 @@ impl Control {
         let peers = bus.listen(&Address::ControlHeartbeat, None).await?;
         let gateways = bus.listen(&Address::GatewayHeartbeat, None).await?;
         let queries = bus.listen(&Address::Replica(shared.id.clone()), None).await?;
+        let presence = bus.listen(&Address::Presence, Some("control")).await?;
         let tasks = vec![
             Task::spawn(membership::run_peer_listener(shared.clone(), peers)),
             Task::spawn(membership::run_gateway_listener(shared.clone(), gateways)),
             Task::spawn(queries::run_query_server(shared.clone(), queries)),
+            Task::spawn(api::run_presence_server(shared.clone(), presence)),
             Task::spawn(sync::run_rebalancer(shared.clone())),
             Task::spawn(membership::run_heartbeats(shared.clone())),
             Task::spawn(membership::run_sweeper(shared.clone())),
+            Task::spawn(balance::run_balance(shared.clone())),
         ];
         tracing::info!(replica = %shared.id, "control replica started");
         Ok(Control { inner: Arc::new(Inner { shared, tasks: Mutex::new(tasks), tls, auth }) })

@@ -210,6 +210,18 @@ impl Membership {
         self.gateways.iter().filter(|(_, g)| g.heartbeat.is_some()).map(|(id, _)| id.clone()).collect()
     }
 
+    /// The latest heartbeat of every gateway heard within `fresh`, sorted by id.
+    pub fn gateway_heartbeats(&self, now: Instant, fresh: Duration) -> Vec<pb::GatewayHeartbeat> {
+        let mut out: Vec<pb::GatewayHeartbeat> = self
+            .gateways
+            .values()
+            .filter(|g| now.duration_since(g.last_seen) < fresh)
+            .filter_map(|g| g.heartbeat.clone())
+            .collect();
+        out.sort_by(|a, b| a.gateway.cmp(&b.gateway));
+        out
+    }
+
     /// Gateways known from heartbeats, as `Info` shows them, sorted by id.
     pub fn gateway_infos(&self, now: Instant) -> Vec<pb::GatewayInfo> {
         let mut out: Vec<pb::GatewayInfo> = self

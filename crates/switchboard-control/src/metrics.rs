@@ -16,6 +16,8 @@ pub const SNAPSHOTS_TOTAL: &str = "switchboard_control_snapshots_total";
 pub const API_REQUEST_DURATION_SECONDS: &str = "switchboard_control_api_request_duration_seconds";
 pub const RING_CHANGES_TOTAL: &str = "switchboard_control_ring_changes_total";
 pub const REPLICA_EXPIRATIONS_TOTAL: &str = "switchboard_control_replica_expirations_total";
+pub const BALANCE_ROUNDS_TOTAL: &str = "switchboard_control_balance_rounds_total";
+pub const BALANCE_SESSIONS_TOTAL: &str = "switchboard_control_balance_sessions_asked_total";
 
 /// The `method` label values of the API metrics: every `SwitchboardApi` method.
 pub const METHODS: &[&str] = &[
@@ -57,6 +59,14 @@ pub fn describe() {
         "New versions of the hash ring this replica computed (replicas joined or left)."
     );
     describe_counter!(REPLICA_EXPIRATIONS_TOTAL, "Peer replicas dropped from the ring after their lease ran out.");
+    describe_counter!(
+        BALANCE_ROUNDS_TOTAL,
+        "Balance rounds that asked gateways to move sessions (this replica deciding)."
+    );
+    describe_counter!(
+        BALANCE_SESSIONS_TOTAL,
+        "Sessions gateways took on to move (close with 4009) at this replica's asking."
+    );
     // Every method's series exist from the start, so rates and ratios have a zero to start from.
     for method in METHODS {
         metrics::counter!(API_REQUESTS_TOTAL, "method" => *method, "code" => "OK").absolute(0);
@@ -65,6 +75,8 @@ pub fn describe() {
     metrics::counter!(REPLICA_EXPIRATIONS_TOTAL).absolute(0);
     metrics::counter!(GATEWAY_EXPIRATIONS_TOTAL).absolute(0);
     metrics::counter!(SNAPSHOTS_TOTAL).absolute(0);
+    metrics::counter!(BALANCE_ROUNDS_TOTAL).absolute(0);
+    metrics::counter!(BALANCE_SESSIONS_TOTAL).absolute(0);
 }
 
 /// Counts one API call under its method and outcome, and how long it took.
@@ -123,6 +135,14 @@ pub(crate) fn ring_changed() {
 
 pub(crate) fn replicas_expired(n: usize) {
     metrics::counter!(REPLICA_EXPIRATIONS_TOTAL).increment(n as u64);
+}
+
+pub(crate) fn balance_round() {
+    metrics::counter!(BALANCE_ROUNDS_TOTAL).increment(1);
+}
+
+pub(crate) fn balance_asked(sessions: u32) {
+    metrics::counter!(BALANCE_SESSIONS_TOTAL).increment(sessions as u64);
 }
 
 pub(crate) fn snapshot_sent() {

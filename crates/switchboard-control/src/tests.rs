@@ -4,6 +4,7 @@
 //! and leases keep every test well under two seconds.
 
 mod api;
+mod balance;
 mod cluster;
 mod fake_gateway;
 mod history;

@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub channels: ChannelRules,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond). Default 5 s.
     pub rpc_timeout: Duration,
+    /// Time a client `presence` or `presence_stats` waits for a control replica's answer
+    /// (error 110 beyond). Default 5 s.
+    pub presence_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: usize,
     /// Most commands one session may have waiting on the bus (subscribe, unsubscribe,
@@ -137,6 +140,7 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             channels: ChannelRules::default(),
             rpc_timeout: Duration::from_secs(5),
+            presence_timeout: Duration::from_secs(5),
             max_pending_rpcs: 16,
             max_pending_commands: 256,
             max_recovery: 10_000,

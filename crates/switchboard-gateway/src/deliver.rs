@@ -74,6 +74,19 @@ impl Deliver for HubDeliver {
         }
     }
 
+    /// A `join` or `leave` from some gateway: queued to the local subscribers, encoded once
+    /// per encoding ([`Hub::push`]); publications never come this way.
+    fn event(&self, channel: &Channel, event: bytes::Bytes) {
+        use switchboard_wire::pb::{self, reply::Reply as R};
+        match prost::Message::decode(event) {
+            // Not counted as deliveries: those are publications.
+            Ok(reply @ pb::Reply { reply: Some(R::Join(_) | R::Leave(_)), .. }) => {
+                self.hub.push(channel, &reply);
+            }
+            _ => tracing::debug!(%channel, "a channel event that is not a join or leave dropped"),
+        }
+    }
+
     fn deliver<'a>(&'a self, batch: &'a [Publication]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let now = self.pace.now();

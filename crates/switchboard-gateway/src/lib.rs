@@ -134,6 +134,7 @@ impl Gateway {
     /// once every session has ended.
     pub async fn drain(&self) {
         self.shared.draining.send_replace(true);
+        self.shared.node.set_draining().await;
         let window = self.shared.config.drain_window + self.shared.config.pong_timeout;
         let deadline = tokio::time::Instant::now() + window;
         while self.connections() > 0 && tokio::time::Instant::now() < deadline {

@@ -9,11 +9,14 @@
 //!   sessions arrive on the user's address, which the gateway listens to while it holds at
 //!   least one session of that user (interest counting, like channels).
 //! - A heartbeat every second lets control replicas expire the gateway's sessions when it
-//!   goes away.
+//!   goes away; it carries the session count (control's rebalancer reads it) and whether
+//!   the gateway drains.
+//! - A `shed` command from control's rebalancer closes that many sessions, picked at
+//!   random, with 4009 at random moments over its window (one shed at a time).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +26,7 @@ use switchboard_bus::shard::shard;
 use switchboard_bus::{Address, Bus, Inbox, Incoming, Message};
 use switchboard_hub::{Hub, Push, Subscriber, frame};
 use switchboard_wire::pb::{self, gateway_command::Action, gateway_command::Target, registry_event::Event};
-use switchboard_wire::{Channel, Encoding};
+use switchboard_wire::{Channel, CloseCode, Encoding};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -53,6 +56,9 @@ pub(crate) const MAX_QUEUED_COMMANDS: usize = 1024;
 /// A session as the node agent reaches it.
 pub(crate) struct SessionHandle {
     pub(crate) sub: Arc<Subscriber>,
+    /// The token's `info` claim (JSON text; empty without one), set at connect: what
+    /// presence and join/leave show.
+    pub(crate) info: OnceLock<bytes::Bytes>,
     commands: Mutex<Commands>,
 }
 
@@ -65,7 +71,7 @@ struct Commands {
 
 impl SessionHandle {
     pub(crate) fn new(sub: Arc<Subscriber>) -> Self {
-        SessionHandle { sub, commands: Mutex::new(Commands::default()) }
+        SessionHandle { sub, info: OnceLock::new(), commands: Mutex::new(Commands::default()) }
     }
 
     /// Takes the commands queued for the session, or registers its waker for the next one.
@@ -110,6 +116,7 @@ impl SessionHandle {
                 return self.message(data).then_some(()).ok_or("the session's outbound queue is full");
             }
             Action::Disconnect(d) => self.command(SessionCommand::Disconnect(d.code as u16, d.reason.clone())),
+            Action::Shed(_) => return Err("a shed is for the gateway, not a session or user"),
             Action::Subscribe(c) | Action::Unsubscribe(c) => {
                 let Ok(channel) = Channel::parse(c) else { return Err("invalid channel name") };
                 self.command(if matches!(action, Action::Subscribe(_)) {
@@ -132,8 +139,12 @@ pub(crate) struct NodeAgent {
     http_addr: OnceLock<String>,
     /// When a control replica's heartbeat was last heard (ms since the epoch, 0: never).
     control_heard_ms: AtomicI64,
+    /// Set when the gateway starts draining; heartbeats say so.
+    draining: AtomicBool,
     state: Mutex<State>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The closes of the current `shed` command, while they run.
+    shedding: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -168,10 +179,12 @@ impl NodeAgent {
             started_at_ms: now_ms(),
             http_addr: OnceLock::new(),
             control_heard_ms: AtomicI64::new(0),
+            draining: AtomicBool::new(false),
             // The event sequence starts at the start-up time in microseconds, so it keeps
             // increasing across restarts of a gateway with the same id.
             state: Mutex::new(State { seq: now_ms() as u64 * 1000, ..State::default() }),
             tasks: Mutex::new(Vec::new()),
+            shedding: Mutex::new(None),
         });
         let node_inbox = bus.listen(&Address::Node(agent.id.clone()), None).await?;
         let all_inbox = bus.listen(&Address::Gateways, None).await?;
@@ -230,6 +243,13 @@ impl NodeAgent {
         heard > 0 && now_ms().saturating_sub(heard) <= CONTROL_SILENCE.as_millis() as i64
     }
 
+    /// Marks the gateway as draining and says so in a heartbeat at once, so control's
+    /// rebalancer holds its rounds without waiting for the next beat.
+    pub(crate) async fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.heartbeat().await;
+    }
+
     pub(crate) fn sessions(&self) -> usize {
         self.lock().sessions.len()
     }
@@ -255,6 +275,7 @@ impl NodeAgent {
             http_addr: self.http_addr.get().cloned().unwrap_or_default(),
             started_at_ms: self.started_at_ms,
             channels: self.hub.channels() as u32,
+            draining: self.draining.load(Ordering::Relaxed),
         };
         let _ = self.bus.send(&Address::GatewayHeartbeat, Message::proto(&hb)).await;
     }
@@ -300,11 +321,11 @@ impl NodeAgent {
         self.emit(&session, seq, Event::Connected(record)).await;
     }
 
-    /// Unregisters a session that ended.
-    pub(crate) async fn session_down(&self, session: &str) {
-        let (seq, user) = {
+    /// Unregisters a session that ended; returns its record as it was (its channels).
+    pub(crate) async fn session_down(&self, session: &str) -> Option<pb::SessionRecord> {
+        let (seq, record) = {
             let mut st = self.lock();
-            let Some((record, _)) = st.sessions.remove(session) else { return };
+            let (record, _) = st.sessions.remove(session)?;
             st.seq += 1;
             if let Some(u) = st.users.get_mut(&record.user) {
                 u.sessions -= 1;
@@ -313,9 +334,11 @@ impl NodeAgent {
                     u.task.abort();
                 }
             }
-            (st.seq, record.user)
+            (st.seq, record)
         };
-        self.emit(session, seq, Event::Disconnected(pb::SessionGone { session: session.to_owned(), user })).await;
+        let gone = pb::SessionGone { session: session.to_owned(), user: record.user.clone() };
+        self.emit(session, seq, Event::Disconnected(gone)).await;
+        Some(record)
     }
 
     /// Records a subscription change of a session and returns the sending of its registry
@@ -406,13 +429,53 @@ impl NodeAgent {
         reply
     }
 
+    /// Starts closing `shed.sessions` sessions picked at random, each with 4009 at a random
+    /// moment within `shed.window_ms`; answers how many were picked. Refused while an
+    /// earlier shed still runs (two control replicas that both took themselves for the
+    /// rebalancer for a moment do not move twice the share).
+    ///
+    /// Random rather than the most recent sessions: the newest are mostly clients that just
+    /// moved here (from a drain or an earlier round), and picking them would move the same
+    /// clients again and again; at random, each client is equally unlikely to be moved.
+    fn shed(&self, shed: &pb::ShedAction) -> pb::GatewayCommandReply {
+        let mut running = self.shedding.lock().unwrap_or_else(|p| p.into_inner());
+        if running.as_ref().is_some_and(|t| !t.is_finished()) {
+            return pb::GatewayCommandReply { sessions: 0, error: "a rebalance is already under way".into() };
+        }
+        let picked: Vec<Weak<SessionHandle>> = {
+            let st = self.lock();
+            let all = st.sessions.values().map(|(_, h)| Arc::downgrade(h));
+            fastrand::choose_multiple(all, shed.sessions as usize)
+        };
+        let window = shed.window_ms as u64;
+        let mut at: Vec<(u64, Weak<SessionHandle>)> =
+            picked.into_iter().map(|h| (fastrand::u64(0..=window), h)).collect();
+        at.sort_unstable_by_key(|(ms, _)| *ms);
+        let sessions = at.len() as u32;
+        tracing::info!(sessions, window_ms = window, "rebalance: moving sessions to other gateways");
+        let start = tokio::time::Instant::now();
+        *running = Some(tokio::spawn(async move {
+            let code = CloseCode::REBALANCE;
+            for (ms, handle) in at {
+                tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+                if let Some(handle) = handle.upgrade() {
+                    handle.command(SessionCommand::Disconnect(code.code, code.reason.into()));
+                }
+            }
+        }));
+        pb::GatewayCommandReply { sessions, error: String::new() }
+    }
+
     async fn on_incoming(&self, incoming: Incoming) {
         // A command always carries an action; anything else on these addresses is a
         // snapshot request (an empty one asks for every shard).
         let cmd = incoming.message.decode::<pb::GatewayCommand>().ok().filter(|c| c.action.is_some());
         match (cmd, &incoming.reply) {
             (Some(cmd), reply) => {
-                let answer = self.command(&cmd);
+                let answer = match &cmd.action {
+                    Some(Action::Shed(shed)) => self.shed(shed),
+                    _ => self.command(&cmd),
+                };
                 if let Some(reply) = reply {
                     let _ = self.bus.reply(reply, Message::proto(&answer)).await;
                 }
@@ -433,6 +496,9 @@ impl Drop for NodeAgent {
         }
         for (_, u) in self.state.lock().unwrap_or_else(|p| p.into_inner()).users.drain() {
             u.task.abort();
+        }
+        if let Some(t) = self.shedding.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
         }
     }
 }
@@ -479,5 +545,54 @@ mod tests {
         let Poll::Ready(queued) = handle.poll_commands(&mut Context::from_waker(&waker)) else { panic!("queued") };
         assert_eq!(queued.len(), MAX_QUEUED_COMMANDS + 1);
         assert_eq!(handle.apply(&subscribe), Ok(()), "room again once the session took them");
+    }
+
+    struct NoInterest;
+    impl switchboard_hub::Interest for NoInterest {
+        fn first_subscriber(&self, _: &Channel) {}
+        fn last_unsubscribed(&self, _: &Channel) {}
+    }
+
+    /// The close codes queued for each session so far.
+    fn closes(handles: &[Arc<SessionHandle>]) -> Vec<Option<u16>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        handles
+            .iter()
+            .map(|h| match h.poll_commands(&mut cx) {
+                Poll::Ready(c) => match c.as_slice() {
+                    [SessionCommand::Disconnect(code, reason)] if reason == "rebalance" => Some(*code),
+                    other => panic!("unexpected commands {other:?}"),
+                },
+                Poll::Pending => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shed_closes_that_many_sessions_with_4009_within_its_window_one_shed_at_a_time() {
+        let broker = switchboard_bus::MemoryBroker::new();
+        let bus: Arc<dyn Bus> = Arc::new(broker.connect(Arc::new(switchboard_bus::NoDelivery)));
+        let agent = NodeAgent::start("g1", bus, Arc::new(Hub::new(Arc::new(NoInterest)))).await.unwrap();
+        let mut handles = Vec::new();
+        for i in 0..10 {
+            let sub = Arc::new(Subscriber { id: i, encoding: Encoding::Json, outbox: Outbox::new(1 << 20) });
+            let handle = Arc::new(SessionHandle::new(sub));
+            let record = pb::SessionRecord { session: format!("g1-s{i}"), gateway: "g1".into(), ..Default::default() };
+            agent.session_up(record, handle.clone()).await;
+            handles.push(handle);
+        }
+        let shed = pb::ShedAction { sessions: 4, window_ms: 1000 };
+        assert_eq!(agent.shed(&shed), pb::GatewayCommandReply { sessions: 4, error: String::new() });
+        let refused = agent.shed(&shed);
+        assert_eq!((refused.sessions, refused.error.as_str()), (0, "a rebalance is already under way"));
+        // Paused time: the clock jumps to each close in turn, none after the window.
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        let closed = closes(&handles);
+        assert_eq!(closed.iter().filter(|c| **c == Some(CloseCode::REBALANCE.code)).count(), 4, "{closed:?}");
+        assert_eq!(closed.iter().filter(|c| c.is_none()).count(), 6);
+        // The shed is over: another is taken on, and never more than the gateway holds.
+        let all = agent.shed(&pb::ShedAction { sessions: 50, window_ms: 0 });
+        assert_eq!(all.sessions, 10);
     }
 }

@@ -48,11 +48,16 @@ pub struct NamespaceRules {
     pub subscribe: Access,
     /// Who may publish from a client. Default `anyone`.
     pub publish: Access,
+    /// Whether clients that may subscribe may ask the channel's presence (`presence`,
+    /// `presence_stats`). Default false.
+    pub presence: bool,
+    /// Whether subscribers get `join` and `leave` pushes. Default false.
+    pub join_leave: bool,
 }
 
 impl Default for NamespaceRules {
     fn default() -> Self {
-        NamespaceRules { subscribe: Access::Anyone, publish: Access::Anyone }
+        NamespaceRules { subscribe: Access::Anyone, publish: Access::Anyone, presence: false, join_leave: false }
     }
 }
 
@@ -85,6 +90,22 @@ pub enum Op {
 }
 
 impl ChannelRules {
+    /// The rules `channel` follows; `None` for a namespace that is not configured when
+    /// those are refused.
+    pub fn rules(&self, channel: &Channel) -> Option<&NamespaceRules> {
+        let ns = channel.namespace();
+        match self.namespaces.get(ns) {
+            Some(rules) => Some(rules),
+            None if ns.is_empty() || self.unknown_namespaces == UnknownNamespaces::Default => Some(&self.default),
+            None => None,
+        }
+    }
+
+    /// Whether subscribers of `channel` get `join` and `leave` pushes.
+    pub fn join_leave(&self, channel: &Channel) -> bool {
+        self.rules(channel).is_some_and(|r| r.join_leave)
+    }
+
     /// Whether a session of `user` (`""` when anonymous) holding `grants` may do `op` on
     /// `channel`; the error says why not.
     pub fn check(&self, op: Op, channel: &Channel, user: &str, grants: &Grants) -> Result<(), String> {
@@ -130,10 +151,26 @@ mod tests {
         let rules = ChannelRules {
             default: NamespaceRules::default(),
             namespaces: HashMap::from([
-                ("open".into(), NamespaceRules { subscribe: Access::Anyone, publish: Access::Nobody }),
-                ("members".into(), NamespaceRules { subscribe: Access::Authenticated, publish: Access::Authenticated }),
-                ("paid".into(), NamespaceRules { subscribe: Access::Granted, publish: Access::Granted }),
-                ("notes".into(), NamespaceRules { subscribe: Access::Granted, publish: Access::Nobody }),
+                (
+                    "open".into(),
+                    NamespaceRules { subscribe: Access::Anyone, publish: Access::Nobody, ..Default::default() },
+                ),
+                (
+                    "members".into(),
+                    NamespaceRules {
+                        subscribe: Access::Authenticated,
+                        publish: Access::Authenticated,
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "paid".into(),
+                    NamespaceRules { subscribe: Access::Granted, publish: Access::Granted, ..Default::default() },
+                ),
+                (
+                    "notes".into(),
+                    NamespaceRules { subscribe: Access::Granted, publish: Access::Nobody, ..Default::default() },
+                ),
             ]),
             unknown_namespaces: UnknownNamespaces::Refuse,
         };

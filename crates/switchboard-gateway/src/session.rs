@@ -14,6 +14,7 @@
 
 mod in_flight;
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use switchboard_hub::frame;
 use switchboard_hub::outbox::Taken;
 use switchboard_hub::{Outbox, Subscriber};
@@ -169,8 +171,10 @@ pub(crate) async fn run(
     // into the reader above, they must not be kept alive for the whole session.
     drop(initial);
     let end = session.serve().await;
-    // What still waits is dropped: the channels it added are in `channels`, left below, and
-    // `session_down` supersedes any registry event not sent.
+    // The commands still waiting are dropped: the channels they added are in `channels`,
+    // left below. The events still going out (registry events, which `session_down`
+    // supersedes, and joins and leaves, which it does not) go out before it.
+    let events = in_flight::take_events(&mut session.in_flight);
     session.in_flight = None;
     let label = match &end {
         End::Close(code) => code.code.to_string(),
@@ -184,10 +188,39 @@ pub(crate) async fn run(
         shared.interest.abandon_join(&channel, id);
     }
     if let Some(session_id) = &session.session_id {
-        Box::pin(shared.node.session_down(session_id)).await;
+        Box::pin(session_down(&shared, session_id, events)).await;
     }
     shared.connections.fetch_sub(1, Ordering::AcqRel);
     metrics::counter!(crate::metrics::DISCONNECTS_TOTAL, "code" => label).increment(1);
+}
+
+/// Finishes sending what the session had going out (within [`CLOSE_GRACE`]), unregisters
+/// it, and sends the `leave` of each channel it was subscribed to (as the registry had
+/// them) whose namespace has `join_leave`.
+async fn session_down(shared: &Shared, session_id: &str, events: VecDeque<BoxFuture<'static, ()>>) {
+    if !events.is_empty() {
+        let sent = async {
+            for event in events {
+                event.await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_GRACE, sent).await.is_err() {
+            tracing::debug!("a session's last events were not all sent in time");
+        }
+    }
+    let Some(record) = shared.node.session_down(session_id).await else { return };
+    let leaves: Vec<_> = record
+        .channels
+        .iter()
+        .filter_map(|c| Channel::parse(c).ok())
+        .filter(|c| shared.config.channels.join_leave(c))
+        .map(|c| shared.bus.publish_event(&c, join_leave(&c, session_id, &record.user, &record.info, false)))
+        .collect();
+    for r in futures_util::future::join_all(leaves).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "leave not sent");
+        }
+    }
 }
 
 // === impl Session ===
@@ -418,7 +451,9 @@ impl Session {
         if self.session_id.is_some()
             && let C::Subscribe(pb::SubscribeRequest { channel, .. })
             | C::Publish(pb::PublishRequest { channel, .. })
-            | C::History(pb::HistoryRequest { channel, .. }) = &command
+            | C::History(pb::HistoryRequest { channel, .. })
+            | C::Presence(pb::PresenceRequest { channel })
+            | C::PresenceStats(pb::PresenceStatsRequest { channel }) = &command
             && let Err(e) = self.shared.limits.check_channel_len(channel)
         {
             return self.then(Done::Reply(cmd.id, Err(e)));
@@ -441,6 +476,14 @@ impl Session {
                 Err(e) => Err(e),
             },
             C::History(h) => match self.history(id, h) {
+                Ok(wait) => return self.start(wait),
+                Err(e) => Err(e),
+            },
+            C::Presence(p) => match self.presence(id, &p.channel, false) {
+                Ok(wait) => return self.start(wait),
+                Err(e) => Err(e),
+            },
+            C::PresenceStats(p) => match self.presence(id, &p.channel, true) {
                 Ok(wait) => return self.start(wait),
                 Err(e) => Err(e),
             },
@@ -508,6 +551,7 @@ impl Session {
                     Asker::Backend => self
                         .push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: false })),
                 }
+                self.announce(&channel, false);
             }
         }
     }
@@ -520,6 +564,29 @@ impl Session {
             in_flight::send(&mut self.in_flight, event);
             self.count_if_full();
         }
+    }
+
+    /// With `join_leave` on the channel's namespace, sends its `join` or `leave` to every
+    /// subscriber in the cluster, after the session's earlier registry events and
+    /// announcements (so a session's join and leave go out in order). Called once the
+    /// subscribe reply is queued, so the session's own `join` comes after it.
+    fn announce(&mut self, channel: &Channel, join: bool) {
+        if !self.shared.config.channels.join_leave(channel) {
+            return;
+        }
+        let session = self.session_id.as_deref().unwrap_or_default();
+        let info = self.handle.info.get().cloned().unwrap_or_default();
+        let sent = self.shared.bus.publish_event(channel, join_leave(channel, session, &self.user, &info, join));
+        in_flight::send(
+            &mut self.in_flight,
+            async move {
+                if let Err(e) = sent.await {
+                    tracing::debug!(error = %e, "join or leave not sent");
+                }
+            }
+            .boxed(),
+        );
+        self.count_if_full();
     }
 
     /// Runs what a backend asked of this session; a subscribe or unsubscribe the session
@@ -544,6 +611,7 @@ impl Session {
                     self.shared.interest.abandon_join(&channel, self.sub.id);
                     self.record_change(&channel, false);
                     self.push(R::Unsubscribed(pb::Unsubscribed { channel: channel.to_string(), resubscribe: true }));
+                    self.announce(&channel, false);
                 }
                 None
             }
@@ -656,6 +724,9 @@ impl Session {
             }
         };
         let user = claims.user.clone();
+        // Kept in the handle (on the heap): an idle session's task does not grow.
+        let info = claims.info.clone().unwrap_or_default();
+        let _ = self.handle.info.set(info.clone());
         self.grants = claims.grants;
         self.expires_at = claims.expires_at;
         self.shared.limits.hold_user(&mut self.client, &user).map_err(End::Close)?;
@@ -676,6 +747,7 @@ impl Session {
             client_name: req.name,
             client_version: req.version,
             seq: 0,
+            info,
         };
         self.shared.node.session_up(record, self.handle.clone()).await;
         Ok(Ok(R::Connect(pb::ConnectResult {
@@ -779,6 +851,7 @@ impl Session {
     /// value, gets its registry event or, when the bus failed, is undone.
     fn subscribed(&mut self, asker: Asker, channel: Channel, position: Result<Option<Position>, BusError>) {
         let held = self.channels.iter().position(|c| c.is_same(&channel));
+        let joined = held.is_some() && position.is_ok();
         let result = match position {
             Ok(p) => {
                 if held.is_some() {
@@ -808,6 +881,9 @@ impl Session {
                 self.push(R::Subscribed(pb::Subscribed { channel: channel.to_string(), epoch, offset }))
             }
             (Asker::Backend, Err(_)) => {}
+        }
+        if joined {
+            self.announce(&channel, true);
         }
     }
 
@@ -849,7 +925,8 @@ impl Session {
                 self.shared.hub.set_from(&channel, self.sub.id, 0);
                 self.record_change(&channel, true);
                 let result = pb::SubscribeResult { recovered: false, history: false, ..Default::default() };
-                return self.reply(id, Ok(R::Subscribe(result)));
+                self.reply(id, Ok(R::Subscribe(result)));
+                return self.announce(&channel, true);
             }
             Err(e) => Err(e),
         };
@@ -860,6 +937,7 @@ impl Session {
                     false => self.shared.metrics.recoveries_failed.increment(1),
                 }
                 self.record_change(&channel, true);
+                self.announce(&channel, true);
             }
             Err(e) => {
                 channels.abandon_join(&channel, self.sub.id);
@@ -903,6 +981,47 @@ impl Session {
                 })),
                 Err(BusError::NoHistory) => Err((ErrorCode::NO_HISTORY, format!("{channel} keeps no history"))),
                 Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
+            };
+            Done::Reply(id, result)
+        }
+        .boxed())
+    }
+
+    /// A `presence` or `presence_stats` (`stats`) command, for a session that may
+    /// subscribe to a channel of a namespace with `presence`: one question to any control
+    /// replica over the bus, which gathers the answer from the whole registry.
+    fn presence(&self, id: u32, name: &str, stats: bool) -> Result<Wait, Refusal> {
+        let channel = parse_channel(name)?;
+        let rules = &self.shared.config.channels;
+        rules.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+        if !rules.rules(&channel).is_some_and(|r| r.presence) {
+            return Err((ErrorCode::NO_PRESENCE, format!("the namespace of {channel} has no presence")));
+        }
+        let query = pb::PresenceQuery { channel: channel.to_string(), stats_only: stats };
+        let timeout = self.shared.config.presence_timeout;
+        let asked = self.shared.bus.request(&Address::Presence, switchboard_bus::Message::proto(&query), timeout);
+        let timeouts = self.shared.metrics.limit_presence_timeout.clone();
+        Ok(async move {
+            let unavailable = |why: String| Err((ErrorCode::UNAVAILABLE, why));
+            let result = match asked.await.map(|m| m.decode::<pb::PresenceAnswer>()) {
+                Ok(Ok(a)) if !a.error.is_empty() => unavailable(format!("the registry could not answer: {}", a.error)),
+                Ok(Ok(a)) if stats => {
+                    Ok(R::PresenceStats(pb::PresenceStatsResult { sessions: a.session_count, users: a.users }))
+                }
+                Ok(Ok(a)) => Ok(R::Presence(pb::PresenceResult {
+                    clients: a
+                        .sessions
+                        .into_iter()
+                        .map(|r| pb::ClientInfo { session: r.session, user: r.user, info: r.info })
+                        .collect(),
+                })),
+                Ok(Err(e)) => unavailable(format!("an undecodable presence answer: {e}")),
+                Err(BusError::Timeout) => {
+                    timeouts.increment(1);
+                    unavailable(format!("no control replica answered within {timeout:?}"))
+                }
+                Err(BusError::NoResponders) => unavailable("no control replica is reachable".into()),
+                Err(e) => unavailable(e.to_string()),
             };
             Done::Reply(id, result)
         }
@@ -1060,6 +1179,15 @@ fn reply_frame(encoding: Encoding, id: u32, result: CommandResult) -> Bytes {
         Err((code, message)) => switchboard_wire::protocol::error_reply(id, code, message),
     };
     frame::encode(encoding, |buf| encoding.encode_reply(&reply, buf))
+}
+
+/// A `join` or `leave` push as a channel event's bytes: the client protocol's `Reply`, in
+/// protobuf, which every receiving gateway re-encodes once per encoding.
+fn join_leave(channel: &Channel, session: &str, user: &str, info: &Bytes, join: bool) -> Bytes {
+    let client = Some(pb::ClientInfo { session: session.to_owned(), user: user.to_owned(), info: info.clone() });
+    let channel = channel.to_string();
+    let reply = if join { R::Join(pb::Join { channel, client }) } else { R::Leave(pb::Leave { channel, client }) };
+    Bytes::from(prost::Message::encode_to_vec(&pb::Reply { id: 0, reply: Some(reply) }))
 }
 
 fn denied(why: String) -> Refusal {

@@ -230,6 +230,34 @@ impl Hub {
         Some(Fanout { subscribers, pieces, from })
     }
 
+    /// Queues `push`, a frame about the channel that is not a publication (a `join` or
+    /// `leave`), to every local subscriber of `channel`, encoded once per encoding in use.
+    /// A subscriber still resuming from a position (joined from `u64::MAX`) is skipped: its
+    /// subscribe reply has not gone out. Never on the publications' path: their fan-out
+    /// does not look at pushes.
+    pub fn push(&self, channel: &Channel, push: &switchboard_wire::pb::Reply) -> Delivery {
+        let (subscribers, in_use, from) = {
+            let shard = self.shard(channel).read().unwrap_or_else(|p| p.into_inner());
+            let Some(subs) = shard.get(channel) else { return Delivery::default() };
+            (subs.list.clone(), subs.encodings.map(|n| n > 0), subs.from.clone())
+        };
+        let frames = [Encoding::Json, Encoding::Protobuf]
+            .map(|e| in_use[slot(e)].then(|| frame::encode(e, |buf| e.encode_reply(push, buf))));
+        let mut delivery = Delivery::default();
+        for sub in subscribers.iter() {
+            if from.iter().any(|&(id, from)| id == sub.id && from == u64::MAX) {
+                continue;
+            }
+            let Some(frame) = &frames[slot(sub.encoding)] else { continue };
+            match sub.outbox.enqueue(frame.clone()) {
+                Push::Queued => delivery.queued += 1,
+                Push::Overflow => delivery.overflowed += 1,
+                Push::Closed => {}
+            }
+        }
+        delivery
+    }
+
     /// How many local subscribers `channel` has.
     pub fn subscribers(&self, channel: &Channel) -> usize {
         self.shard(channel).read().unwrap_or_else(|p| p.into_inner()).get(channel).map_or(0, |s| s.list.len())

@@ -396,3 +396,33 @@ fn a_subscriber_joining_from_an_offset_gets_only_what_follows_it_and_then_everyt
     assert_eq!(pieces.len(), 1);
     assert!(!hub.set_from(&ch("c"), 77, 5), "not a subscriber");
 }
+
+#[test]
+fn a_join_push_is_encoded_once_per_encoding_and_skips_a_subscriber_still_resuming() {
+    use switchboard_wire::pb;
+    let hub = Hub::new(Arc::new(Log::default()));
+    let subs: Vec<_> = (0..4).map(|i| sub(i, if i % 2 == 0 { Encoding::Json } else { Encoding::Protobuf })).collect();
+    for s in &subs[..3] {
+        hub.subscribe(&ch("c"), s);
+    }
+    hub.subscribe_from(&ch("c"), &subs[3], u64::MAX);
+    let client = pb::ClientInfo { session: "s1".into(), user: "alice".into(), info: Bytes::new() };
+    let join = pb::Reply {
+        id: 0,
+        reply: Some(pb::reply::Reply::Join(pb::Join { channel: "c".into(), client: Some(client) })),
+    };
+    assert_eq!(hub.push(&ch("c"), &join), Delivery { queued: 3, overflowed: 0 });
+    let mut frames: Vec<Bytes> = subs[..3]
+        .iter()
+        .map(|s| {
+            let mut v = Vec::new();
+            assert_eq!(s.outbox.take(&mut v), Taken::Frames);
+            v.pop().unwrap()
+        })
+        .collect();
+    assert_eq!(frames[0].as_ptr(), frames[2].as_ptr(), "same encoding, same allocation");
+    assert_eq!(&frames[0][2..], br#"{"join":{"channel":"c","client":{"session":"s1","user":"alice"}}}"#);
+    assert_eq!(frames.remove(1)[0], 0x82, "protobuf goes in a binary frame");
+    assert_eq!(subs[3].outbox.queued_bytes(), 0, "the resuming subscriber got nothing");
+    assert_eq!(hub.push(&ch("other"), &join), Delivery::default());
+}

@@ -44,6 +44,7 @@ close_codes! {
     TOKEN_EXPIRED = 4006, "token expired", true, "The connect token expired without a `refresh`; reconnect with a fresh token.";
     TOO_MANY_CONNECTIONS = 4007, "too many connections", true, "The user already holds `--max-connections-per-user` sessions on this gateway; reconnect with backoff (it succeeds once one of them ends).";
     RATE_LIMITED = 4008, "rate limited", true, "The client kept sending at more than twice its message or byte rate (`--max-messages-per-sec`, `--max-bytes-per-sec`); reconnect with backoff.";
+    REBALANCE = 4009, "rebalance", true, "This gateway holds more than its share of the cluster's sessions and asked some to move; reconnect at once, the load balancer picks a node (recovery resumes every channel).";
     BAD_REQUEST = 4500, "bad request", false, "A frame that is not a command at all (malformed JSON or protobuf); reconnecting would repeat it.";
     UNAUTHORIZED = 4501, "unauthorized", false, "The connect token was rejected.";
     FORCE_DISCONNECT = 4503, "force disconnect", false, "Disconnected by a backend, which asked the client not to reconnect.";
@@ -102,6 +103,7 @@ error_codes! {
     BACKEND_ERROR = 111, "backend error", false;
     TIMEOUT = 112, "timeout", true;
     NO_HISTORY = 113, "the channel keeps no history", false;
+    NO_PRESENCE = 114, "the channel's namespace has no presence", false;
 }
 
 #[cfg(test)]

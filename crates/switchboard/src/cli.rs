@@ -157,6 +157,36 @@ pub struct ControlArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub auth: ControlAuthArgs,
+    #[command(flatten)]
+    pub balance: BalanceArgs,
+}
+
+/// Moving sessions from loaded gateways to the others after a membership change.
+#[derive(Debug, Clone, Args)]
+pub struct BalanceArgs {
+    /// Do not balance sessions across gateways.
+    #[arg(long, env = "SWITCHBOARD_NO_BALANCE")]
+    pub no_balance: bool,
+    /// How often the deciding replica compares the gateways' sessions.
+    #[arg(long, env = "SWITCHBOARD_BALANCE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub balance_interval: Duration,
+    /// A gateway is out of balance when its sessions differ from the mean by more than this
+    /// percentage of the mean (1 to 100).
+    #[arg(long, env = "SWITCHBOARD_BALANCE_TOLERANCE_PERCENT", default_value_t = 10)]
+    pub balance_tolerance_percent: u32,
+    /// ... and by at least this many sessions.
+    #[arg(long, env = "SWITCHBOARD_BALANCE_MIN_DIFFERENCE", default_value_t = 10)]
+    pub balance_min_difference: u32,
+    /// The most of a gateway's sessions one round asks to move, in percent (1 to 100).
+    #[arg(long, env = "SWITCHBOARD_BALANCE_MAX_SHARE_PERCENT", default_value_t = 25)]
+    pub balance_max_share_percent: u32,
+    /// A gateway spreads the closes (4009) of one round over this window; no round follows
+    /// within it.
+    #[arg(long, env = "SWITCHBOARD_BALANCE_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub balance_window: Duration,
+    /// Rounds wait while a gateway is younger than this (not yet in rotation, still filling).
+    #[arg(long, env = "SWITCHBOARD_BALANCE_WARMUP", default_value = "15s", value_parser = parse_duration)]
+    pub balance_warmup: Duration,
 }
 
 /// Where the gRPC API is, and how long to wait for it.
@@ -294,6 +324,10 @@ pub struct GatewayArgs {
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond).
     #[arg(long, env = "SWITCHBOARD_RPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub rpc_timeout: Duration,
+    /// Time a client `presence` or `presence_stats` waits for a control replica's answer
+    /// (error 110 beyond).
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub presence_timeout: Duration,
     /// Most `rpc` commands one session may have waiting (error 109 beyond).
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_RPCS", default_value_t = 16)]
     pub max_pending_rpcs: usize,

@@ -77,6 +77,14 @@ pub async fn sub(args: SubArgs) -> anyhow::Result<()> {
             Event::Message(data) => tracing::info!(data = %String::from_utf8_lossy(&data), "message from a backend"),
             Event::Subscribed { channel, .. } => tracing::info!(%channel, "subscribed by a backend"),
             Event::Unsubscribed { channel } => tracing::info!(%channel, "unsubscribed by a backend"),
+            Event::Join { channel, client } => {
+                writeln!(stdout, "{}", join_leave_line("join", &channel, &client))?;
+                stdout.flush()?;
+            }
+            Event::Leave { channel, client } => {
+                writeln!(stdout, "{}", join_leave_line("leave", &channel, &client))?;
+                stdout.flush()?;
+            }
             Event::Resubscribed { channel, recovered: true } => {
                 tracing::info!(%channel, "resubscribed; every missed publication follows")
             }
@@ -132,15 +140,33 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
 
 /// One JSON line for a session.
 pub fn session_line(s: &pb::SessionInfo) -> String {
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "session": s.session,
         "user": s.user,
         "gateway": s.gateway,
         "channels": s.channels,
         "connected_at_ms": s.connected_at_ms,
         "client": s.client_name,
-    })
-    .to_string()
+    });
+    if let Some(info) = json_value(&s.info) {
+        line["info"] = info;
+    }
+    line.to_string()
+}
+
+/// The JSON line `sub` prints for a `join` or `leave` push:
+/// `{"join":{"channel":…,"client":{"session":…,"user":…,"info":…}}}`.
+pub fn join_leave_line(kind: &str, channel: &str, c: &pb::ClientInfo) -> String {
+    let mut client = serde_json::json!({ "session": c.session, "user": c.user });
+    if let Some(info) = json_value(&c.info) {
+        client["info"] = info;
+    }
+    serde_json::json!({ kind: { "channel": channel, "client": client } }).to_string()
+}
+
+/// A token claim's JSON text as a value (`None` when empty or not JSON).
+fn json_value(bytes: &[u8]) -> Option<serde_json::Value> {
+    (!bytes.is_empty()).then(|| serde_json::from_slice(bytes).ok()).flatten()
 }
 
 /// `switchboard sessions`: every session (or one user's), one JSON line each.

@@ -143,7 +143,7 @@ async fn commands_built_to_hurt_a_parser_get_the_documented_answer() {
 
 #[tokio::test]
 async fn invalid_channels_get_104_and_forbidden_ones_103() {
-    let ns = |subscribe, publish| NamespaceRules { subscribe, publish };
+    let ns = |subscribe, publish| NamespaceRules { subscribe, publish, ..Default::default() };
     let channels = ChannelRules {
         default: ns(Access::Anyone, Access::Nobody),
         namespaces: HashMap::from([

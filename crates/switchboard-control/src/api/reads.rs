@@ -12,7 +12,13 @@ use switchboard_wire::pb::{self, control_query::Query};
 use tokio::time::Instant;
 use tonic::Status;
 
+use std::sync::Arc;
+
+use switchboard_bus::{Inbox, Message};
+use tokio::sync::Semaphore;
+
 use super::{Api, parse_channel};
+use crate::state::Shared;
 
 /// Sessions per `ListSessions` page when the request leaves it 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -119,10 +125,61 @@ impl Api {
     }
 
     async fn presence_records(&self, channel: &str) -> Result<BTreeMap<String, pb::SessionRecord>, Status> {
-        let channel = parse_channel(channel)?;
-        let replies = self.shared.gather(Query::Presence(channel.to_string())).await?;
-        Ok(merge(replies.into_iter().flat_map(|r| r.sessions)))
+        presence_records(&self.shared, channel).await
     }
+}
+
+/// The sessions subscribed to `channel`, from every replica, one record each.
+async fn presence_records(shared: &Shared, channel: &str) -> Result<BTreeMap<String, pb::SessionRecord>, Status> {
+    let channel = parse_channel(channel)?;
+    let replies = shared.gather(Query::Presence(channel.to_string())).await?;
+    Ok(merge(replies.into_iter().flat_map(|r| r.sessions)))
+}
+
+/// Answers the gateways' presence questions (a client's `presence` and `presence_stats`)
+/// on `{p}.presence`, in the queue group `control`: one replica answers each, from the
+/// whole registry as the gRPC `Presence` does. At most [`MAX_PRESENCE_IN_FLIGHT`] are
+/// answered at once; more wait in the bus's queue.
+pub(crate) async fn run_presence_server(shared: Arc<Shared>, mut inbox: Inbox) {
+    let limit = Arc::new(Semaphore::new(MAX_PRESENCE_IN_FLIGHT));
+    while let Some(incoming) = inbox.next().await {
+        let Some(reply) = incoming.reply else { continue };
+        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let answer = match incoming.message.decode::<pb::PresenceQuery>() {
+                Ok(q) => presence_answer(&shared, q).await,
+                Err(e) => {
+                    pb::PresenceAnswer { error: format!("undecodable presence query: {e}"), ..Default::default() }
+                }
+            };
+            if let Err(e) = shared.bus.reply(&reply, Message::proto(&answer)).await {
+                tracing::debug!(error = %e, "presence answer not sent");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Presence questions one replica answers at once.
+pub const MAX_PRESENCE_IN_FLIGHT: usize = 64;
+
+async fn presence_answer(shared: &Shared, q: pb::PresenceQuery) -> pb::PresenceAnswer {
+    let records = match presence_records(shared, &q.channel).await {
+        Ok(records) => records,
+        Err(status) => return pb::PresenceAnswer { error: status.message().to_owned(), ..Default::default() },
+    };
+    let users: HashSet<&str> = records.values().map(|r| r.user.as_str()).filter(|u| !u.is_empty()).collect();
+    let (session_count, users) = (records.len() as u32, users.len() as u32);
+    let sessions = match q.stats_only {
+        true => Vec::new(),
+        // What a client may see of a session: no gateway, channels or client name.
+        false => records
+            .into_values()
+            .map(|r| pb::SessionRecord { session: r.session, user: r.user, info: r.info, ..Default::default() })
+            .collect(),
+    };
+    pb::PresenceAnswer { sessions, session_count, users, error: String::new() }
 }
 
 /// One record per session (the highest seq), ordered by session id.
@@ -148,5 +205,6 @@ fn info(r: pb::SessionRecord) -> pb::SessionInfo {
         connected_at_ms: r.connected_at_ms,
         client_name: r.client_name,
         client_version: r.client_version,
+        info: r.info,
     }
 }

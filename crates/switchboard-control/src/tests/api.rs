@@ -402,3 +402,32 @@ async fn a_presence_too_large_for_one_bus_message_arrives_whole_from_every_repli
         assert_eq!(counts, [(3000, 1)], "{}", r.id());
     }
 }
+
+#[tokio::test]
+async fn a_gateways_presence_question_is_answered_from_the_whole_registry_by_one_replica() {
+    use switchboard_bus::{Message, Messages};
+    let broker = MemoryBroker::new();
+    let replicas = cluster(&broker, &["c1", "c2"]).await;
+    let (g1, g2) = (gateway(&broker, "g1").await, gateway(&broker, "g2").await);
+    let alice1 = g1.connect("alice", &["chat:1"]).await;
+    let alice2 = g2.connect("alice", &["chat:1"]).await;
+    let anonymous = g2.connect("", &["chat:1", "news"]).await;
+    eventually("3 sessions registered", || total_sessions(&replicas) == 3).await;
+    let asker = broker.connect(std::sync::Arc::new(switchboard_bus::NoDelivery));
+    let ask = |channel: &str, stats_only: bool| {
+        let query = pb::PresenceQuery { channel: channel.into(), stats_only };
+        let asked = asker.request(&Address::Presence, Message::proto(&query), std::time::Duration::from_secs(5));
+        async move { asked.await.unwrap().decode::<pb::PresenceAnswer>().unwrap() }
+    };
+    let answer = ask("chat:1", false).await;
+    let got: Vec<_> = answer.sessions.iter().map(|r| (r.session.clone(), r.user.clone(), r.info.clone())).collect();
+    let want = |s: &String, u: &str| (s.clone(), u.to_owned(), Bytes::from(format!("{{\"name\":\"{u}\"}}")));
+    let mut expected = vec![want(&alice1, "alice"), want(&alice2, "alice"), want(&anonymous, "")];
+    expected.sort();
+    assert_eq!(got, expected);
+    assert!(answer.sessions.iter().all(|r| r.gateway.is_empty() && r.channels.is_empty()), "only what a client sees");
+    assert_eq!((answer.session_count, answer.users, answer.error.as_str()), (3, 1, ""));
+    let stats = ask("chat:1", true).await;
+    assert_eq!((stats.sessions.len(), stats.session_count, stats.users), (0, 3, 1));
+    assert!(!ask("bad channel", false).await.error.is_empty(), "an invalid channel is an error");
+}

@@ -65,6 +65,7 @@ impl FakeGateway {
                         http_addr: format!("{gid}:8080"),
                         started_at_ms: s.started_at_ms,
                         channels: 0,
+                        draining: false,
                     }
                 };
                 hb_bus.send(&Address::GatewayHeartbeat, Message::proto(&hb)).await.unwrap();
@@ -158,6 +159,7 @@ impl FakeGateway {
             client_name: "fake".into(),
             client_version: "1".into(),
             seq: s.seq,
+            info: bytes::Bytes::from(format!("{{\"name\":\"{user}\"}}")),
         };
         s.sessions.insert(record.session.clone(), record.clone());
         record
@@ -201,6 +203,15 @@ async fn serve(id: String, bus: Arc<dyn Bus>, state: Arc<Mutex<State>>, mut inbo
         let Some(reply_to) = incoming.reply else { continue };
         // As the real gateway tells them apart: a command always carries an action.
         let command = incoming.message.decode::<pb::GatewayCommand>().ok().filter(|c| c.action.is_some());
+        if let Some(command) = &command
+            && let Some(Action::Shed(shed)) = &command.action
+        {
+            // Recorded, and taken on in full; the test moves sessions itself.
+            lock(&state).commands.push(command.clone());
+            let reply = pb::GatewayCommandReply { sessions: shed.sessions, error: String::new() };
+            bus.reply(&reply_to, Message::proto(&reply)).await.unwrap();
+            continue;
+        }
         if let Some(command) = command
             && let Some(Target::Session(session)) = &command.target
         {

@@ -334,6 +334,9 @@ impl Channels for Gated {
     fn unsubscribe(&self, channel: &Channel) {
         self.inner.unsubscribe(channel)
     }
+    fn publish_event(&self, channel: &Channel, event: Bytes) -> BoxFuture<'static, Result<(), BusError>> {
+        self.inner.publish_event(channel, event)
+    }
     fn position(&self, channel: &Channel) -> BoxFuture<'static, Result<Option<Position>, BusError>> {
         self.inner.position(channel)
     }

@@ -103,6 +103,13 @@ pub(super) fn poll(slot: &mut Option<Box<InFlight>>, cx: &mut Context<'_>) -> Po
     if sent { Poll::Ready(()) } else { Poll::Pending }
 }
 
+/// The events still going out, taken for the session's end: a `leave` among them must go
+/// out even though the session is over (the registry events among them are superseded by
+/// the disconnect that follows, and harmless).
+pub(super) fn take_events(slot: &mut Option<Box<InFlight>>) -> VecDeque<BoxFuture<'static, ()>> {
+    slot.as_mut().map(|w| std::mem::take(&mut w.events)).unwrap_or_default()
+}
+
 /// The oldest command, if [`poll`] found it over.
 pub(super) fn take(slot: &mut Option<Box<InFlight>>) -> Option<Done> {
     slot.as_mut()?.over.take()

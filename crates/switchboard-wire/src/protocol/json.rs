@@ -121,6 +121,10 @@ struct JsonCommand<'a> {
     rpc: Option<JsonRpc<'a>>,
     #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
     refresh: Option<JsonRefresh>,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    presence: Option<JsonChannel>,
+    #[serde(default, deserialize_with = "object", skip_serializing_if = "Option::is_none")]
+    presence_stats: Option<JsonChannel>,
 }
 
 #[derive(Deserialize, Serialize, Default)]
@@ -216,6 +220,12 @@ pub(super) fn decode_command(payload: &[u8]) -> Result<pb::Command, DecodeError>
     if let Some(r) = parsed.refresh {
         commands.push(C::Refresh(pb::RefreshRequest { token: r.token }));
     }
+    if let Some(p) = parsed.presence {
+        commands.push(C::Presence(pb::PresenceRequest { channel: p.channel }));
+    }
+    if let Some(p) = parsed.presence_stats {
+        commands.push(C::PresenceStats(pb::PresenceStatsRequest { channel: p.channel }));
+    }
     if commands.len() > 1 && id != 0 {
         return Err(bad("a command object carries exactly one command"));
     }
@@ -267,6 +277,8 @@ pub(super) fn encode_command(cmd: &pb::Command, out: &mut Vec<u8>) -> Result<(),
             json.rpc = Some(JsonRpc { method: p.method.clone(), data: Some(raw) });
         }
         Some(C::Refresh(r)) => json.refresh = Some(JsonRefresh { token: r.token.clone() }),
+        Some(C::Presence(p)) => json.presence = Some(JsonChannel { channel: p.channel.clone() }),
+        Some(C::PresenceStats(p)) => json.presence_stats = Some(JsonChannel { channel: p.channel.clone() }),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
     Ok(())
@@ -397,6 +409,49 @@ struct JsonUnsubscribed {
     resubscribe: bool,
 }
 
+/// A session in presence answers and join/leave pushes: `info` embedded as a JSON value,
+/// left out when the token had none (or it is not JSON, which a token claim always is).
+#[derive(Serialize, Deserialize)]
+struct JsonClientInfo<'a> {
+    #[serde(default)]
+    session: String,
+    #[serde(default)]
+    user: String,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    info: Option<&'a RawValue>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonPresenceResult<'a> {
+    #[serde(borrow, default)]
+    clients: Vec<JsonClientInfo<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JsonPresenceStatsResult {
+    #[serde(default)]
+    sessions: u32,
+    #[serde(default)]
+    users: u32,
+}
+
+/// A `join` or `leave` push.
+#[derive(Serialize, Deserialize)]
+struct JsonJoinLeave<'a> {
+    channel: String,
+    #[serde(borrow)]
+    client: JsonClientInfo<'a>,
+}
+
+fn json_client(c: &pb::ClientInfo) -> JsonClientInfo<'_> {
+    let info = if c.info.is_empty() { None } else { serde_json::from_slice::<&RawValue>(&c.info).ok() };
+    JsonClientInfo { session: c.session.clone(), user: c.user.clone(), info }
+}
+
+fn client_from_json(c: JsonClientInfo<'_>) -> pb::ClientInfo {
+    pb::ClientInfo { session: c.session, user: c.user, info: c.info.map(raw_bytes).unwrap_or_default() }
+}
+
 #[derive(Serialize, Deserialize)]
 struct JsonReply<'a> {
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -429,6 +484,14 @@ struct JsonReply<'a> {
     refresh_result: Option<JsonRefreshResult>,
     #[serde(borrow, rename = "history", skip_serializing_if = "Option::is_none")]
     history_result: Option<JsonHistoryResult<'a>>,
+    #[serde(borrow, rename = "presence", skip_serializing_if = "Option::is_none")]
+    presence_result: Option<JsonPresenceResult<'a>>,
+    #[serde(rename = "presence_stats", skip_serializing_if = "Option::is_none")]
+    presence_stats_result: Option<JsonPresenceStatsResult>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    join: Option<JsonJoinLeave<'a>>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    leave: Option<JsonJoinLeave<'a>>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -453,6 +516,10 @@ impl JsonReply<'_> {
             unsubscribed: None,
             refresh_result: None,
             history_result: None,
+            presence_result: None,
+            presence_stats_result: None,
+            join: None,
+            leave: None,
         }
     }
 }
@@ -504,8 +571,24 @@ pub(super) fn encode_reply(reply: &pb::Reply, out: &mut Vec<u8>) {
             json.unsubscribed = Some(JsonUnsubscribed { channel: u.channel.clone(), resubscribe: u.resubscribe })
         }
         Some(R::Refresh(r)) => json.refresh_result = Some(JsonRefreshResult { expires_at: r.expires_at }),
+        Some(R::Presence(p)) => {
+            json.presence_result = Some(JsonPresenceResult { clients: p.clients.iter().map(json_client).collect() })
+        }
+        Some(R::PresenceStats(p)) => {
+            json.presence_stats_result = Some(JsonPresenceStatsResult { sessions: p.sessions, users: p.users })
+        }
+        Some(R::Join(j)) => json.join = Some(json_join_leave(&j.channel, j.client.as_ref())),
+        Some(R::Leave(l)) => json.leave = Some(json_join_leave(&l.channel, l.client.as_ref())),
     }
     serde_json::to_writer(out, &json).expect("writing to a Vec cannot fail");
+}
+
+fn json_join_leave<'a>(channel: &str, client: Option<&'a pb::ClientInfo>) -> JsonJoinLeave<'a> {
+    let client = match client {
+        Some(c) => json_client(c),
+        None => JsonClientInfo { session: String::new(), user: String::new(), info: None },
+    };
+    JsonJoinLeave { channel: channel.to_owned(), client }
 }
 
 fn json_publication(p: &pb::Publication) -> JsonPublication<'_> {
@@ -580,6 +663,14 @@ pub(super) fn decode_reply(payload: &[u8]) -> Result<pb::Reply, DecodeError> {
         Some(R::Subscribed(pb::Subscribed { channel: s.channel, epoch: s.epoch, offset: s.offset }))
     } else if let Some(u) = json.unsubscribed {
         Some(R::Unsubscribed(pb::Unsubscribed { channel: u.channel, resubscribe: u.resubscribe }))
+    } else if let Some(p) = json.presence_result {
+        Some(R::Presence(pb::PresenceResult { clients: p.clients.into_iter().map(client_from_json).collect() }))
+    } else if let Some(p) = json.presence_stats_result {
+        Some(R::PresenceStats(pb::PresenceStatsResult { sessions: p.sessions, users: p.users }))
+    } else if let Some(j) = json.join {
+        Some(R::Join(pb::Join { channel: j.channel, client: Some(client_from_json(j.client)) }))
+    } else if let Some(l) = json.leave {
+        Some(R::Leave(pb::Leave { channel: l.channel, client: Some(client_from_json(l.client)) }))
     } else {
         json.refresh_result.map(|r| R::Refresh(pb::RefreshResult { expires_at: r.expires_at }))
     };

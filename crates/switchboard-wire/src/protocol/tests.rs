@@ -43,6 +43,14 @@ fn json_commands_decode_to_the_protobuf_model() {
             r#"{"id":1,"publish":{"channel":"a","data":{"x":[1, 2]}}}"#,
             C::Publish(pb::PublishRequest { channel: "a".into(), data: Bytes::from_static(br#"{"x":[1, 2]}"#) }),
         ),
+        (
+            r#"{"id":1,"presence":{"channel":"chat:lobby"}}"#,
+            C::Presence(pb::PresenceRequest { channel: "chat:lobby".into() }),
+        ),
+        (
+            r#"{"id":1,"presence_stats":{"channel":"chat:lobby"}}"#,
+            C::PresenceStats(pb::PresenceStatsRequest { channel: "chat:lobby".into() }),
+        ),
         (r#"{"id":1,"ping":{},"future_field":true}"#, C::Ping(pb::PingRequest {})),
         (r#"{"id":1,"ping":null}"#, C::Ping(pb::PingRequest {})),
         (
@@ -214,4 +222,47 @@ fn subprotocol_negotiation_takes_the_first_known() {
         (Encoding::Protobuf, Some(SUBPROTOCOL_PROTOBUF))
     );
     assert_eq!(Encoding::negotiate([]), (Encoding::Json, None));
+}
+
+#[test]
+fn presence_replies_and_join_leave_pushes_are_encoded_as_the_spec_shows_them() {
+    let alice = pb::ClientInfo {
+        session: "gab12cd-k3j91".into(),
+        user: "alice".into(),
+        info: br#"{"name":"Alice"}"#[..].into(),
+    };
+    let anonymous = pb::ClientInfo { session: "gab12cd-k3j92".into(), user: String::new(), info: Bytes::new() };
+    let cases: Vec<(pb::Reply, &str)> = vec![
+        (
+            pb::Reply {
+                id: 5,
+                reply: Some(R::Presence(pb::PresenceResult { clients: vec![alice.clone(), anonymous.clone()] })),
+            },
+            r#"{"id":5,"presence":{"clients":[{"session":"gab12cd-k3j91","user":"alice","info":{"name":"Alice"}},{"session":"gab12cd-k3j92","user":""}]}}"#,
+        ),
+        (
+            pb::Reply { id: 6, reply: Some(R::PresenceStats(pb::PresenceStatsResult { sessions: 2, users: 1 })) },
+            r#"{"id":6,"presence_stats":{"sessions":2,"users":1}}"#,
+        ),
+        (
+            pb::Reply {
+                id: 0,
+                reply: Some(R::Join(pb::Join { channel: "chat:lobby".into(), client: Some(alice.clone()) })),
+            },
+            r#"{"join":{"channel":"chat:lobby","client":{"session":"gab12cd-k3j91","user":"alice","info":{"name":"Alice"}}}}"#,
+        ),
+        (
+            pb::Reply {
+                id: 0,
+                reply: Some(R::Leave(pb::Leave { channel: "chat:lobby".into(), client: Some(anonymous.clone()) })),
+            },
+            r#"{"leave":{"channel":"chat:lobby","client":{"session":"gab12cd-k3j92","user":""}}}"#,
+        ),
+    ];
+    for (reply, text) in cases {
+        let mut out = Vec::new();
+        Encoding::Json.encode_reply(&reply, &mut out);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), text);
+        assert_eq!(Encoding::Json.decode_reply(&out).unwrap(), reply, "{text} decodes back");
+    }
 }

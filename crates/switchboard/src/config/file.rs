@@ -60,6 +60,8 @@ pub struct GatewaySection {
     pub client_publish: Option<bool>,
     /// Time a client `rpc` waits for a backend's reply (error 112 beyond). Default "5s".
     pub rpc_timeout: Option<Dur>,
+    /// Time a client `presence` or `presence_stats` waits for a control replica's answer (error 110 beyond). Default "5s".
+    pub presence_timeout: Option<Dur>,
     /// Most `rpc` commands one session may have waiting (error 109 beyond). Default 16.
     pub max_pending_rpcs: Option<usize>,
     /// Most commands one session may have waiting on the bus, at least 1; at the limit the session stops reading until one completes. Default 256.
@@ -208,6 +210,12 @@ pub struct NamespaceSection {
     pub history_size: Option<u32>,
     /// How long publications are kept, at least "1s". Default "1h".
     pub history_ttl: Option<Dur>,
+    /// Whether clients that may subscribe may ask who is subscribed to a channel
+    /// (`presence`, `presence_stats`; error 114 otherwise). Default false.
+    pub presence: Option<bool>,
+    /// Whether subscribers get `join` and `leave` pushes when sessions subscribe to or
+    /// leave a channel, across gateways (live only, never in history). Default false.
+    pub join_leave: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -246,6 +254,34 @@ pub struct ControlSection {
     pub allow_unauthenticated_api: Option<bool>,
     /// Serve gRPC server reflection. Default true.
     pub reflection: Option<bool>,
+    /// Moving sessions from loaded gateways to the others after a membership change.
+    pub balance: Option<BalanceSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceSection {
+    /// Balance sessions across gateways: the control replica owning shard 0 asks gateways
+    /// above the mean to close some sessions with 4009, so their clients reconnect through
+    /// the load balancer. Default true.
+    pub enabled: Option<bool>,
+    /// How often the deciding replica compares the gateways' sessions. Default "5s".
+    pub interval: Option<Dur>,
+    /// A gateway is out of balance when its sessions differ from the mean by more than this
+    /// percentage of the mean (and by `min_difference`). Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub tolerance_percent: Option<u32>,
+    /// ... and by at least this many sessions, so small clusters do not churn. Default 10.
+    pub min_difference: Option<u32>,
+    /// The most of a gateway's sessions one round asks to move, in percent. Default 25.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_share_percent: Option<u32>,
+    /// A gateway spreads the closes of one round over this window; no round follows within
+    /// it. Default "10s".
+    pub window: Option<Dur>,
+    /// Rounds wait while a gateway is younger than this (not yet in the load balancer's
+    /// rotation, or still filling after a drain). Default "15s".
+    pub warmup: Option<Dur>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

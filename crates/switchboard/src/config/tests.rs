@@ -55,6 +55,7 @@ fn the_example_file_parses_to_the_defaults() {
             defaults.config.query_timeout
         )
     );
+    assert_eq!(from_file.config.balance, defaults.config.balance);
     assert_eq!(
         (from_file.nats.prefix, from_file.nats.ping_interval, from_file.nats.max_missed_pongs),
         (defaults.nats.prefix, defaults.nats.ping_interval, defaults.nats.max_missed_pongs)
@@ -182,4 +183,36 @@ fn history_is_kept_per_namespace_as_the_file_says() {
     assert_eq!(history["namespaces"]["chat"], serde_json::json!({"size": 100, "ttl_ms": 600_000}));
     assert_eq!(history["namespaces"]["live"], serde_json::Value::Null, "a listed namespace without history");
     assert_eq!(got["nats"]["history_replicas"], 3);
+}
+
+fn control_for(args: &[&str]) -> Result<ControlSettings, String> {
+    let base = ["switchboard", "control", "--nats", "nats://x:4222", "--allow-unauthenticated-api"];
+    let all: Vec<&str> = base.iter().chain(args).copied().collect();
+    let (Command::Control(a), x) = cli(&all) else { panic!("not a control command") };
+    control(&a, &x).map_err(|e| e.0)
+}
+
+#[test]
+fn the_balance_knobs_come_from_flags_or_the_file_and_bad_values_are_refused() {
+    let file = write("[control.balance]\nwindow = \"3s\"\nmax_share_percent = 50\nenabled = false\n");
+    let path = file.path().to_str().unwrap();
+    let b = control_for(&["--config", path]).unwrap().config.balance;
+    assert_eq!((b.enabled, b.window, b.max_share_percent), (false, Duration::from_secs(3), 50));
+    assert_eq!(b.interval, Duration::from_secs(5), "the default where neither says");
+    let b =
+        control_for(&["--config", path, "--balance-window", "1s", "--balance-warmup", "2s"]).unwrap().config.balance;
+    assert_eq!((b.window, b.warmup, b.max_share_percent), (Duration::from_secs(1), Duration::from_secs(2), 50));
+    assert!(control_for(&[]).unwrap().config.balance.enabled, "on by default");
+    assert!(!control_for(&["--no-balance"]).unwrap().config.balance.enabled);
+    for (args, want) in [
+        (&["--balance-tolerance-percent", "0"][..], "balance.tolerance_percent"),
+        (&["--balance-max-share-percent", "101"], "balance.max_share_percent"),
+        (&["--balance-interval", "0s"], "balance.interval"),
+    ] {
+        let err = control_for(args).unwrap_err();
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let file = write("[control.balance]\nwindw = \"3s\"\n");
+    let err = control_for(&["--config", file.path().to_str().unwrap()]).unwrap_err();
+    assert!(err.contains("unknown field `windw`"), "{err}");
 }
