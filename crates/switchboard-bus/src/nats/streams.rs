@@ -13,7 +13,9 @@
 //! handed over, reads what is missing from the stream and hands it over first. That read
 //! goes to the stream leader: a replica behind it (frozen, partitioned, or slow to apply)
 //! would answer a direct get without the messages the gap showed, and the fill would be
-//! silently short. Other reads (history, recovery) are direct gets, served by any replica. A stream that was deleted and recreated starts its sequence
+//! silently short. Other reads (history, recovery) are direct gets, served by any replica,
+//! checked against the leader where a replica behind it would cut them short (see
+//! `Streams::page`). A stream that was deleted and recreated starts its sequence
 //! again: the task sees offsets go back, reads the new epoch, and starts afresh.
 //!
 //! Streams are created or updated from the namespace configuration by every node when it
@@ -231,6 +233,8 @@ impl Streams {
     /// is behind the leader (one that was frozen or partitioned, or has not applied the last
     /// messages yet) may not have; so a gap fill reads from the stream leader, which has
     /// everything it republished. Gap fills are rare, so the leader's extra work is too.
+    /// Other reads check the channel's last message with the leader unless it is the
+    /// stream's last, and ask the leader for a message a replica did not have before it.
     pub(crate) async fn page(
         &self,
         channel: &Channel,
@@ -244,18 +248,25 @@ impl Streams {
         let stream = self.js.get_stream_no_info(self.name(key)).await.map_err(unavailable)?;
         let (epoch, state) = self.info(key).await?;
         let from_leader = until.is_some();
+        let leader_last = async || match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        };
         let last = if from_leader {
-            match stream.get_last_raw_message_by_subject(&subject).await {
-                Ok(m) => Some(m.sequence),
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => None,
-                Err(e) => return Err(unavailable(e)),
-            }
+            leader_last().await?
         } else {
-            match stream.direct_get_last_for_subject(subject.clone()).await {
+            let direct = match stream.direct_get_last_for_subject(subject.clone()).await {
                 Ok(m) => Some(m.sequence),
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
                 Err(e) => return Err(unavailable(e)),
-            }
+            };
+            // A replica behind the leader answers with an older last message, and a read up
+            // to it would miss what a recovering session must get before the live ones. The
+            // stream's last sequence (from the leader) settles it when it is the channel's;
+            // otherwise (another channel published since, or the replica is behind) the
+            // leader says which is the channel's last.
+            if direct == Some(state.last_sequence) { direct } else { leader_last().await? }
         };
         let latest = Position { offset: last.unwrap_or(state.last_sequence), epoch: epoch.clone() };
         let continuous = match &query.since {
@@ -299,7 +310,12 @@ impl Streams {
         // Forward reads stop at `limit`; a reverse read walks what is kept (at most the
         // namespace's size) and keeps the newest `limit`.
         while from <= end && (query.reverse || stored.len() < query.limit) {
-            let Some(m) = self.next(&stream, &subject, from, from_leader).await? else { break };
+            let m = match self.next(&stream, &subject, from, from_leader).await? {
+                // Nothing from `from` to `end`, which the leader has: the replica is behind.
+                None if !from_leader => self.next(&stream, &subject, from, true).await?,
+                m => m,
+            };
+            let Some(m) = m else { break };
             if m.offset > end || m.offset >= before {
                 break;
             }
