@@ -64,6 +64,30 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// NATS fault tests use.
 const FAST_NATS_PINGS: [&str; 4] = ["--nats-ping-interval", "500ms", "--nats-max-missed-pongs", "2"];
 
+/// Control's balance knobs, quicker than the defaults (5 s rounds, 10 s windows, 15 s warm-up,
+/// 25% share) so a rollout's imbalance is corrected within a test: a round every second,
+/// 2 s windows, at most half a gateway's sessions per round, and a 5 s warm-up, longer than a
+/// rollout step (a 2 s drain and a restart), so no round runs between two steps; a 5-session
+/// floor, so 200 clients can come within 10% of their mean (67).
+pub const BALANCE: [&str; 10] = [
+    "--balance-interval",
+    "1s",
+    "--balance-window",
+    "2s",
+    "--balance-warmup",
+    "5s",
+    "--balance-max-share-percent",
+    "50",
+    "--balance-min-difference",
+    "5",
+];
+
+/// The bound within which [`BALANCE`] evens the gateways out after the last restart, as
+/// docs/architecture.md gives it: rounds start once no gateway drains and none is younger
+/// than the warm-up (5 s), then each takes at most a window + 2 s + an interval (5 s); three
+/// rounds suffice at a 50% share with an even balancer, this allows six.
+pub const BALANCED_WITHIN: Duration = Duration::from_secs(5 + 6 * 5);
+
 /// The drain window of the gateways (a rolling restart lasts ~3 of them).
 pub fn drain_window(scale: &Scale) -> Duration {
     if scale.long { Duration::from_secs(5) } else { Duration::from_secs(2) }
@@ -103,8 +127,9 @@ impl Cluster {
         let (controls, gateways) = tokio::task::block_in_place(|| {
             let mut common = vec!["--config", config.as_str()];
             common.extend(FAST_NATS_PINGS);
-            let controls: Vec<Proc> =
-                (1..=controls).map(|i| procs::control(&format!("c{i}"), &urls, &common)).collect();
+            let mut ctl = common.clone();
+            ctl.extend(BALANCE);
+            let controls: Vec<Proc> = (1..=controls).map(|i| procs::control(&format!("c{i}"), &urls, &ctl)).collect();
             let mut gw = common.clone();
             // Every client comes from 127.0.0.1 through the balancer: no per-address limits.
             gw.extend([
@@ -167,7 +192,11 @@ pub fn client_config(lane: &Lane, i: usize) -> ClientConfig {
 /// caller asserts).
 pub async fn finish(scenario: &str, fleet: &Fleet, publisher: &mut Publisher) -> Summary {
     publisher.stop().await;
-    let settled = fleet.settle(&[publisher], Duration::from_secs(20)).await;
+    // Clients moved by a balance round at the end are let back first.
+    let settled = match fleet.wait_all_present(Duration::from_secs(30)).await {
+        Ok(()) => fleet.settle(&[publisher], Duration::from_secs(20)).await,
+        Err(e) => Err(e),
+    };
     let summary = fleet.summary(scenario, &[publisher]);
     println!("faults: {summary}");
     if let Err(e) = settled {

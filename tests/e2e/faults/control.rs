@@ -15,7 +15,7 @@ async fn sigkill_of_a_control_replica_while_publishing_through_both_loses_nothin
     let mut publisher = c.publisher().await;
     publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3).await.unwrap();
     blocking(|| c.controls[0].kill());
-    publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3 + Duration::from_secs(10)).await.unwrap();
+    publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3 + Duration::from_secs(30)).await.unwrap();
     let s = finish("control SIGKILL", &fleet, &mut publisher).await;
     s.assert_lossless();
     assert!(s.publish_retries > 0, "some publishes went to the killed replica and were retried");

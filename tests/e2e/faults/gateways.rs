@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Cluster, blocking, drain_window, finish, readyz, until};
+use super::{BALANCED_WITHIN, Cluster, blocking, drain_window, finish, readyz, until};
 
 /// SIGKILL of the gateway a third of the clients are on: they see their connection break
 /// (no close frame), the balancer sends their reconnects to the two others, and each
@@ -61,6 +61,14 @@ async fn a_rolling_restart_with_drain_loses_no_publication_and_moves_one_gateway
         fleet.wait_all_present(Duration::from_secs(30)).await.unwrap();
         steps.push((g, had, from, Instant::now()));
     }
+    // Control evens the sessions out once the last gateway is past its warm-up.
+    let rolled = Instant::now();
+    let after_rollout = c.lb.per_backend();
+    let mean = fleet.len() as f64 / c.gateways.len() as f64;
+    let even = |loads: &[usize]| loads.iter().all(|&n| (n as f64 - mean).abs() <= mean * 0.1);
+    let balanced = switchboard_tests::fleet::wait_for(BALANCED_WITHIN, || even(&c.lb.per_backend())).await;
+    let converged = rolled.elapsed();
+    let balanced_loads = c.lb.per_backend();
     publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3).await.unwrap();
     let s = finish("rolling restart", &fleet, &mut publisher).await;
 
@@ -85,14 +93,31 @@ async fn a_rolling_restart_with_drain_loses_no_publication_and_moves_one_gateway
     }
     // The clients of a draining gateway were back before the next one drained: at no time
     // were two gateways' clients away.
-    for r in fleet.reconnects() {
+    for r in fleet.reconnects().into_iter().filter(|r| r.code == Some(4001)) {
         let step = steps.iter().position(|&(_, _, from, back)| r.down_at >= from && r.down_at <= back);
         let step = step.unwrap_or_else(|| panic!("client {} was disconnected outside any drain: {r:?}", r.client));
         if let Some(&(_, _, next, _)) = steps.get(step + 1) {
             assert!(r.up_at.unwrap() < next, "client {} was still away when the next gateway drained", r.client);
         }
     }
-    println!("faults: rolling restart: {}; sessions per gateway after: {:?}", figures.join("; "), c.lb.per_backend());
+    let moved = s.close_codes.get(&Some(4009)).copied().unwrap_or(0);
+    println!(
+        "faults: rolling restart: {}; sessions per gateway after the rollout {after_rollout:?}, \
+         {balanced_loads:?} after {converged:?} ({moved} clients moved by control)",
+        figures.join("; ")
+    );
     s.assert_lossless();
-    assert_eq!(s.close_codes.keys().copied().collect::<Vec<_>>(), [Some(4001)], "drain closes with 4001");
+    assert!(
+        balanced.is_ok(),
+        "not within 10% of the mean {mean:.0} after {BALANCED_WITHIN:?}: {:?}",
+        c.lb.per_backend()
+    );
+    // A drain closes with 4001, a balance round with 4009 (after the rollout only).
+    let codes: Vec<Option<u16>> = s.close_codes.keys().copied().collect();
+    assert!(codes.iter().all(|c| [Some(4001), Some(4009)].contains(c)), "close codes {codes:?}");
+    let last_step_back = steps.last().unwrap().3;
+    assert!(
+        fleet.reconnects().iter().filter(|r| r.code == Some(4009)).all(|r| r.down_at > last_step_back),
+        "no balance round ran during the rollout"
+    );
 }
