@@ -55,7 +55,7 @@ faults: ## The fault suite alone (~3 min): 200 clients through gateway, control 
 	$(CARGO) build -p switchboard
 	$(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
 
-faults-long: ## The fault suite's long variant (~15 min): 600 clients, 50 publications/s, minutes per scenario (SWITCHBOARD_FAULTS=long)
+faults-long: ## The fault suite's long variant (~15 min): 600 clients, 20 s either side of each fault, 3 min of jitter (SWITCHBOARD_FAULTS=long)
 	$(CARGO) build -p switchboard
 	SWITCHBOARD_FAULTS=long $(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
 
