@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build install test test-deploy chart-sync lint fmt deps cluster autobahn fuzz soak
+.PHONY: help run build install test test-deploy chart-sync lint fmt deps cluster autobahn fuzz soak faults faults-long
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ fuzz: ## Fuzz each cargo-fuzz target in fuzz/ for 60 s (FUZZ_SECONDS), one by on
 autobahn: ## Autobahn TestSuite (RFC 6455, ~30 s) against `switchboard dev --test-echo-endpoint`; counts into docs/conformance.md
 	$(CARGO) build -p switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
+
+faults: ## The fault suite alone (~3 min): 200 clients through gateway, control and NATS faults, churn and jitter; zero loss (docs/reliability.md)
+	$(CARGO) build -p switchboard
+	$(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
+
+faults-long: ## The fault suite's long variant (~15 min): 600 clients, 20 s either side of each fault, 3 min of jitter (SWITCHBOARD_FAULTS=long)
+	$(CARGO) build -p switchboard
+	SWITCHBOARD_FAULTS=long $(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

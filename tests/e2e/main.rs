@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod delivery;
 mod docs;
+mod faults;
 mod grpc_api;
 mod history;
 mod hostile;

@@ -10,8 +10,12 @@
 //!
 //! Core NATS between the stream and the gateways is at most once: a channel's delivery task
 //! ([`Continuity`]) compares each message's `Nats-Last-Sequence` with the last offset it
-//! handed over, reads what is missing from the stream (direct gets, served by any replica)
-//! and hands it over first. A stream that was deleted and recreated starts its sequence
+//! handed over, reads what is missing from the stream and hands it over first. That read
+//! goes to the stream leader: a replica behind it (frozen, partitioned, or slow to apply)
+//! would answer a direct get without the messages the gap showed, and the fill would be
+//! silently short. Other reads (history, recovery) are direct gets, served by any replica,
+//! checked against the leader where a replica behind it would cut them short (see
+//! `Streams::page`). A stream that was deleted and recreated starts its sequence
 //! again: the task sees offsets go back, reads the new epoch, and starts afresh.
 //!
 //! Streams are created or updated from the namespace configuration by every node when it
@@ -223,6 +227,14 @@ impl Streams {
 
     /// Reads a page of the channel's history (see [`crate::Channels::history`]); with
     /// `until`, nothing after that offset.
+    ///
+    /// Reads are direct gets, which any replica answers, unless `until` is given: that is a
+    /// gap fill, and `until` a message this node has seen republished, which a replica that
+    /// is behind the leader (one that was frozen or partitioned, or has not applied the last
+    /// messages yet) may not have; so a gap fill reads from the stream leader, which has
+    /// everything it republished. Gap fills are rare, so the leader's extra work is too.
+    /// Other reads check the channel's last message with the leader unless it is the
+    /// stream's last, and ask the leader for a message a replica did not have before it.
     pub(crate) async fn page(
         &self,
         channel: &Channel,
@@ -235,10 +247,26 @@ impl Streams {
         let subject = self.subjects.stored(key, channel);
         let stream = self.js.get_stream_no_info(self.name(key)).await.map_err(unavailable)?;
         let (epoch, state) = self.info(key).await?;
-        let last = match stream.direct_get_last_for_subject(subject.clone()).await {
-            Ok(m) => Some(m.sequence),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
-            Err(e) => return Err(unavailable(e)),
+        let from_leader = until.is_some();
+        let leader_last = async || match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        };
+        let last = if from_leader {
+            leader_last().await?
+        } else {
+            let direct = match stream.direct_get_last_for_subject(subject.clone()).await {
+                Ok(m) => Some(m.sequence),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
+                Err(e) => return Err(unavailable(e)),
+            };
+            // A replica behind the leader answers with an older last message, and a read up
+            // to it would miss what a recovering session must get before the live ones. The
+            // stream's last sequence (from the leader) settles it when it is the channel's;
+            // otherwise (another channel published since, or the replica is behind) the
+            // leader says which is the channel's last.
+            if direct == Some(state.last_sequence) { direct } else { leader_last().await? }
         };
         let latest = Position { offset: last.unwrap_or(state.last_sequence), epoch: epoch.clone() };
         let continuous = match &query.since {
@@ -249,15 +277,14 @@ impl Streams {
                 // (just read), so no other read is needed.
                 let has_since = since.offset > 0
                     && (last == Some(since.offset)
-                        || match stream.direct_get(since.offset).await {
-                            Ok(m) => m.subject.as_str() == subject,
-                            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => false,
-                            Err(e) => return Err(unavailable(e)),
+                        || match self.at(&stream, since.offset, from_leader).await? {
+                            Some(found) => found == subject,
+                            None => false,
                         });
                 let kept = if has_since {
                     None
                 } else {
-                    let first_after = self.next(&stream, &subject, since.offset + 1).await?;
+                    let first_after = self.next(&stream, &subject, since.offset + 1, from_leader).await?;
                     Some((self.count(&stream, &subject).await?, first_after.is_some_and(|m| m.removed)))
                 };
                 let (channel_total, first_after_is_marker) = kept.unwrap_or((0, false));
@@ -283,7 +310,12 @@ impl Streams {
         // Forward reads stop at `limit`; a reverse read walks what is kept (at most the
         // namespace's size) and keeps the newest `limit`.
         while from <= end && (query.reverse || stored.len() < query.limit) {
-            let Some(m) = self.next(&stream, &subject, from).await? else { break };
+            let m = match self.next(&stream, &subject, from, from_leader).await? {
+                // Nothing from `from` to `end`, which the leader has: the replica is behind.
+                None if !from_leader => self.next(&stream, &subject, from, true).await?,
+                m => m,
+            };
+            let Some(m) = m else { break };
             if m.offset > end || m.offset >= before {
                 break;
             }
@@ -304,14 +336,46 @@ impl Streams {
         Ok(HistoryPage { publications, latest, continuous })
     }
 
-    /// The channel's first message at or after `from`.
-    async fn next(&self, stream: &stream::Stream<()>, subject: &str, from: u64) -> Result<Option<Stored>, BusError> {
-        match stream.direct_get_next_for_subject(subject.to_owned(), Some(from)).await {
-            Ok(m) => Ok(Some(Stored {
-                offset: m.sequence,
-                removed: m.headers.get(REMOVED_HEADER).is_some(),
-                data: m.payload,
-            })),
+    /// The channel's first message at or after `from`, from any replica or from the leader.
+    async fn next(
+        &self,
+        stream: &stream::Stream<()>,
+        subject: &str,
+        from: u64,
+        from_leader: bool,
+    ) -> Result<Option<Stored>, BusError> {
+        let m = if from_leader {
+            match stream.get_first_raw_message_by_subject(subject, from).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            }
+        } else {
+            match stream.direct_get_next_for_subject(subject.to_owned(), Some(from)).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
+        Ok(Some(Stored { offset: m.sequence, removed: m.headers.get(REMOVED_HEADER).is_some(), data: m.payload }))
+    }
+
+    /// The subject of the message at `offset`, if the stream keeps it.
+    async fn at(
+        &self,
+        stream: &stream::Stream<()>,
+        offset: u64,
+        from_leader: bool,
+    ) -> Result<Option<String>, BusError> {
+        if from_leader {
+            return match stream.get_raw_message(offset).await {
+                Ok(m) => Ok(Some(m.subject.to_string())),
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        match stream.direct_get(offset).await {
+            Ok(m) => Ok(Some(m.subject.to_string())),
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
