@@ -63,11 +63,11 @@ autobahn: ## Autobahn TestSuite (RFC 6455, ~30 s) against `switchboard dev --tes
 
 faults: ## The fault suite alone (~3 min): 200 clients through gateway, control and NATS faults, churn and jitter; zero loss (docs/reliability.md)
 	$(CARGO) build -p switchboard
-	$(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
+	$(CARGO) test -p switchboard-tests --test e2e faults:: -- --skip nats_faults:: --nocapture --test-threads 1
 
 faults-long: ## The fault suite's long variant (~15 min): 600 clients, 20 s either side of each fault, 3 min of jitter (SWITCHBOARD_FAULTS=long)
 	$(CARGO) build -p switchboard
-	SWITCHBOARD_FAULTS=long $(CARGO) test -p switchboard-tests --test e2e faults:: -- --nocapture --test-threads 1
+	SWITCHBOARD_FAULTS=long $(CARGO) test -p switchboard-tests --test e2e faults:: -- --skip nats_faults:: --nocapture --test-threads 1
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
