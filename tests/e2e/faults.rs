@@ -215,18 +215,6 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Whether `GET /readyz` on `addr` answers 200.
-pub async fn readyz(addr: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
-    out.starts_with("HTTP/1.1 200")
-}
-
 /// Waits until `check` holds, polling every 50 ms, or panics with `what` after `within`.
 pub async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + within;

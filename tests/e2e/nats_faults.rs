@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use switchboard_tests::nats::NatsCluster;
 use switchboard_tests::procs::{self, user_client, wait_ready};
-use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc};
+use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc, readyz};
 use switchboard_wire::pb;
 
 /// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
@@ -130,16 +130,4 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
         assert!(frozen_at.elapsed() < DEADLINE * 2, "no delivery after the freeze");
     }
     nats.node(frozen).thaw();
-}
-
-/// Whether `GET /readyz` answers 200.
-async fn readyz(addr: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
-    out.starts_with("HTTP/1.1 200")
 }

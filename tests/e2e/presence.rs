@@ -185,15 +185,7 @@ async fn across_two_gateways_on_nats_presence_lists_subscribers_and_join_leave_r
 async fn presence_without_a_control_replica_is_unavailable_at_once() {
     let nats = NatsServer::start();
     let gateway = procs::gateway("g1", &[nats.url()], &[]);
-    let mut client = None;
-    eventually("the gateway accepts sessions", async || {
-        let mut config = ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
-        config.token = procs::token("alice");
-        client = Client::connect(config).await.ok();
-        client.is_some()
-    })
-    .await;
-    let client = client.expect("connected");
+    let client = alice_once_accepted(&gateway).await;
     let started = std::time::Instant::now();
     let e = client.presence("room:1").await.unwrap_err();
     assert_eq!((e.code(), e.is_temporary()), (Some(110), true), "{e}");
@@ -210,15 +202,7 @@ async fn presence_that_no_control_replica_answers_in_time_is_unavailable_and_cou
     let _listening = silent.queue_subscribe("sb.presence", "control".into()).await.unwrap();
     silent.flush().await.unwrap();
     let gateway = procs::gateway("g1", &[nats.url()], &["--presence-timeout", "300ms"]);
-    let mut client = None;
-    eventually("the gateway accepts sessions", async || {
-        let mut config = ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
-        config.token = procs::token("alice");
-        client = Client::connect(config).await.ok();
-        client.is_some()
-    })
-    .await;
-    let client = client.expect("connected");
+    let client = alice_once_accepted(&gateway).await;
     let started = std::time::Instant::now();
     let e = client.presence_stats("room:1").await.unwrap_err();
     let took = started.elapsed();
@@ -231,4 +215,18 @@ async fn presence_that_no_control_replica_answers_in_time_is_unavailable_and_cou
     let counted =
         metrics.lines().any(|l| l.starts_with("switchboard_gateway_limit_hits_total{limit=\"presence_timeout\"} 1"));
     assert!(counted, "the timeout is counted: {metrics}");
+}
+
+/// Alice's session on `gateway`, once it accepts sessions (it may still be connecting to
+/// NATS).
+async fn alice_once_accepted(gateway: &procs::Proc) -> Client {
+    let mut client = None;
+    eventually("the gateway accepts sessions", async || {
+        let mut config = ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
+        config.token = procs::token("alice");
+        client = Client::connect(config).await.ok();
+        client.is_some()
+    })
+    .await;
+    client.expect("connected")
 }

@@ -282,3 +282,15 @@ pub fn workspace_binary(package: &str, name: &str) -> PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// Whether `GET /readyz` on `addr` answers 200.
+pub async fn readyz(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
+    out.starts_with("HTTP/1.1 200")
+}

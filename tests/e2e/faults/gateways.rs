@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BALANCED_WITHIN, Cluster, blocking, drain_window, finish, readyz, until};
+use super::{BALANCED_WITHIN, Cluster, blocking, drain_window, finish, until};
+use switchboard_tests::readyz;
 
 /// SIGKILL of the gateway a third of the clients are on: they see their connection break
 /// (no close frame), the balancer sends their reconnects to the two others, and each

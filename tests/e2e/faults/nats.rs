@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Cluster, blocking, finish, readyz, until};
+use super::{Cluster, blocking, finish, until};
+use switchboard_tests::readyz;
 
 /// The history stream of namespace `chat`.
 const STREAM: &str = "sb~chat";
