@@ -441,7 +441,8 @@ impl Publisher {
 
     /// Publishes `seq` on `channel` at `rate` per second from a client session (the client
     /// publish path: the gateway, not the gRPC API). A client publish carries no idempotency
-    /// key, so a failed one is counted as failed, not retried (a retry could duplicate).
+    /// key, so a failed one is counted as failed, not retried (a retry could duplicate), and
+    /// one is waited for as long as the client library waits for any reply.
     pub fn start_client(channel: &str, client: Client, rate: f64) -> Publisher {
         assert!(rate > 0.0);
         let state = Arc::new(Mutex::new(PublisherState::default()));
@@ -457,10 +458,10 @@ impl Publisher {
                         _ = tick.tick() => {}
                         _ = stopped.wait_for(|s| *s) => break,
                     }
-                    match tokio::time::timeout(ATTEMPT_TIMEOUT, client.publish(&channel, Bytes::from(seq.to_string())))
-                        .await
-                    {
-                        Ok(Ok(r)) => {
+                    // Bounded by the client library's request timeout (10 s by default), not
+                    // ATTEMPT_TIMEOUT: a slow answer here is not retried, so it is waited for.
+                    match client.publish(&channel, Bytes::from(seq.to_string())).await {
+                        Ok(r) => {
                             let acked = Acked { seq, offset: r.offset, epoch: r.epoch, at: Instant::now() };
                             state.lock().unwrap().acked.push(acked);
                         }
