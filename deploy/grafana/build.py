@@ -75,7 +75,7 @@ ROWS = [
          [q(f"sum by (pod) (increase(switchboard_bus_disconnects_total{{{NS}}}[{RATE}]))", "lost {{pod}}"),
           q(f"sum by (pod) (increase(switchboard_bus_reconnects_total{{{NS}}}[{RATE}]))", "reconnected {{pod}}"),
           q(f"sum by (pod) (increase(switchboard_bus_stalls_total{{{NS}}}[{RATE}]))", "stalled {{pod}}")]),
-        ("NATS request latency p99", "How long do sequencer publishes, position reads and other requests take?", "s", "timeseries",
+        ("NATS request latency p99", "How long do JetStream publishes, position and history reads and other requests take?", "s", "timeseries",
          quantiles("switchboard_bus_request_duration_seconds", "op", qs=(0.99,))),
         ("NATS requests per second", "How many requests go to NATS, by kind?", "ops", "timeseries",
          [q(f"sum by (op) (rate(switchboard_bus_request_duration_seconds_count{{{NS}}}[{RATE}]))", "{{op}}")]),
@@ -102,8 +102,17 @@ ROWS = [
         ("gRPC server error ratio", "What share of calls fail on the server's side (the SwitchboardGrpcErrors alert)?", "percentunit", "timeseries",
          [q(f'sum (rate(switchboard_control_api_requests_total{{{NS}, code=~"UNAVAILABLE|INTERNAL|DEADLINE_EXCEEDED|UNKNOWN|DATA_LOSS"}}[{RATE}]))'
             f" / sum (rate(switchboard_control_api_requests_total{{{NS}}}[{RATE}]))", "server errors")]),
-        ("gRPC latency p99 by method", "How long do API calls take (Publish: through the sequencer and back)?", "s", "timeseries",
+        ("gRPC latency p99 by method", "How long do API calls take (Publish: until NATS, or JetStream for a namespace with history, took it)?", "s", "timeseries",
          quantiles("switchboard_control_api_request_duration_seconds", "method", qs=(0.99,))),
+    ]),
+    ("Balance across gateways", [
+        ("Connections per gateway: spread", "How far apart are the busiest and the quietest gateway (control's balance brings them within 10% of the mean after a rollout or scale-up)?", "short", "timeseries",
+         [q(f"max (switchboard_gateway_connections{{{NS}}})", "busiest gateway"),
+          q(f"avg (switchboard_gateway_connections{{{NS}}})", "mean"),
+          q(f"min (switchboard_gateway_connections{{{NS}}})", "quietest gateway")]),
+        ("Sessions moved by balance", "How many sessions did control ask gateways to move (each closes with 4009, reconnects and recovers), in how many rounds?", "short", "timeseries",
+         [q(f"sum (increase(switchboard_control_balance_sessions_asked_total{{{NS}}}[{RATE}]))", "sessions asked to move"),
+          q(f"sum (increase(switchboard_control_balance_rounds_total{{{NS}}}[{RATE}]))", "balance rounds")]),
     ]),
 ]
 
