@@ -26,7 +26,10 @@ deps: ## Install what the tests need, when missing (nats-server, promtool, the c
 
 test: deps ## Install what the tests need, then run every test (cargo test, the alert rules and the Helm chart, the Autobahn TestSuite, the JS SDK and browser tests)
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace -- --skip soak:: --skip faults::
+	@# The whole-cluster runs (the 2-minute soak, the fault suite, NATS faults) one at a time, after
+	@# the rest, so their load does not starve the timing-sensitive tests running beside them.
+	$(CARGO) test -p switchboard-tests --test e2e -- soak:: faults:: --test-threads 1
 	tests/tools/chart-test.sh target/debug/switchboard
 	tests/tools/autobahn.sh target/debug/switchboard
 	$(MAKE) --no-print-directory test-js-only
