@@ -194,10 +194,13 @@ pub fn client_config(lane: &Lane, i: usize) -> ClientConfig {
 pub async fn finish(scenario: &str, fleet: &Fleet, publisher: &mut Publisher) -> Summary {
     publisher.stop().await;
     // Clients moved by a balance round at the end are let back first.
-    let settled = match fleet.wait_all_present(Duration::from_secs(30)).await {
-        Ok(()) => fleet.settle(&[publisher], Duration::from_secs(20)).await,
-        Err(e) => Err(e),
-    };
+    let settled = async {
+        fleet.wait_all_present(Duration::from_secs(30)).await?;
+        fleet.settle(&[publisher], Duration::from_secs(20)).await?;
+        // A balance round may have moved clients again while the last publications arrived.
+        fleet.wait_all_present(Duration::from_secs(30)).await
+    }
+    .await;
     let summary = fleet.summary(scenario, &[publisher]);
     println!("faults: {summary}");
     if let Err(e) = settled {
