@@ -411,17 +411,7 @@ impl Client {
                 return Err(format!("connection ended during the hello: {end:?}"));
             }
             link.stream.readable().await.map_err(|e| e.to_string())?;
-            for _ in 0..READS_PER_WAKE {
-                match conn::read_some(&link.stream, &mut link.rbuf, &mut link.proto, &mut |m| seen.msg(self, m)) {
-                    Ok(0) => {
-                        seen.end.get_or_insert(End::Eof);
-                        break;
-                    }
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
+            self.read_ready(link, &mut seen);
             seen.settle();
         }
     }
@@ -471,22 +461,28 @@ impl Client {
     /// Reads and handles whatever is ready; how the connection ended, if it did.
     fn pump(&mut self, ctx: &Ctx, index: usize, link: &mut Link) -> Option<End> {
         let mut seen = Seen::new(ctx, index, Wait::Nothing);
+        self.read_ready(link, &mut seen);
+        seen.settle();
+        seen.end
+    }
+
+    /// Reads what the socket has (up to `READS_PER_WAKE` reads) and hands each message to
+    /// `seen`; an end of stream or a read error is left in `seen.end`.
+    fn read_ready(&mut self, link: &mut Link, seen: &mut Seen<'_>) {
         for _ in 0..READS_PER_WAKE {
             match conn::read_some(&link.stream, &mut link.rbuf, &mut link.proto, &mut |m| seen.msg(self, m)) {
                 Ok(0) => {
                     seen.end.get_or_insert(End::Eof);
-                    break;
+                    return;
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     seen.end.get_or_insert(End::Error(e.to_string()));
-                    break;
+                    return;
                 }
             }
         }
-        seen.settle();
-        seen.end
     }
 }
 
