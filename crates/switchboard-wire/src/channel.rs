@@ -37,6 +37,8 @@ pub enum ChannelError {
     EmptyName,
     #[error("channel name has a character outside the allowed set at byte {0}")]
     BadCharacter(usize),
+    #[error("channel name has a second `:` at byte {0} (only one may separate the namespace from the name)")]
+    SecondColon(usize),
 }
 
 // === impl Channel ===
@@ -126,6 +128,7 @@ fn validate(s: &str) -> Result<(), ChannelError> {
         return Err(ChannelError::EmptyName);
     }
     match name.bytes().position(|b| !is_name_byte(b)) {
+        Some(i) if name.as_bytes()[i] == b':' => Err(ChannelError::SecondColon(name_start + i)),
         Some(i) => Err(ChannelError::BadCharacter(name_start + i)),
         None => Ok(()),
     }
@@ -175,7 +178,8 @@ mod tests {
             ("a b", ChannelError::BadCharacter(1)),
             ("news.*", ChannelError::BadCharacter(5)),
             ("news.>", ChannelError::BadCharacter(5)),
-            ("ns:a:b", ChannelError::BadCharacter(4)),
+            ("ns:a:b", ChannelError::SecondColon(4)),
+            ("ns:a%:b", ChannelError::BadCharacter(4)),
             ("n.s:a", ChannelError::BadCharacter(1)),
             ("ns:caf\u{e9}", ChannelError::BadCharacter(6)),
             ("ns:a%2E", ChannelError::BadCharacter(4)),
