@@ -18,15 +18,17 @@ pub use security::{ApiKeysArgs, ControlAuthArgs, NatsSecurityArgs, TlsArgs};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard_gateway=debug`.
-    /// The NATS client's own messages are kept to warnings: switchboard logs its connection
-    /// events itself, with the servers named.
-    #[arg(long, global = true, env = "SWITCHBOARD_LOG", default_value = "info,async_nats=warn")]
-    pub log: String,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard_gateway=debug`;
+    /// else the config file's `log.level`, else `RUST_LOG`, else `info,async_nats=warn` (the
+    /// NATS client's own messages are kept to warnings: switchboard logs its connection
+    /// events itself, with the servers named).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
+    pub log: Option<String>,
     /// Log line format on stderr: `text` (for people) or `json` (one object per line, with
-    /// the span: connect, subscribe, publish, grpc).
-    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: crate::telemetry::LogFormat,
+    /// the span: connect, subscribe, publish, grpc); else the config file's `log.format`,
+    /// else `text`.
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::telemetry::LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -541,4 +543,23 @@ pub struct HistoryRemoveArgs {
     #[command(flatten)]
     pub grpc: GrpcArgs,
     pub channel: String,
+}
+
+impl Command {
+    /// The configuration file a server role (or `config check`, or `token`) is given.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        let arg = match self {
+            Command::Dev(a) => &a.config,
+            Command::Gateway(a) => &a.config,
+            Command::Control(a) => &a.config,
+            Command::Token(a) => &a.config,
+            Command::Config(ConfigCmd { action: ConfigAction::Check { role } }) => match role.as_ref() {
+                Role::Dev(a) => &a.config,
+                Role::Gateway(a) => &a.config,
+                Role::Control(a) => &a.config,
+            },
+            _ => return None,
+        };
+        arg.path.as_deref()
+    }
 }

@@ -22,7 +22,9 @@ async fn main() {
             return;
         }
     };
-    switchboard::telemetry::init_logs(&cli.log, cli.log_format);
+    let (filter, format) =
+        switchboard::config::log_settings(cli.log.as_deref(), cli.log_format, cli.command.config_path());
+    switchboard::telemetry::init_logs(&filter, format);
     // Which settings came from a flag or the environment: they win over the config file.
     let explicit = Explicit::from_matches(&matches);
     let result = match cli.command {

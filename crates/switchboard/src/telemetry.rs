@@ -17,8 +17,14 @@ const LATENCY_BUCKETS: &[f64] =
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The log filter when neither `--log`, `SWITCHBOARD_LOG`, the file's `log.level` nor
+/// `RUST_LOG` says one: the NATS client's own messages are kept to warnings, since
+/// switchboard logs its connection events itself, with the servers named.
+pub const DEFAULT_LOG_FILTER: &str = "info,async_nats=warn";
+
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event, coloured at a terminal.
     Text,
@@ -26,14 +32,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends logs to stderr, filtered by `filter` (tracing's `EnvFilter` syntax).
+/// Whether `filter` is a valid log filter (tracing's `EnvFilter` syntax); the error says why.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(filter).map(drop).map_err(|e| e.to_string())
+}
+
+/// Sends logs to stderr, filtered by `filter` (tracing's `EnvFilter` syntax; a filter that
+/// does not parse gives `info`, and a warning says so).
 pub fn init_logs(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let given = filter;
+    let parsed = tracing_subscriber::EnvFilter::try_new(given);
+    let bad = parsed.as_ref().err().map(|e| e.to_string());
+    let filter = parsed.unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         // Colour only for a person at a terminal, not in log files (`make run > log 2>&1`).
         LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
+    if let Some(why) = bad {
+        tracing::warn!(filter = given, error = %why, "the log filter does not parse; logging at info");
     }
 }
 

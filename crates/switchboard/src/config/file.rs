@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub control: Option<ControlSection>,
     /// How to reach NATS (`gateway` and `control`; `dev` has no NATS).
     pub nats: Option<NatsSection>,
+    /// What every role logs, and how.
+    pub log: Option<LogSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
@@ -357,4 +359,14 @@ impl JsonSchema for Dur {
             ]
         })
     }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. "info,switchboard_gateway=debug".
+    /// `--log` and `SWITCHBOARD_LOG` win over it; it wins over `RUST_LOG`. Default "info,async_nats=warn".
+    pub level: Option<String>,
+    /// Log line format on stderr: "text" or "json". Default "text".
+    pub format: Option<crate::telemetry::LogFormat>,
 }

@@ -21,6 +21,7 @@ use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, Unk
 use crate::UsageError;
 use crate::cli::security::{ApiKeysArgs, NatsSecurityArgs, TlsArgs};
 use crate::cli::{BalanceArgs, ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
+use crate::telemetry::LogFormat;
 use file::FileConfig;
 
 /// The example configuration: every key with its default, commented. `config init` prints
@@ -71,7 +72,24 @@ pub fn load(path: Option<&Path>) -> Result<FileConfig, UsageError> {
 
 /// Parses configuration text; the error names the key and line.
 pub fn parse(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    if let Some(level) = file.log.as_ref().and_then(|l| l.level.as_deref()) {
+        crate::telemetry::check_log_filter(level).map_err(|e| format!("log.level: {e}: {level:?}"))?;
+    }
+    Ok(file)
+}
+
+/// The log filter and format: the flag (or its environment variable), else the file's
+/// `[log]`, else `RUST_LOG` (the filter), else the defaults. A file that does not load is
+/// left to the role to report; logging starts with the defaults meanwhile.
+pub fn log_settings(flag: Option<&str>, format: Option<LogFormat>, path: Option<&Path>) -> (String, LogFormat) {
+    let file = load(path).ok().and_then(|f| f.log).unwrap_or_default();
+    let filter = flag
+        .map(str::to_owned)
+        .or(file.level)
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| crate::telemetry::DEFAULT_LOG_FILTER.to_owned());
+    (filter, format.or(file.format).unwrap_or(LogFormat::Text))
 }
 
 /// The JSON Schema of the file.

@@ -256,3 +256,23 @@ fn the_balance_knobs_come_from_flags_or_the_file_and_bad_values_are_refused() {
     let err = control_for(&["--config", file.path().to_str().unwrap()]).unwrap_err();
     assert!(err.contains("unknown field `windw`"), "{err}");
 }
+
+#[test]
+fn the_log_settings_come_from_the_flag_then_the_file() {
+    let file = write("[log]\nlevel = \"switchboard_gateway=debug\"\nformat = \"json\"\n");
+    let path = Some(file.path());
+    assert_eq!(log_settings(None, None, path), ("switchboard_gateway=debug".to_owned(), LogFormat::Json));
+    assert_eq!(log_settings(Some("warn"), Some(LogFormat::Text), path), ("warn".to_owned(), LogFormat::Text));
+    // The example file says the defaults.
+    let example = write(EXAMPLE);
+    let (filter, format) = log_settings(None, None, Some(example.path()));
+    assert_eq!((filter.as_str(), format), (crate::telemetry::DEFAULT_LOG_FILTER, LogFormat::Text));
+}
+
+#[test]
+fn a_log_level_that_does_not_parse_is_refused_with_its_key() {
+    let e = parse("[log]\nlevel = \"=x=[\"\n").unwrap_err();
+    assert!(e.starts_with("log.level: "), "{e}");
+    let e = parse("[log]\nformat = \"yaml\"\n").unwrap_err();
+    assert!(e.contains("yaml") && e.contains("format"), "{e}");
+}
