@@ -199,11 +199,6 @@ impl Metrics {
         }
     }
 
-    /// Counts a session's end under its close code.
-    pub fn disconnect(code: u16) {
-        metrics::counter!(DISCONNECTS_TOTAL, "code" => code.to_string()).increment(1);
-    }
-
     /// Counts a refused token under its reason (one of [`crate::auth::TokenError::REASONS`]).
     pub fn auth_failure(reason: &'static str) {
         metrics::counter!(AUTH_FAILURES_TOTAL, "reason" => reason).increment(1);
