@@ -371,8 +371,13 @@ impl EventLog {
                 match &mut *last {
                     Some((text, at, repeats)) if *text == what && at.elapsed() < REPEAT_LOG_INTERVAL => *repeats += 1,
                     _ => {
-                        let repeats = last.as_ref().map_or(0, |(_, _, n)| *n);
-                        tracing::warn!(node, servers, error = %what, repeats, "cannot reach nats; retrying");
+                        // How often the previous error came again since it was logged.
+                        match last.as_ref().map_or(0, |(_, _, n)| *n) {
+                            0 => tracing::warn!(node, servers, error = %what, "cannot reach nats; retrying"),
+                            repeats => {
+                                tracing::warn!(node, servers, error = %what, repeats, "cannot reach nats; retrying")
+                            }
+                        }
                         *last = Some((what, Instant::now(), 0));
                     }
                 }
