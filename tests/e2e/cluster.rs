@@ -468,14 +468,7 @@ async fn a_nats_outage_makes_gateways_unready_fails_commands_fast_and_heals() {
     wait_ready(c1.addr(), 1, 1).await;
     let mut a = user_client(&g1, "a").await;
     a.subscribe("o:x").await.unwrap();
-    let ready = |addr| async move {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out.starts_with("HTTP/1.1 200")
-    };
+    let ready = switchboard_tests::readyz;
     // Ready once it heard a control replica's heartbeat.
     switchboard_tests::eventually("the gateway is ready", async || ready(g1.addr()).await).await;
     let control_admin: std::net::SocketAddr = metrics_listen.parse().unwrap();

@@ -16,7 +16,7 @@ mod gateways;
 mod jitter;
 mod nats;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_client::ClientConfig;
 use switchboard_tests::balancer::{Balancer, Lane};
@@ -216,13 +216,4 @@ pub async fn finish(scenario: &str, fleet: &Fleet, publisher: &mut Publisher) ->
 #[allow(clippy::disallowed_methods)]
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// Waits until `check` holds, polling every 50 ms, or panics with `what` after `within`.
-pub async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

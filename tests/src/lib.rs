@@ -246,11 +246,17 @@ impl RawWs {
 ///
 /// `check` is any async closure: `async || node.gateway.connections() == 0`, or a closure
 /// that returns a future (`|| { let mut api = api.clone(); async move { … } }`).
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(what, DEADLINE, check).await
+}
+
+/// [`eventually`] with a deadline of its own, for conditions that take longer by design
+/// (a fault healing, a lease expiring).
+pub async fn eventually_within(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
     while !check().await {
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting until {what}");
+            panic!("timed out after {within:?} waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

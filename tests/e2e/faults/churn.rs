@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use switchboard_client::Client;
 use switchboard_wire::pb;
 
-use super::{CHANNEL, Cluster, client_config, finish, until};
+use super::{CHANNEL, Cluster, client_config, finish};
+use switchboard_tests::eventually_within;
 
 /// Every session in the registry, page by page.
 async fn registry_sessions(api: &mut switchboard_tests::Api) -> Result<usize, tonic::Status> {
@@ -77,13 +78,13 @@ async fn churn_of_2000_sessions_while_publishing_leaves_an_exact_registry() {
 
     let mut api = c.apis().await.remove(0);
     let mut last = (0, 0);
-    until(&format!("the registry holds the {steady} live sessions"), Duration::from_secs(30), async || {
+    eventually_within(&format!("the registry holds the {steady} live sessions"), Duration::from_secs(30), async || {
         last = (registry_sessions(&mut api).await.unwrap_or(0), info_sessions(&mut api).await.unwrap_or(0));
         last == (steady, steady as u64)
     })
     .await;
     fleet.close().await;
-    until("the registry is empty after everyone left", Duration::from_secs(30), async || {
+    eventually_within("the registry is empty after everyone left", Duration::from_secs(30), async || {
         last = (registry_sessions(&mut api).await.unwrap_or(1), info_sessions(&mut api).await.unwrap_or(1));
         last == (0, 0)
     })

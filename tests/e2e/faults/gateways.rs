@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BALANCED_WITHIN, Cluster, blocking, drain_window, finish, until};
+use super::{BALANCED_WITHIN, Cluster, blocking, drain_window, finish};
+use switchboard_tests::eventually_within;
 use switchboard_tests::readyz;
 
 /// SIGKILL of the gateway a third of the clients are on: they see their connection break
@@ -57,7 +58,7 @@ async fn a_rolling_restart_with_drain_loses_no_publication_and_moves_one_gateway
         blocking(|| c.gateways[g].terminate());
         blocking(|| c.gateways[g].restart());
         let addr = c.gateways[g].addr();
-        until(&format!("g{g} is ready again"), Duration::from_secs(20), async || readyz(addr).await).await;
+        eventually_within(&format!("g{g} is ready again"), Duration::from_secs(20), async || readyz(addr).await).await;
         c.lb.set_in_rotation(g, true);
         fleet.wait_all_present(Duration::from_secs(30)).await.unwrap();
         steps.push((g, had, from, Instant::now()));

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Cluster, blocking, finish, until};
+use super::{Cluster, blocking, finish};
+use switchboard_tests::eventually_within;
 use switchboard_tests::readyz;
 
 /// The history stream of namespace `chat`.
@@ -49,7 +50,7 @@ async fn nats_fault(target: Target, fault: Fault) {
     let victim = match target {
         Target::GatewaysNode => {
             let mut on = None;
-            until("g0 is on a NATS node", Duration::from_secs(10), async || {
+            eventually_within("g0 is on a NATS node", Duration::from_secs(10), async || {
                 on = c.nats.node_of("g0");
                 on.is_some()
             })
@@ -58,7 +59,7 @@ async fn nats_fault(target: Target, fault: Fault) {
         }
         Target::StreamLeader => {
             let mut leader = None;
-            until("the stream has a leader", Duration::from_secs(10), async || {
+            eventually_within("the stream has a leader", Duration::from_secs(10), async || {
                 leader = stream_leader(&c, None);
                 leader.is_some()
             })
@@ -76,15 +77,17 @@ async fn nats_fault(target: Target, fault: Fault) {
     // The cluster works around the node: a new stream leader is elected (when it led) and
     // every gateway is ready on a live node.
     let mut leader_after = None;
-    until("the stream has a leader on a live node", Duration::from_secs(30), async || {
+    eventually_within("the stream has a leader on a live node", Duration::from_secs(30), async || {
         leader_after = stream_leader(&c, Some(victim));
         leader_after.as_deref().is_some_and(|l| l != name)
     })
     .await;
     for g in &c.gateways {
         let addr = g.addr();
-        until(&format!("{} is ready on a live node", g.name), Duration::from_secs(30), async || readyz(addr).await)
-            .await;
+        eventually_within(&format!("{} is ready on a live node", g.name), Duration::from_secs(30), async || {
+            readyz(addr).await
+        })
+        .await;
     }
     let healed = at.elapsed();
     publisher.wait_more(c.scale.count(c.scale.steady), c.scale.steady * 3 + Duration::from_secs(20)).await.unwrap();
