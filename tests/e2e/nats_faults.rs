@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use switchboard_tests::nats::NatsCluster;
+use switchboard_tests::nats::{NatsCluster, NatsServer};
 use switchboard_tests::procs::{self, user_client, wait_ready};
-use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc, readyz};
+use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc, http_get, readyz};
 use switchboard_wire::pb;
 
 /// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
@@ -130,4 +130,53 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
         assert!(frozen_at.elapsed() < DEADLINE * 2, "no delivery after the freeze");
     }
     nats.node(frozen).thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_is_unready_and_its_api_unavailable_at_once_while_its_nats_node_is_frozen() {
+    let nats = NatsServer::start();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin_flag = admin.to_string();
+    // 500 ms pings, 2 missed: a frozen node is noticed within 1.5 s.
+    let flags = ["--nats-ping-interval", "500ms", "--nats-max-missed-pongs", "2", "--admin-listen", &admin_flag];
+    let c1 = procs::control("c1", &[nats.url()], &flags);
+    wait_ready(c1.addr(), 0, 1).await;
+    // The admin port is what the chart's readiness probe asks.
+    eventually("control's /readyz answers 200", || readyz(admin)).await;
+    let mut api = grpc(c1.addr()).await;
+    let publish = pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from_static(b"1"), ..Default::default() };
+
+    nats.freeze();
+    let frozen_at = Instant::now();
+    let mut answer = None;
+    eventually("control's /readyz fails", async || {
+        answer = http_get(admin, "/readyz").await;
+        answer.as_ref().is_some_and(|(status, _)| *status != 200)
+    })
+    .await;
+    let noticed = frozen_at.elapsed();
+    println!("control noticed the frozen node after {noticed:?}");
+    // 3 x 500 ms at most, with room for a loaded machine.
+    assert!(noticed < Duration::from_secs(4), "noticed after {noticed:?}");
+    let (status, body) = answer.unwrap();
+    assert_eq!((status, body.as_str()), (503, "bus unavailable\n"), "the reason is in the body");
+
+    // The API answers at once meanwhile, rather than leaving the caller to its deadline
+    // (`switchboard pub --timeout`, 5 s by default).
+    let asked = Instant::now();
+    let e = api.publish(publish.clone()).await.unwrap_err();
+    let took = asked.elapsed();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(took < Duration::from_secs(1), "UNAVAILABLE after {took:?}");
+    // `Info` is the one call that needs no bus: the server itself still serves.
+    api.info(pb::InfoRequest {}).await.expect("Info answers without the bus");
+
+    nats.thaw();
+    eventually("control's /readyz answers 200 again", || readyz(admin)).await;
+    println!("control ready again {:?} after the freeze", frozen_at.elapsed());
+    eventually("publishing works again", || {
+        let (mut api, publish) = (api.clone(), publish.clone());
+        async move { api.publish(publish).await.is_ok() }
+    })
+    .await;
 }

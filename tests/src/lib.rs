@@ -285,12 +285,18 @@ pub fn free_port() -> u16 {
 
 /// Whether `GET /readyz` on `addr` answers 200.
 pub async fn readyz(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/readyz").await.is_some_and(|(status, _)| status == 200)
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1: the status code and the body, or `None` when
+/// nothing answers within 2 s.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
-        return false;
-    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
     let mut out = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
-    out.starts_with("HTTP/1.1 200")
+    let status = out.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
 }
