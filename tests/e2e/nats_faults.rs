@@ -14,17 +14,44 @@ use switchboard_wire::pb;
 
 /// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let (code, err, took, _) = run_to_exit_probing(args, "", || {});
+    (code, err, took)
+}
+
+/// [`run_to_exit`], calling `probe` every 20 ms once stderr contains `after` (from the
+/// start when empty) until the process exits; also returns how many probes were followed
+/// by the process still running, i.e. certainly ran while it was alive.
+fn run_to_exit_probing(args: &[&str], after: &str, mut probe: impl FnMut()) -> (Option<i32>, String, Duration, u32) {
+    use std::sync::{Arc, Mutex};
     let started = Instant::now();
     let mut child = Command::new(binary()).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Read as it comes, so that the probes can wait for a line.
+    let err = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (err, mut stderr) = (err.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                err.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut alive_probes = 0;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code(), err, started.elapsed());
+            reader.join().unwrap();
+            let err = err.lock().unwrap().clone();
+            return (status.code(), err, started.elapsed(), alive_probes);
         }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();
             panic!("switchboard {args:?} still running after {DEADLINE:?}");
+        }
+        if err.lock().unwrap().contains(after) {
+            probe();
+            if child.try_wait().unwrap().is_none() {
+                alive_probes += 1;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -54,12 +81,17 @@ fn control_and_gateway_exit_naming_the_url_when_nats_is_unreachable() {
         ),
     ];
     for (role, args) in cases {
-        let (code, err, took) = run_to_exit(&args);
+        // While it waits for NATS (from its "connecting to nats" line until it gives up),
+        // control must not accept gRPC connections that would hang: checked every 20 ms.
+        let grpc_refused =
+            || assert!(std::net::TcpStream::connect(&grpc).is_err(), "{role}: something accepts on the gRPC port");
+        let (code, err, took, probes) = run_to_exit_probing(&args, "connecting to nats", grpc_refused);
         assert_eq!(code, Some(1), "{role}: {err}");
         assert!(err.contains(&format!("{dead}: connection refused")), "{role} names the url and the error: {err}");
         assert!(took < Duration::from_secs(5), "{role} took {took:?}");
         assert!(!err.contains("\x1b["), "{role}: no colour when stderr is not a terminal: {err}");
-        assert!(std::net::TcpStream::connect(&grpc).is_err(), "control never opened its gRPC port");
+        // The 1 s wait leaves room for ~50 probes; one is enough to have looked in time.
+        assert!(probes > 0, "{role}: the gRPC port was never checked while the process waited for NATS: {err}");
     }
 }
 
