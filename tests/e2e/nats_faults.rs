@@ -212,3 +212,20 @@ async fn control_is_unready_and_its_api_unavailable_at_once_while_its_nats_node_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_is_not_ready_until_a_control_replica_serves() {
+    let nats = NatsServer::start();
+    let g1 = procs::gateway("g1", &[nats.url()], &[]);
+    // Its bus connects first: from then on, the only thing it waits for is control.
+    let mut answer = None;
+    eventually("g1 says it waits for a control replica", async || {
+        answer = http_get(g1.addr(), "/readyz").await;
+        answer.as_ref().is_some_and(|(_, body)| body.starts_with("waiting for a control replica"))
+    })
+    .await;
+    assert_eq!(answer.unwrap().0, 503);
+    let c1 = procs::control("c1", &[nats.url()], &[]);
+    eventually("g1 is ready once c1 heartbeats", || readyz(g1.addr())).await;
+    wait_ready(c1.addr(), 1, 1).await;
+}
