@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
-use switchboard_tests::{RawWs, gateway_config, start_dev};
+use switchboard_tests::{RawWs, gateway_config, start_dev, start_dev_metered};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RSA_PRIVATE: &str = include_str!("../../crates/switchboard-gateway/src/auth/testdata/rsa.pem");
@@ -174,7 +174,8 @@ async fn a_token_may_come_with_the_upgrade_request() {
 
 #[tokio::test]
 async fn a_session_refreshes_its_token_or_is_closed_with_4006_at_expiry() {
-    let node = start_dev(config(vec![Key { kid: None, material: KeyMaterial::Hmac(b"s".to_vec()) }])).await;
+    let (node, metrics) =
+        start_dev_metered(config(vec![Key { kid: None, material: KeyMaterial::Hmac(b"s".to_vec()) }])).await;
     let key = EncodingKey::from_secret(b"s");
     let soon = |sub: &str, secs: u64| {
         token(Algorithm::HS256, None, &key, serde_json::json!({"sub": sub, "exp": now() + secs}))
@@ -191,6 +192,7 @@ async fn a_session_refreshes_its_token_or_is_closed_with_4006_at_expiry() {
     let started = Instant::now();
     lapses.expect_close(4006).await;
     assert!(started.elapsed() < Duration::from_secs(4), "closed at expiry, not later");
+    metrics.expect_limit_hits("token_expired", 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(command(&mut keeps, 4, serde_json::json!({"ping": {}})).await["ping"], serde_json::json!({}));
 }

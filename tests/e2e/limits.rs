@@ -2,7 +2,7 @@
 //! upgrade rate per client IP, message and byte rates per session, channel name length, the
 //! `Origin` allowlist, the client IP behind trusted proxies, and a handshake whose headers
 //! trickle in. Each case names its expected outcome; counts held by a connection come back
-//! when it ends.
+//! when it ends; each refusal is counted under its `limit` label.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::AuthConfig;
 use switchboard_tests::procs::{SECRET, token};
-use switchboard_tests::{DEADLINE, RawWs, Received, client, eventually, gateway_config, start_dev};
+use switchboard_tests::{DEADLINE, RawWs, Received, client, eventually, gateway_config, start_dev, start_dev_metered};
 use switchboard_wire::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,7 +119,7 @@ async fn connections_per_client_ip_are_limited_and_told_apart_behind_trusted_pro
         },
     ];
     for case in cases {
-        let node = start_dev(GatewayConfig {
+        let (node, metrics) = start_dev_metered(GatewayConfig {
             max_connections_per_ip: 2,
             trusted_proxies: case.trusted.iter().map(|s| s.to_string()).collect(),
             ..gateway_config()
@@ -133,16 +133,18 @@ async fn connections_per_client_ip_are_limited_and_told_apart_behind_trusted_pro
         }
         let (status, head, _probe) = upgrade(node.http, &case.probe).await;
         assert_eq!(status, case.want, "{}: {head}", case.name);
+        metrics.expect_limit_hits("connections_per_ip", u64::from(case.want == 429)).await;
     }
 }
 
 #[tokio::test]
 async fn a_connection_that_ends_gives_its_address_count_back() {
-    let node = start_dev(GatewayConfig { max_connections_per_ip: 2, ..gateway_config() }).await;
+    let (node, metrics) = start_dev_metered(GatewayConfig { max_connections_per_ip: 2, ..gateway_config() }).await;
     let a = RawWs::connected(node.http).await;
     let _b = RawWs::connected(node.http).await;
     let (status, head, _) = upgrade(node.http, "").await;
     assert_eq!(status, 429, "{head}");
+    metrics.expect_limit_hits("connections_per_ip", 1).await;
     drop(a);
     eventually("a new connection from the address is taken", || async { upgrade(node.http, "").await.0 == 101 }).await;
 }
@@ -160,9 +162,8 @@ async fn connect_as(addr: SocketAddr, user: &str) -> (RawWs, serde_json::Value) 
 
 #[tokio::test]
 async fn a_user_over_its_session_limit_is_closed_with_4007_until_one_ends() {
-    let node =
-        start_dev(GatewayConfig { auth: AuthConfig::hmac(SECRET), max_connections_per_user: 2, ..gateway_config() })
-            .await;
+    let config = GatewayConfig { auth: AuthConfig::hmac(SECRET), max_connections_per_user: 2, ..gateway_config() };
+    let (node, metrics) = start_dev_metered(config).await;
     let (first, reply) = connect_as(node.http, "alice").await;
     assert!(reply["connect"]["session"].is_string(), "{reply}");
     let (_second, reply) = connect_as(node.http, "alice").await;
@@ -171,6 +172,7 @@ async fn a_user_over_its_session_limit_is_closed_with_4007_until_one_ends() {
     assert_eq!(reply, serde_json::json!({"close": 4007, "reason": "too many connections"}));
     let (_bob, reply) = connect_as(node.http, "bob").await;
     assert!(reply["connect"]["session"].is_string(), "another user is not affected: {reply}");
+    metrics.expect_limit_hits("connections_per_user", 1).await;
     drop(first);
     eventually("alice may connect again", || async {
         connect_as(node.http, "alice").await.1["connect"]["session"].is_string()
@@ -180,7 +182,7 @@ async fn a_user_over_its_session_limit_is_closed_with_4007_until_one_ends() {
 
 #[tokio::test]
 async fn upgrades_faster_than_the_rate_per_ip_get_429_with_retry_after() {
-    let node = start_dev(GatewayConfig {
+    let (node, metrics) = start_dev_metered(GatewayConfig {
         connect_rate_per_ip: 2,
         connect_burst_per_ip: 3,
         trusted_proxies: vec!["127.0.0.1".into()],
@@ -200,6 +202,7 @@ async fn upgrades_faster_than_the_rate_per_ip_get_429_with_retry_after() {
     tokio::time::sleep(Duration::from_millis(550).saturating_sub(started.elapsed())).await;
     assert_eq!(upgrade(node.http, &client).await.0, 101);
     assert_eq!(upgrade(node.http, &client).await.0, 429);
+    metrics.expect_limit_hits("connect_rate", 2).await;
 }
 
 #[tokio::test]
@@ -212,6 +215,8 @@ async fn messages_over_the_session_rates_get_109_and_a_flood_is_closed_with_4008
         /// Replies before the first refusal (the connect included), then refusals.
         ok: usize,
         refused: usize,
+        /// The `limit` label its refusals are counted under.
+        limit: &'static str,
     }
     let publish = |n: usize| format!(r#"{{"id":{{id}},"publish":{{"channel":"n:c","data":"{}"}}}}"#, "x".repeat(n));
     let cases = [
@@ -221,6 +226,7 @@ async fn messages_over_the_session_rates_get_109_and_a_flood_is_closed_with_4008
             command: r#"{"id":{id},"ping":{}}"#.into(),
             ok: 5,
             refused: 5,
+            limit: "message_rate",
         },
         Case {
             name: "1 KiB per second, a burst of 2 KiB",
@@ -234,10 +240,11 @@ async fn messages_over_the_session_rates_get_109_and_a_flood_is_closed_with_4008
             // connect (22 bytes) and two publishes of ~950 bytes; then two refused.
             ok: 3,
             refused: 2,
+            limit: "byte_rate",
         },
     ];
     for case in cases {
-        let node = start_dev(case.config).await;
+        let (node, metrics) = start_dev_metered(case.config).await;
         let neighbour = client(node.http, Encoding::Json).await;
         let mut ws = RawWs::connected(node.http).await;
         // Send everything without reading; the replies come back in order.
@@ -260,6 +267,8 @@ async fn messages_over_the_session_rates_get_109_and_a_flood_is_closed_with_4008
             }
             other => panic!("{}: expected close 4008, got {other:?}", case.name),
         }
+        // Every refused message is counted, the one that closed the session too.
+        metrics.expect_limit_hits(case.limit, case.refused as u64 + 1).await;
         neighbour.ping().await.expect("the neighbour is unaffected");
         drop(neighbour);
     }
@@ -280,7 +289,7 @@ async fn a_session_that_slows_down_to_its_rate_is_served_again() {
 
 #[tokio::test]
 async fn channel_names_longer_than_the_setting_get_104() {
-    let node = start_dev(GatewayConfig { max_channel_len: 10, ..gateway_config() }).await;
+    let (node, metrics) = start_dev_metered(GatewayConfig { max_channel_len: 10, ..gateway_config() }).await;
     let mut ws = RawWs::connected(node.http).await;
     let cases: &[(&str, &str)] = &[
         (r#"{"subscribe":{"channel":"n:1234567"}}"#, "subscribe"),
@@ -304,11 +313,13 @@ async fn channel_names_longer_than_the_setting_get_104() {
         };
         assert_eq!(got, *want, "{command}: {reply}");
     }
+    // The subscribe and the publish; an unsubscribe of a channel not held is 108, not a limit.
+    metrics.expect_limit_hits("channel_len", 2).await;
 }
 
 #[tokio::test]
 async fn upgrades_from_origins_not_allowed_get_403() {
-    let node = start_dev(GatewayConfig {
+    let (node, metrics) = start_dev_metered(GatewayConfig {
         allowed_origins: vec!["https://app.example.com".into(), "https://*.example.org".into()],
         ..gateway_config()
     })
@@ -329,12 +340,14 @@ async fn upgrades_from_origins_not_allowed_get_403() {
         let (status, head, _) = upgrade(node.http, &extra).await;
         assert_eq!(status, *want, "{origin:?}: {head}");
     }
+    let refused = cases.iter().filter(|(_, want)| *want == 403).count() as u64;
+    metrics.expect_limit_hits("origin", refused).await;
 }
 
 #[tokio::test]
 async fn a_handshake_whose_headers_trickle_in_is_cut_within_the_handshake_timeout() {
     let timeout = Duration::from_secs(2);
-    let node = start_dev(GatewayConfig { handshake_timeout: timeout, ..gateway_config() }).await;
+    let (node, metrics) = start_dev_metered(GatewayConfig { handshake_timeout: timeout, ..gateway_config() }).await;
     let request = format!("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {KEY}\r\n");
     let started = Instant::now();
     let stream = TcpStream::connect(node.http).await.unwrap();
@@ -362,6 +375,7 @@ async fn a_handshake_whose_headers_trickle_in_is_cut_within_the_handshake_timeou
     assert_eq!(n, 0, "closed without a response: {:?}", String::from_utf8_lossy(&buf[..n]));
     assert!(cut >= timeout - Duration::from_millis(100), "cut after {cut:?}, before the timeout");
     assert!(cut < timeout + Duration::from_secs(1), "cut after {cut:?}");
+    metrics.expect_limit_hits("header_timeout", 1).await;
     // Nobody else noticed.
     client(node.http, Encoding::Json).await.ping().await.unwrap();
 }
@@ -393,4 +407,17 @@ fn the_flags_default_to_the_config_defaults() {
     let flags = settings(&["switchboard", "dev", "--trusted-proxies=", "--allowed-origins", "https://a.example,*"]);
     assert!(flags.trusted_proxies.is_empty(), "an empty list trusts nobody");
     assert_eq!(flags.allowed_origins, ["https://a.example", "*"]);
+}
+
+#[test]
+fn protocol_md_lists_exactly_the_limit_labels_the_gateway_counts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let line =
+        doc.lines().find_map(|l| l.strip_prefix("The label values are exactly: ")).expect("the list is in protocol.md");
+    let mut documented: Vec<&str> = line.trim_end_matches('.').split(", ").map(|l| l.trim_matches('`')).collect();
+    let mut counted = switchboard_gateway::metrics::LIMITS.to_vec();
+    documented.sort();
+    counted.sort();
+    assert_eq!(documented, counted, "docs/protocol.md's limit labels against switchboard_gateway::metrics::LIMITS");
 }

@@ -7,24 +7,51 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use switchboard_tests::nats::NatsCluster;
+use switchboard_tests::nats::{NatsCluster, NatsServer};
 use switchboard_tests::procs::{self, user_client, wait_ready};
-use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc, readyz};
+use switchboard_tests::{DEADLINE, binary, eventually, free_port, grpc, http_get, readyz};
 use switchboard_wire::pb;
 
 /// Runs `switchboard ARGS` to its end (at most `DEADLINE`), returning status, stderr, time.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let (code, err, took, _) = run_to_exit_probing(args, "", || {});
+    (code, err, took)
+}
+
+/// [`run_to_exit`], calling `probe` every 20 ms once stderr contains `after` (from the
+/// start when empty) until the process exits; also returns how many probes were followed
+/// by the process still running, i.e. certainly ran while it was alive.
+fn run_to_exit_probing(args: &[&str], after: &str, mut probe: impl FnMut()) -> (Option<i32>, String, Duration, u32) {
+    use std::sync::{Arc, Mutex};
     let started = Instant::now();
     let mut child = Command::new(binary()).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Read as it comes, so that the probes can wait for a line.
+    let err = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (err, mut stderr) = (err.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+                err.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut alive_probes = 0;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return (status.code(), err, started.elapsed());
+            reader.join().unwrap();
+            let err = err.lock().unwrap().clone();
+            return (status.code(), err, started.elapsed(), alive_probes);
         }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();
             panic!("switchboard {args:?} still running after {DEADLINE:?}");
+        }
+        if err.lock().unwrap().contains(after) {
+            probe();
+            if child.try_wait().unwrap().is_none() {
+                alive_probes += 1;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -54,12 +81,17 @@ fn control_and_gateway_exit_naming_the_url_when_nats_is_unreachable() {
         ),
     ];
     for (role, args) in cases {
-        let (code, err, took) = run_to_exit(&args);
+        // While it waits for NATS (from its "connecting to nats" line until it gives up),
+        // control must not accept gRPC connections that would hang: checked every 20 ms.
+        let grpc_refused =
+            || assert!(std::net::TcpStream::connect(&grpc).is_err(), "{role}: something accepts on the gRPC port");
+        let (code, err, took, probes) = run_to_exit_probing(&args, "connecting to nats", grpc_refused);
         assert_eq!(code, Some(1), "{role}: {err}");
         assert!(err.contains(&format!("{dead}: connection refused")), "{role} names the url and the error: {err}");
         assert!(took < Duration::from_secs(5), "{role} took {took:?}");
         assert!(!err.contains("\x1b["), "{role}: no colour when stderr is not a terminal: {err}");
-        assert!(std::net::TcpStream::connect(&grpc).is_err(), "control never opened its gRPC port");
+        // The 1 s wait leaves room for ~50 probes; one is enough to have looked in time.
+        assert!(probes > 0, "{role}: the gRPC port was never checked while the process waited for NATS: {err}");
     }
 }
 
@@ -130,4 +162,70 @@ async fn a_frozen_nats_node_is_noticed_within_the_ping_bound_and_left_for_anothe
         assert!(frozen_at.elapsed() < DEADLINE * 2, "no delivery after the freeze");
     }
     nats.node(frozen).thaw();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_is_unready_and_its_api_unavailable_at_once_while_its_nats_node_is_frozen() {
+    let nats = NatsServer::start();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin_flag = admin.to_string();
+    // 500 ms pings, 2 missed: a frozen node is noticed within 1.5 s.
+    let flags = ["--nats-ping-interval", "500ms", "--nats-max-missed-pongs", "2", "--admin-listen", &admin_flag];
+    let c1 = procs::control("c1", &[nats.url()], &flags);
+    wait_ready(c1.addr(), 0, 1).await;
+    // The admin port is what the chart's readiness probe asks.
+    eventually("control's /readyz answers 200", || readyz(admin)).await;
+    let mut api = grpc(c1.addr()).await;
+    let publish = pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from_static(b"1"), ..Default::default() };
+
+    nats.freeze();
+    let frozen_at = Instant::now();
+    let mut answer = None;
+    eventually("control's /readyz fails", async || {
+        answer = http_get(admin, "/readyz").await;
+        answer.as_ref().is_some_and(|(status, _)| *status != 200)
+    })
+    .await;
+    let noticed = frozen_at.elapsed();
+    println!("control noticed the frozen node after {noticed:?}");
+    // 3 x 500 ms at most, with room for a loaded machine.
+    assert!(noticed < Duration::from_secs(4), "noticed after {noticed:?}");
+    let (status, body) = answer.unwrap();
+    assert_eq!((status, body.as_str()), (503, "bus unavailable\n"), "the reason is in the body");
+
+    // The API answers at once meanwhile, rather than leaving the caller to its deadline
+    // (`switchboard pub --timeout`, 5 s by default).
+    let asked = Instant::now();
+    let e = api.publish(publish.clone()).await.unwrap_err();
+    let took = asked.elapsed();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(took < Duration::from_secs(1), "UNAVAILABLE after {took:?}");
+    // `Info` is the one call that needs no bus: the server itself still serves.
+    api.info(pb::InfoRequest {}).await.expect("Info answers without the bus");
+
+    nats.thaw();
+    eventually("control's /readyz answers 200 again", || readyz(admin)).await;
+    println!("control ready again {:?} after the freeze", frozen_at.elapsed());
+    eventually("publishing works again", || {
+        let (mut api, publish) = (api.clone(), publish.clone());
+        async move { api.publish(publish).await.is_ok() }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_is_not_ready_until_a_control_replica_serves() {
+    let nats = NatsServer::start();
+    let g1 = procs::gateway("g1", &[nats.url()], &[]);
+    // Its bus connects first: from then on, the only thing it waits for is control.
+    let mut answer = None;
+    eventually("g1 says it waits for a control replica", async || {
+        answer = http_get(g1.addr(), "/readyz").await;
+        answer.as_ref().is_some_and(|(_, body)| body.starts_with("waiting for a control replica"))
+    })
+    .await;
+    assert_eq!(answer.unwrap().0, 503);
+    let c1 = procs::control("c1", &[nats.url()], &[]);
+    eventually("g1 is ready once c1 heartbeats", || readyz(g1.addr())).await;
+    wait_ready(c1.addr(), 1, 1).await;
 }

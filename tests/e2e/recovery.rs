@@ -363,13 +363,7 @@ async fn a_changed_namespace_configuration_updates_its_stream_and_keeps_its_hist
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_further_behind_than_max_recovery_is_not_recovered() {
     let gateway = switchboard_gateway::GatewayConfig { max_recovery: 5, ..gateway_config() };
-    let config = DevConfig {
-        gateway,
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: Default::default(),
-        namespaces: namespaces(),
-    };
-    let node = Dev::start(config, None).await.unwrap();
+    let (node, metrics) = switchboard_tests::start_dev_metered(gateway).await;
     let mut api = grpc(node.grpc).await;
     let first = api.publish(request("chat:far", "0".into())).await.unwrap().into_inner();
     for i in 1..=6 {
@@ -378,6 +372,7 @@ async fn a_client_further_behind_than_max_recovery_is_not_recovered() {
     let mut client = Client::connect(ClientConfig::new(ws_url(node.http)).reconnect(false)).await.unwrap();
     let since = pb::StreamPosition { offset: first.offset, epoch: first.epoch };
     assert!(!client.subscribe_from("chat:far", Some(since.clone())).await.unwrap().recovered, "6 missed, limit 5");
+    metrics.expect_limit_hits("recovery", 1).await;
     api.publish(request("chat:far", "\"live\"".into())).await.unwrap();
     assert_eq!(text(&next_publication(&mut client).await), "\"live\"");
     // At the limit it is recovered.
@@ -389,4 +384,5 @@ async fn a_client_further_behind_than_max_recovery_is_not_recovered() {
     let since = pb::StreamPosition { offset: latest.offset, epoch: latest.epoch };
     assert!(near.subscribe_from("chat:near", Some(since)).await.unwrap().recovered);
     assert_eq!(text(&next_publication(&mut near).await), "0");
+    metrics.expect_limit_hits("recovery", 1).await;
 }

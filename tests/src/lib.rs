@@ -78,6 +78,64 @@ pub async fn start_dev(gateway: GatewayConfig) -> Dev {
     Dev::start(config, None).await.expect("dev node starts")
 }
 
+/// The metrics of one dev node ([`start_dev_metered`]), apart from every other node in
+/// the test binary.
+pub struct Metered(metrics_exporter_prometheus::PrometheusHandle);
+
+impl Metered {
+    /// `switchboard_gateway_limit_hits_total{limit="LIMIT"}`, 0 when it is not exposed.
+    pub fn limit_hits(&self, limit: &str) -> u64 {
+        self.value(&format!("{}{{limit=\"{limit}\"}}", switchboard_gateway::metrics::LIMIT_HITS_TOTAL))
+    }
+
+    /// Waits until `switchboard_gateway_limit_hits_total{limit="LIMIT"}` is `want` (some are
+    /// counted as the connection ends, just after the client read its answer); fails, with
+    /// the count, when it is not within [`DEADLINE`].
+    pub async fn expect_limit_hits(&self, limit: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let got = self.limit_hits(limit);
+            if got == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "limit {limit:?} counted {got} hits, not {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The value of the sample `series` (name and labels, as exposed), 0 when it is absent.
+    pub fn value(&self, series: &str) -> u64 {
+        let text = self.0.render();
+        let line = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+        line.and_then(|v| v.trim().parse::<f64>().ok()).map_or(0, |v| v as u64)
+    }
+
+    /// The whole exposition, for failure messages.
+    pub fn render(&self) -> String {
+        self.0.render()
+    }
+}
+
+/// [`start_dev`] with a Prometheus recorder of its own, also served on the node's
+/// `/metrics`. It holds what the gateway's `Metrics` handles record (every limit hit,
+/// connections, deliveries), which are created while the node starts; series named per
+/// event in spawned tasks (disconnects by close code, auth failures, control's API calls)
+/// go to the process's global recorder, none in the tests.
+pub async fn start_dev_metered(gateway: GatewayConfig) -> (Dev, Metered) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let config = DevConfig {
+        gateway,
+        grpc_listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: Default::default(),
+        namespaces: namespaces(),
+    };
+    let mut starting = std::pin::pin!(Dev::start(config, Some(handle.clone())));
+    // Every poll of the start-up runs with the node's recorder as the thread's own.
+    let dev = std::future::poll_fn(|cx| metrics::with_local_recorder(&recorder, || starting.as_mut().poll(cx))).await;
+    (dev.expect("dev node starts"), Metered(handle))
+}
+
 /// A control replica alone on an in-process bus with `namespaces`, serving its gRPC API
 /// on a free port (no gateway): the API's history calls, until `switchboard dev` can be
 /// configured with history. `broker` gives more nodes (a subscriber) on the same bus.
@@ -291,12 +349,18 @@ pub fn free_port() -> u16 {
 
 /// Whether `GET /readyz` on `addr` answers 200.
 pub async fn readyz(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/readyz").await.is_some_and(|(status, _)| status == 200)
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1: the status code and the body, or `None` when
+/// nothing answers within 2 s.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
-        return false;
-    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
     let mut out = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
-    out.starts_with("HTTP/1.1 200")
+    let status = out.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
 }

@@ -180,11 +180,26 @@ impl Control {
         self.inner.shared.registry().len()
     }
 
-    /// Whether the replica joined the ring and settled its first shards (and was not
-    /// stopped since).
+    /// Whether the replica serves: it was not stopped, its bus is connected (NATS answers
+    /// its liveness round trips), and it joined the ring and settled its first shards.
     pub fn is_ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    /// [`Control::is_ready`], with what the replica waits for when it is not: the text its
+    /// `/readyz` answers.
+    pub fn readiness(&self) -> Result<(), &'static str> {
         let shared = &self.inner.shared;
-        *shared.settled.borrow() > 0 && !shared.stopped.load(Ordering::Relaxed)
+        if shared.stopped.load(Ordering::Relaxed) {
+            Err("stopped")
+        } else if !shared.bus.is_ready() {
+            // While the bus is down every API call but `Info` answers UNAVAILABLE (`Api::gated`).
+            Err("bus unavailable")
+        } else if *shared.settled.borrow() == 0 {
+            Err("joining the ring (no shards settled yet)")
+        } else {
+            Ok(())
+        }
     }
 
     /// Stops the replica: its tasks end (heartbeats, listeners, queries),

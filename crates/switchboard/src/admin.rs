@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint of processes without one of their own (`switchboard control`):
-//! `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz` (ready to serve).
+//! `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz` (ready to serve:
+//! `200 ready`, or `503` with what the process waits for, such as `bus unavailable`).
 
 use std::convert::Infallible;
 
@@ -10,11 +11,12 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-/// Serves the admin routes on `listener` until the task is dropped.
+/// Serves the admin routes on `listener` until the task is dropped; `ready` says whether
+/// the process is ready, or what it waits for.
 pub async fn serve(
     listener: TcpListener,
     prometheus: PrometheusHandle,
-    ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
+    ready: impl Fn() -> Result<(), &'static str> + Clone + Send + Sync + 'static,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -29,8 +31,10 @@ pub async fn serve(
                     let (status, body) = match req.uri().path() {
                         "/metrics" => (StatusCode::OK, prometheus.render()),
                         "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-                        "/readyz" if ready() => (StatusCode::OK, "ready\n".to_owned()),
-                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
+                        "/readyz" => match ready() {
+                            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                        },
                         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
                     };
                     let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -107,7 +107,7 @@ pub async fn control(args: ControlArgs, explicit: &Explicit) -> anyhow::Result<(
         println!("switchboard control {replica_id} serving metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(crate::admin::serve(listener, prometheus, {
             let control = control.clone();
-            move || control.is_ready()
+            move || control.readiness()
         }));
     }
     let scheme = if config_tls { "https" } else { "http" };

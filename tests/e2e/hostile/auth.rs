@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::{AuthConfig, Key, KeyMaterial};
-use switchboard_tests::{RawWs, Received, gateway_config, start_dev};
+use switchboard_tests::{RawWs, Received, gateway_config, start_dev_metered};
 
 use super::{KEY, raw_http, upgrade_request};
 
@@ -81,7 +81,7 @@ async fn attempt(addr: SocketAddr, via: Via, token: &str) -> Want {
 
 #[tokio::test]
 async fn every_bad_token_closes_with_4501() {
-    let node = start_dev(GatewayConfig {
+    let (node, metrics) = start_dev_metered(GatewayConfig {
         auth: AuthConfig {
             keys: vec![
                 Key { kid: Some("rsa-1".into()), material: KeyMaterial::Pem(RSA_PUBLIC.into()) },
@@ -197,10 +197,14 @@ async fn every_bad_token_closes_with_4501() {
         ("a valid token in a query parameter nobody configured", Via::Query, valid.clone(), refused.clone()),
         ("a token of 1 MiB in connect (over --max-message-size)", Via::Connect, megabyte.clone(), Want::Closed(1009)),
     ];
+    // Every 4501 is counted under `token`, but the sub of 257 bytes (`user_id`).
+    let refusals = cases.iter().filter(|(_, _, _, want)| *want == refused).count() as u64 - 1;
     for (what, via, token, want) in cases {
         let got = attempt(node.http, via, &token).await;
         assert_eq!(got, want, "{what}");
     }
+    metrics.expect_limit_hits("token", refusals).await;
+    metrics.expect_limit_hits("user_id", 1).await;
     // In a header, a token of 1 MiB never gets past the request-head bound.
     let request = upgrade_request(KEY, &format!("Authorization: Bearer {megabyte}\r\n"));
     let got = raw_http(node.http, request.as_bytes()).await;
@@ -221,6 +225,8 @@ async fn every_bad_token_closes_with_4501() {
         ws.text(&serde_json::json!({"id": id + 2, "refresh": {"token": token}}).to_string()).await;
         assert_eq!(ws.json().await["error"]["code"], 103, "a refresh with {what}");
     }
+    // Each refused refresh token too (another user's valid token is not a bad token).
+    metrics.expect_limit_hits("token", refusals + 3).await;
     ws.text(r#"{"id":9,"ping":{}}"#).await;
     assert_eq!(ws.json().await["ping"], serde_json::json!({}), "the session goes on");
     bystander.ping().await.expect("the bystander is unaffected");

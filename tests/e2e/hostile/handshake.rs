@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use switchboard_gateway::GatewayConfig;
-use switchboard_tests::{client, gateway_config, start_dev};
+use switchboard_tests::{client, gateway_config, start_dev, start_dev_metered};
 use switchboard_wire::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,7 +14,7 @@ use super::{DevProcess, KEY, raw_http, upgrade_request};
 
 #[tokio::test]
 async fn request_heads_and_keys_get_the_documented_status() {
-    let node = start_dev(gateway_config()).await;
+    let (node, metrics) = start_dev_metered(gateway_config()).await;
     let big = |n: usize| format!("X-Big: {}\r\n", "a".repeat(n));
     let many = (0..120).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
     let kib_lines = (0..64).map(|i| format!("X-{i}: {}\r\n", "k".repeat(1020))).collect::<String>();
@@ -54,6 +54,7 @@ async fn request_heads_and_keys_get_the_documented_status() {
         ("HTTP/2.0 in the request line", plain.replace("HTTP/1.1", "HTTP/2.0"), "HTTP/1.1 400"),
         ("the HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(), ""),
     ];
+    let wants: Vec<&str> = cases.iter().map(|(_, _, want)| *want).collect();
     for (what, request, want) in cases {
         let got = raw_http(node.http, request.as_bytes()).await;
         if want.is_empty() {
@@ -62,6 +63,14 @@ async fn request_heads_and_keys_get_the_documented_status() {
             assert!(got.starts_with(want), "{what}: want {want}, got {:?}", got.lines().next());
         }
     }
+    // Each 431 is counted under `header_bytes`.
+    let heads_too_large = wants.iter().filter(|want| want.starts_with("HTTP/1.1 431")).count() as u64;
+    metrics.expect_limit_hits("header_bytes", heads_too_large).await;
+    // Each 400 and 426 the `/ws` route answers under `handshake`: all of them but the three
+    // requests hyper cannot parse, which never reach a route (the garbage, the header line
+    // without a colon, HTTP/2.0 in the request line).
+    let refused = wants.iter().filter(|want| want.ends_with(" 400") || want.ends_with(" 426")).count() as u64 - 3;
+    metrics.expect_limit_hits("handshake", refused).await;
     // Nobody else noticed.
     let c = client(node.http, Encoding::Json).await;
     c.ping().await.unwrap();

@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use switchboard_bus::Address;
 use switchboard_gateway::GatewayConfig;
 use switchboard_gateway::auth::AuthConfig;
-use switchboard_tests::{RawWs, Received, eventually, gateway_config, start_dev, ws_url};
+use switchboard_tests::{RawWs, Received, eventually, gateway_config, start_dev_metered, ws_url};
 
 use super::frames::{Case, Outcome, check};
 use super::protocol::{Want, expect};
@@ -32,7 +32,7 @@ fn token(user: &str) -> String {
 
 #[tokio::test]
 async fn each_session_limit_answers_as_documented_at_its_bound() {
-    let node = start_dev(GatewayConfig {
+    let (node, metrics) = start_dev_metered(GatewayConfig {
         max_message_size: MAX_MESSAGE,
         max_subscriptions: 3,
         max_pending_rpcs: 4,
@@ -65,6 +65,7 @@ async fn each_session_limit_answers_as_documented_at_its_bound() {
     ] {
         check(node.http, &c).await;
     }
+    metrics.expect_limit_hits("message_size", 2).await;
 
     // Subscriptions: the bound is on what the session holds now.
     let mut ws = RawWs::connected(node.http).await;
@@ -81,6 +82,7 @@ async fn each_session_limit_answers_as_documented_at_its_bound() {
     for (what, frame, want) in &steps {
         expect(&mut ws, what, frame, *want).await;
     }
+    metrics.expect_limit_hits("subscriptions", 1).await;
 
     // Pending rpcs: a backend that listens and never answers.
     let _silent = node.gateway.bus().listen(&Address::UpstreamRpc("silent".into()), None).await.unwrap();
@@ -103,6 +105,8 @@ async fn each_session_limit_answers_as_documented_at_its_bound() {
     assert_eq!(timed_out, [10, 11, 12, 13]);
     ws.text(&rpc(16, "silent")).await;
     assert_eq!(ws.json().await["error"]["code"], 112, "after the timeouts the places are free again");
+    metrics.expect_limit_hits("pending_rpcs", 2).await;
+    metrics.expect_limit_hits("rpc_timeout", 5).await;
 
     // User id length.
     for (what, user, want) in [("a user id at the bound", "u".repeat(8), true), ("one byte over", "u".repeat(9), false)]
@@ -115,11 +119,12 @@ async fn each_session_limit_answers_as_documented_at_its_bound() {
             other => panic!("{what}: {other:?}"),
         }
     }
+    metrics.expect_limit_hits("user_id", 1).await;
 }
 
 #[tokio::test]
 async fn a_node_at_its_connection_limit_answers_503_until_a_slot_frees() {
-    let node = start_dev(GatewayConfig { max_connections: 3, ..gateway_config() }).await;
+    let (node, metrics) = start_dev_metered(GatewayConfig { max_connections: 3, ..gateway_config() }).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(RawWs::connected(node.http).await);
@@ -130,6 +135,7 @@ async fn a_node_at_its_connection_limit_answers_503_until_a_slot_frees() {
         assert!(got.starts_with(want), "{what}: {:?}", got.lines().next());
         assert!(got.contains("too many connections"), "{what}: {got}");
     }
+    metrics.expect_limit_hits("connections", 2).await;
     drop(held.pop());
     eventually("a freed slot is taken again", || async {
         switchboard_client::Client::connect(switchboard_client::ClientConfig::new(ws_url(node.http)).reconnect(false))
@@ -142,7 +148,7 @@ async fn a_node_at_its_connection_limit_answers_503_until_a_slot_frees() {
 #[tokio::test]
 async fn sessions_that_stay_silent_are_closed_by_their_timers() {
     let short = Duration::from_millis(300);
-    // (what, config, whether the client connects first, close code, by when)
+    // (what, config, whether the client connects first, close code, by when, limit label)
     let cases = [
         (
             "no connect within the handshake timeout",
@@ -150,6 +156,7 @@ async fn sessions_that_stay_silent_are_closed_by_their_timers() {
             false,
             4003,
             short,
+            "connect_timeout",
         ),
         (
             "no answer to a server ping within the pong timeout",
@@ -157,10 +164,11 @@ async fn sessions_that_stay_silent_are_closed_by_their_timers() {
             true,
             4004,
             short * 2,
+            "pong_timeout",
         ),
     ];
-    for (what, config, connects, code, by) in cases {
-        let node = start_dev(config).await;
+    for (what, config, connects, code, by, limit) in cases {
+        let (node, metrics) = start_dev_metered(config).await;
         let started = Instant::now();
         let mut ws = RawTcp::upgrade(node.http, "").await;
         if connects {
@@ -173,5 +181,6 @@ async fn sessions_that_stay_silent_are_closed_by_their_timers() {
         if connects {
             assert!(before.iter().any(|f| matches!(f, Server::Frame(PING, _))), "{what}: pinged first: {before:?}");
         }
+        metrics.expect_limit_hits(limit, 1).await;
     }
 }
