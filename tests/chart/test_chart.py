@@ -398,6 +398,10 @@ BROKEN = {
     # The chart refuses this one itself (the binary would too, at start-up).
     "two-nats-credentials": ({"nats": {"credentials": {"existingSecret": "nats-credentials", "nkeySecret": "nats-nkey"}}},
                              "nats.credentials"),
+    "client-ca-without-a-tls-secret": ({"control": {"tls": {"clientCA": True}}}, "control.tls.clientCA"),
+    "optional-client-certificates-without-a-client-ca": (
+        {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCertOptional": True}}},
+        "control.tls.clientCertOptional"),
 }
 
 
