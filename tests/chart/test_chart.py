@@ -43,6 +43,14 @@ ED25519_PUB = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7l
 # A throw-away certificate and key for the wss value set (openssl, EC P-256, CA:FALSE).
 TLS_CRT = '-----BEGIN CERTIFICATE-----\nMIIBvTCCAWKgAwIBAgIUf+4EoNlUJkC0d92yPcmF3Q3cxikwCgYIKoZIzj0EAwIw\nIjEgMB4GA1UEAwwXc3dpdGNoYm9hcmQuZXhhbXBsZS5jb20wIBcNMjYxMjAxMTAz\nNzU3WhgPMjEyNjExMDcxMDM3NTdaMCIxIDAeBgNVBAMMF3N3aXRjaGJvYXJkLmV4\nYW1wbGUuY29tMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqKZ/n6xTYZONEZoe\nOF4JQMOBaaeyuRh3kk2jfu9Bld48DX3ba6ZtedTvgircbFQ3CH0haaKSz+X7dy2E\nR88gVqN0MHIwHQYDVR0OBBYEFFfZ0QXdd2eRohk1HJ247Plff4PRMB8GA1UdIwQY\nMBaAFFfZ0QXdd2eRohk1HJ247Plff4PRMCIGA1UdEQQbMBmCF3N3aXRjaGJvYXJk\nLmV4YW1wbGUuY29tMAwGA1UdEwEB/wQCMAAwCgYIKoZIzj0EAwIDSQAwRgIhAL52\nfSdMHtJ4KKR/OlgNokZ0FpfO99FU6i/RI7yXWN6/AiEAp+HCw1MjmYqnIMyFSgaE\niYx7ZWQqrA7bjB+ceYmLKwE=\n-----END CERTIFICATE-----\n'
 TLS_KEY = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgnAXbLfmxPFxd271p\nIdH+lWsxka0M/6+dLGb5BTdkPi+hRANCAASopn+frFNhk40Rmh44XglAw4Fpp7K5\nGHeSTaN+70GV3jwNfdtrpm151O+CKtxsVDcIfSFpopLP5ft3LYRHzyBW\n-----END PRIVATE KEY-----\n'
+# A CA and a certificate it signed for the control API (sb-switchboard-control, localhost,
+# 127.0.0.1; EC P-256, valid until 2126), for the TLS value sets and the helm test over https.
+CONTROL_CA = '-----BEGIN CERTIFICATE-----\nMIIBrzCCAVWgAwIBAgIUNtyKPOmEh7UCc56EcNTwVS9w0SkwCgYIKoZIzj0EAwIw\nJDEiMCAGA1UEAwwZc3dpdGNoYm9hcmQgY2hhcnQtdGVzdCBDQTAgFw0yNjEyMDEx\nNzIyMTBaGA8yMTI2MTEwNzE3MjIxMFowJDEiMCAGA1UEAwwZc3dpdGNoYm9hcmQg\nY2hhcnQtdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLQnBK244dVT\nFq8n006tOuxgrIWOC6XhozE+9Gf1ZnGgmUppqH7ljlpLcn4LsDqiw7cVqkFDY2Qo\n6bf5NDa2EXqjYzBhMB0GA1UdDgQWBBQCOBOUjWmB5nx+qMrV4meyGjYe3jAfBgNV\nHSMEGDAWgBQCOBOUjWmB5nx+qMrV4meyGjYe3jAPBgNVHRMBAf8EBTADAQH/MA4G\nA1UdDwEB/wQEAwIBBjAKBggqhkjOPQQDAgNIADBFAiBkBnZi9gINLG20mp3BjGUe\nd7biEJky8CvQJnicjR2ozgIhAKNRa6R24fNFilb4c/Q14cTdCupZlODSEdRwRU2S\nhW4+\n-----END CERTIFICATE-----\n'
+CONTROL_CRT = '-----BEGIN CERTIFICATE-----\nMIICBDCCAamgAwIBAgIUGZAOBM+O+YUEct/BiqYTtotCEkMwCgYIKoZIzj0EAwIw\nJDEiMCAGA1UEAwwZc3dpdGNoYm9hcmQgY2hhcnQtdGVzdCBDQTAgFw0yNjEyMDEx\nNzIyMTBaGA8yMTI2MTEwNzE3MjIxMFowITEfMB0GA1UEAwwWc2Itc3dpdGNoYm9h\ncmQtY29udHJvbDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABFMg7A4MtEgEyd/f\n0dQY7I0WjRnv+qtAHbIGx3b+G3aiBGGl9K33JsY4cq6gk5K3hSzC2W6conh4RCVo\nxRIPUxGjgbkwgbYwUQYDVR0RBEowSIIWc2Itc3dpdGNoYm9hcmQtY29udHJvbIId\nc2Itc3dpdGNoYm9hcmQtY29udHJvbC5ydC5zdmOCCWxvY2FsaG9zdIcEfwAAATAM\nBgNVHRMBAf8EAjAAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB0GA1UdDgQWBBTHURMH\nnH+1A6DahuBZirkUsgvPxzAfBgNVHSMEGDAWgBQCOBOUjWmB5nx+qMrV4meyGjYe\n3jAKBggqhkjOPQQDAgNJADBGAiEAsc50Id0vOKjruL+moWwcCGZWEl48kniShoNQ\nyo21LDECIQDxYQQbrIi5yoYbd+P5ngZxCaGyFz/XkJL8Qgkc2hcgyw==\n-----END CERTIFICATE-----\n'
+CONTROL_KEY = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgACMxILjviAWldqzv\n2pfE0XARISS7ncl1m+QpdTWl6/2hRANCAARTIOwODLRIBMnf39HUGOyNFo0Z7/qr\nQB2yBsd2/ht2ogRhpfSt9ybGOHKuoJOSt4UswtlunKJ4eEQlaMUSD1MR\n-----END PRIVATE KEY-----\n'
+CONTROL_TLS = {"tls.crt": CONTROL_CRT, "tls.key": CONTROL_KEY, "ca.crt": CONTROL_CA}
+# A valid NATS user nkey seed (fixed bytes 1..32; nkeys' base32 with its CRC-16).
+NKEY_SEED = "SUAACAQDAQCQMBYIBEFAWDANBYHRAEISCMKBKFQXDAMRUGY4DUPB6IC5CQ"
 TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"},
                 "switchboard-api-keys": {"keys": "# rotated 2026-12\nchart-test-api-key-0123456789\n"}}
 
@@ -55,14 +63,47 @@ VALUE_SETS = {
     ),
     "tls-on": (
         {
-            "nats": {"url": "tls://nats.example.internal:4222", "tls": {"caSecret": "nats-ca"},
+            "nats": {"url": "tls://nats.example.internal:4222",
+                     "tls": {"caSecret": "nats-ca", "clientSecret": "nats-client-tls"},
                      "credentials": {"existingSecret": "nats-credentials"}},
             "gateway": {"tls": {"existingSecret": "switchboard-wss"}},
+            "control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True, "clientCertOptional": True}},
             "ingress": {"enabled": True, "tls": [{"secretName": "switchboard-tls", "hosts": ["switchboard.example.com"]}]},
         },
-        {**TOKEN_SECRET, "nats-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n"},
+        {**TOKEN_SECRET, "nats-ca": {"ca.crt": CONTROL_CA},
+         "nats-client-tls": {"tls.crt": CONTROL_CRT, "tls.key": CONTROL_KEY},
          "nats-credentials": {"user": "switchboard", "password": "nats-password"},
-         "switchboard-wss": {"tls.crt": TLS_CRT, "tls.key": TLS_KEY}},
+         "switchboard-wss": {"tls.crt": TLS_CRT, "tls.key": TLS_KEY},
+         "switchboard-grpc-tls": CONTROL_TLS},
+    ),
+    "grpc-tls-and-a-nats-creds-file": (
+        {"control": {"tls": {"existingSecret": "switchboard-grpc-tls"}},
+         "nats": {"credentials": {"credsSecret": "nats-creds"}}},
+        {**TOKEN_SECRET, "switchboard-grpc-tls": CONTROL_TLS,
+         "nats-creds": {"nats.creds": "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n"
+                                      f"-----BEGIN USER NKEY SEED-----\n{NKEY_SEED}\n------END USER NKEY SEED------\n"}},
+    ),
+    "mutual-tls-only-api-and-a-nats-nkey-seed": (
+        {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True}},
+         "apiKeys": {"existingSecret": ""},
+         "nats": {"credentials": {"nkeySecret": "nats-nkey"}}},
+        {"switchboard-token": TOKEN_SECRET["switchboard-token"], "switchboard-grpc-tls": CONTROL_TLS,
+         "nats-nkey": {"seed": NKEY_SEED}},
+    ),
+    "load-balancers-and-extra-volumes": (
+        {
+            "gateway": {"service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+                        "extraVolumes": [{"name": "geo", "configMap": {"name": "geo-data"}}],
+                        "extraVolumeMounts": [{"name": "geo", "mountPath": "/etc/geo", "readOnly": True}],
+                        "extraEnv": [{"name": "TZ", "value": "UTC"}]},
+            "control": {"service": {"type": "LoadBalancer"},
+                        "extraVolumes": [{"name": "extra-keys", "secret": {"secretName": "more-api-keys"}}],
+                        "extraVolumeMounts": [{"name": "extra-keys", "mountPath": "/etc/switchboard/more-api-keys"}],
+                        "extraEnv": [{"name": "TZ", "value": "UTC"}]},
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "networkPolicy": {"enabled": True},
+        },
+        {**TOKEN_SECRET, "more-api-keys": {"keys": "another-api-key-0123456789\n"}, "geo-data": {"zones": "eu-west\n"}},
     ),
     "token-keys-from-an-existing-secret": (
         {
@@ -168,11 +209,18 @@ def materialize(spec, container, docs, secrets, root):
     for m in container.get("volumeMounts", []):
         v = volumes[m["name"]]
         if "configMap" in v:
-            files = configmaps[v["configMap"]["name"]]
+            name = v["configMap"]["name"]
+            files = configmaps.get(name, secrets.get(name))
+            assert files is not None, f"the pod mounts ConfigMap {name!r}, which neither the chart nor the value set has"
         elif "secret" in v:
             name = v["secret"]["secretName"]
-            assert name in secrets, f"the pod mounts Secret {name!r}, which the value set does not create"
-            files = secrets[name]
+            optional = v["secret"].get("optional", False)
+            assert name in secrets or optional, f"the pod mounts Secret {name!r}, which the value set does not create"
+            files = secrets.get(name, {})
+            if "items" in v["secret"]:
+                for item in v["secret"]["items"]:
+                    assert item["key"] in files or optional, f"Secret {name!r} has no key {item['key']!r}"
+                files = {i["path"]: files[i["key"]] for i in v["secret"]["items"] if i["key"] in files}
         elif "emptyDir" in v:
             files = {}
         else:
@@ -183,10 +231,13 @@ def materialize(spec, container, docs, secrets, root):
             (target / key).write_text(text)
         mounts.append(m["mountPath"])
 
+    # One pass, longest path first: `root` may itself lie under a mount path (`/tmp`).
+    pattern = re.compile("|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))) if mounts else None
+
     def rewrite(text):
-        for path in sorted(mounts, key=len, reverse=True):
-            text = text.replace(path, str(root / path.lstrip("/")))
-        return text
+        if pattern is None:
+            return text
+        return pattern.sub(lambda m: str(root / m.group(0).lstrip("/")), text)
 
     env = {}
     for e in container.get("env", []):
@@ -344,6 +395,13 @@ BROKEN = {
     "config-unknown-key": ({"config": {"gateway": {"max_connexions": 5}}}, "max_connexions"),
     "chart-value-typo": ({"gateway": {"replica": 3}}, "replica"),
     "bad-log-format": ({"logFormat": "xml"}, "logFormat"),
+    # The chart refuses this one itself (the binary would too, at start-up).
+    "two-nats-credentials": ({"nats": {"credentials": {"existingSecret": "nats-credentials", "nkeySecret": "nats-nkey"}}},
+                             "nats.credentials"),
+    "client-ca-without-a-tls-secret": ({"control": {"tls": {"clientCA": True}}}, "control.tls.clientCA"),
+    "optional-client-certificates-without-a-client-ca": (
+        {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCertOptional": True}}},
+        "control.tls.clientCertOptional"),
 }
 
 
@@ -367,6 +425,104 @@ def test_a_config_the_schema_allows_but_the_binary_refuses_fails_the_contract(tm
             assert r.returncode == 64 and "gateway_lease" in r.stderr, r.stderr
             refused.append(c["args"][0])
     assert refused == ["control"]
+
+
+def test_the_nats_ca_and_client_certificate_go_to_the_nats_client_only():
+    # SSL_CERT_FILE would replace the system roots of every https call in the process (a
+    # JWKS endpoint at a public identity provider among them): the CA is a NATS flag.
+    _, docs = rendered("tls-on")
+    containers = list(server_containers(docs))
+    assert len(containers) == 2
+    for _, spec, c in containers:
+        assert not [e for e in c.get("env", []) if e["name"] == "SSL_CERT_FILE"], c["name"]
+        assert "--nats-tls-ca=/etc/switchboard/nats-ca/ca.crt" in c["args"], c["args"]
+        assert "--nats-tls-cert=/etc/switchboard/nats-client-tls/tls.crt" in c["args"], c["args"]
+        assert "--nats-tls-key=/etc/switchboard/nats-client-tls/tls.key" in c["args"], c["args"]
+    for set_name in VALUE_SETS:
+        for _, spec, c in server_containers(rendered(set_name)[1]):
+            assert "SSL_CERT_FILE" not in json.dumps(c), f"{set_name}: {c['name']} sets SSL_CERT_FILE"
+
+
+def test_the_control_api_serves_tls_from_its_secret():
+    want = {
+        "tls-on": ["--tls-cert=/etc/switchboard/tls/tls.crt", "--tls-key=/etc/switchboard/tls/tls.key",
+                   "--tls-client-ca=/etc/switchboard/tls/ca.crt", "--tls-client-cert-optional"],
+        "grpc-tls-and-a-nats-creds-file": ["--tls-cert=/etc/switchboard/tls/tls.crt", "--tls-key=/etc/switchboard/tls/tls.key"],
+        "mutual-tls-only-api-and-a-nats-nkey-seed": ["--tls-cert=/etc/switchboard/tls/tls.crt",
+                                                     "--tls-key=/etc/switchboard/tls/tls.key",
+                                                     "--tls-client-ca=/etc/switchboard/tls/ca.crt"],
+        "defaults": [],
+    }
+    for set_name, flags in want.items():
+        out, docs = rendered(set_name)
+        args = one(docs, "Deployment", "control")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert [a for a in args if a.startswith("--tls-")] == flags, set_name
+        notes = out["switchboard/templates/NOTES.txt"]
+        scheme = "https" if flags else "http"
+        assert f"{scheme}://sb-switchboard-control.rt:50051" in notes, notes
+        pods = kinds(docs, "Pod")
+        if set_name == "mutual-tls-only-api-and-a-nats-nkey-seed":
+            assert not pods, "the helm test pod has no client certificate for an API that requires one"
+        elif set_name != "tls-on":  # wss on the gateways: no test pod either
+            (pod,) = pods
+            script = pod["spec"]["containers"][0]["args"][0]
+            assert f"--grpc {scheme}://sb-switchboard-control:50051" in script
+            if flags:
+                # The test pod sees only the Secret's CA, never the server's private key.
+                (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == "control-ca"]
+                assert vol["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}] and vol["secret"]["optional"]
+    # NOTES shows how to send the API key of the default Secret.
+    notes = rendered("defaults")[0]["switchboard/templates/NOTES.txt"]
+    assert '--api-key "$(kubectl -n rt get secret switchboard-api-keys' in notes, notes
+
+
+def test_the_admin_ports_stay_off_load_balancers():
+    for set_name in VALUE_SETS:
+        _, docs = rendered(set_name)
+        services = kinds(docs, "Service")
+        for s in services:
+            names = {p["name"] for p in s["spec"]["ports"]}
+            metrics = s["metadata"]["labels"].get("switchboard/service") == "metrics"
+            if metrics:
+                assert s["spec"]["type"] == "ClusterIP" and names == {"admin"}, (set_name, s["metadata"]["name"])
+            else:
+                assert "admin" not in names, f"{set_name}: {s['metadata']['name']} ({s['spec']['type']}) publishes the admin port"
+        by_component = {}
+        for s in services:
+            if s["metadata"]["labels"].get("switchboard/service") == "metrics":
+                by_component[s["metadata"]["labels"]["app.kubernetes.io/component"]] = s
+        assert sorted(by_component) == ["control", "gateway"], set_name
+        # Each ServiceMonitor selects exactly its component's metrics Service, by labels.
+        for m in kinds(docs, "ServiceMonitor"):
+            sel = m["spec"]["selector"]["matchLabels"]
+            chosen = [s["metadata"]["name"] for s in services if sel.items() <= s["metadata"]["labels"].items()]
+            component = m["metadata"]["labels"]["app.kubernetes.io/component"]
+            assert chosen == [by_component[component]["metadata"]["name"]], (set_name, chosen)
+        # The metrics Services pick the same pods as the components' Deployments, whose
+        # `admin` port they target; the NetworkPolicy admits that port.
+        for component, s in by_component.items():
+            d = one(docs, "Deployment", component)
+            assert s["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+            ports = d["spec"]["template"]["spec"]["containers"][0]["ports"]
+            assert s["spec"]["ports"][0]["targetPort"] in {p["name"] for p in ports}
+        for np in kinds(docs, "NetworkPolicy"):
+            assert any(p["port"] == "admin" for rule in np["spec"]["ingress"] for p in rule["ports"])
+    _, docs = rendered("load-balancers-and-extra-volumes")
+    assert sorted(s["spec"]["type"] for s in kinds(docs, "Service")) == ["ClusterIP", "ClusterIP", "LoadBalancer", "LoadBalancer"]
+
+
+def test_extra_volumes_mounts_and_env_reach_the_containers():
+    values, _ = VALUE_SETS["load-balancers-and-extra-volumes"]
+    _, docs = rendered("load-balancers-and-extra-volumes")
+    for component in ("gateway", "control"):
+        spec = one(docs, "Deployment", component)["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        for v in values[component]["extraVolumes"]:
+            assert v in spec["volumes"]
+        for m in values[component]["extraVolumeMounts"]:
+            assert m in c["volumeMounts"]
+        for e in values[component].get("extraEnv", []):
+            assert e in c["env"]
 
 
 def test_no_value_set_renders_a_secret():
@@ -509,6 +665,88 @@ def test_the_helm_test_pod_subscribes_and_publishes_through_a_real_node(tmp_path
     finally:
         node.terminate()
         node.wait(timeout=20)
+
+
+def wait_ready(url, procs, deadline_s=30):
+    import urllib.request
+    deadline = time.time() + deadline_s
+    while True:
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"{name} exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.time() < deadline, f"{url} not ready within {deadline_s} s"
+        time.sleep(0.1)
+
+
+def test_the_helm_test_pod_passes_against_the_rendered_pods_with_a_tls_api(tmp_path):
+    """The release's own control and gateway command lines (a TLS gRPC API, mutual TLS
+    optional, API keys from the Secret) run against a real nats-server, and the helm test
+    pod's script subscribes and publishes through them over https."""
+    values = {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True, "clientCertOptional": True}}}
+    secrets = {**TOKEN_SECRET, "switchboard-grpc-tls": CONTROL_TLS}
+    _, docs = render(values)
+    ports = {name: free_port() for name in ("nats", "http", "gw-admin", "grpc", "ctl-admin")}
+    local = {"--listen=0.0.0.0:8080": f"--listen=127.0.0.1:{ports['http']}",
+             "--admin-listen=0.0.0.0:9091": f"--admin-listen=127.0.0.1:{ports['gw-admin']}",
+             "--grpc-listen=0.0.0.0:50051": f"--grpc-listen=127.0.0.1:{ports['grpc']}",
+             "--admin-listen=0.0.0.0:9090": f"--admin-listen=127.0.0.1:{ports['ctl-admin']}",
+             "--nats=nats://nats:4222": f"--nats=nats://127.0.0.1:{ports['nats']}"}
+    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    procs = {"nats-server": subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(ports["nats"]), "-js",
+                                              "-sd", str(tmp_path / "js")],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
+    logs = {}
+    try:
+        for i, (doc, spec, c) in enumerate(server_containers(docs)):
+            env, rewrite = materialize(spec, c, docs, secrets, tmp_path / f"{i}-{c['name']}")
+            args = [local.get(a, rewrite(a)) for a in c["args"]]
+            assert not [a for a in args if "0.0.0.0" in a or "nats:4222" in a], args
+            clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **env}
+            logs[c["name"]] = open(tmp_path / f"{c['name']}.log", "w")
+            procs[c["name"]] = subprocess.Popen([str(BINARY), *args], env=clean, stdout=logs[c["name"]], stderr=subprocess.STDOUT)
+        assert sorted(procs) == ["control", "gateway", "nats-server"]
+        wait_ready(f"http://127.0.0.1:{ports['ctl-admin']}/readyz", procs)
+        wait_ready(f"http://127.0.0.1:{ports['gw-admin']}/readyz", procs)
+
+        pod = one(docs, "Pod")
+        c = pod["spec"]["containers"][0]
+        env, rewrite = materialize(pod["spec"], c, docs, secrets, tmp_path / "pod")
+        script = rewrite(c["args"][0])
+        assert "--grpc https://sb-switchboard-control:50051" in script, script
+        script = (script.replace("ws://sb-switchboard-gateway:8080/ws", f"ws://127.0.0.1:{ports['http']}/ws")
+                  .replace("https://sb-switchboard-control:50051", f"https://localhost:{ports['grpc']}"))
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "switchboard").symlink_to(BINARY)
+        env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        r = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert '"helm":"test"' in r.stdout, r.stdout
+        # Plain gRPC to the TLS port fails, and so does https without the Secret's CA: the
+        # script passed because it used both.
+        plain = subprocess.run([str(BINARY), "pub", "--grpc", f"http://127.0.0.1:{ports['grpc']}", "--timeout", "2s",
+                                "--api-key", "chart-test-api-key-0123456789", "helm-test:x", "{}"],
+                               capture_output=True, text=True, timeout=30)
+        assert plain.returncode != 0, plain.stdout
+        untrusted = subprocess.run([str(BINARY), "pub", "--grpc", f"https://localhost:{ports['grpc']}", "--timeout", "2s",
+                                    "--api-key", "chart-test-api-key-0123456789", "helm-test:x", "{}"],
+                                   capture_output=True, text=True, timeout=30)
+        assert untrusted.returncode != 0, untrusted.stdout
+    finally:
+        for name, proc in procs.items():
+            proc.terminate()
+        for name, proc in procs.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for f in logs.values():
+            f.close()
 
 
 def test_deploy_readme_lists_every_panel_and_alert():

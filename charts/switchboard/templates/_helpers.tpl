@@ -115,7 +115,7 @@ inline. A null value is left out (the key takes its default).
 {{- end -}}
 {{- end -}}
 
-{{/* Environment shared by gateway and control: logs, NATS from a Secret, the NATS CA. */}}
+{{/* Environment shared by gateway and control: logs, NATS URLs and user/password from Secrets. */}}
 {{- define "switchboard.commonEnv" -}}
 - name: SWITCHBOARD_LOG
   value: {{ .Values.logLevel | quote }}
@@ -140,29 +140,60 @@ inline. A null value is left out (the key takes its default).
       name: {{ . }}
       key: {{ $.Values.nats.credentials.passwordKey }}
 {{- end }}
-{{- if .Values.nats.tls.caSecret }}
-# A private CA for tls:// NATS URLs; it replaces the system roots for the NATS client.
-- name: SSL_CERT_FILE
-  value: /etc/switchboard/nats-ca/{{ .Values.nats.tls.caKey }}
-{{- end }}
 {{- end -}}
 
-{{/* The --nats flag, unless the URLs come from a Secret. */}}
+{{/*
+The NATS flags: the URLs (unless they come from a Secret), the CA of the NATS servers and
+this node's client certificate, a creds file or an nkey seed, each mounted from a Secret.
+The CA goes to the NATS client only (--nats-tls-ca), never to the process (SSL_CERT_FILE
+would replace the system roots for every https call, JWKS included).
+*/}}
 {{- define "switchboard.natsArgs" -}}
-{{- if not .Values.nats.existingSecret }}
-- --nats={{ required "nats.url (or nats.existingSecret) is required: the NATS server URLs" .Values.nats.url }}
+{{- $n := .Values.nats -}}
+{{- $credentials := compact (list $n.credentials.existingSecret $n.credentials.credsSecret $n.credentials.nkeySecret) -}}
+{{- if gt (len $credentials) 1 -}}
+{{- fail "nats.credentials: give one NATS credential (existingSecret with a user and password, credsSecret or nkeySecret), not several" -}}
+{{- end -}}
+{{- if not $n.existingSecret }}
+- --nats={{ required "nats.url (or nats.existingSecret) is required: the NATS server URLs" $n.url }}
+{{- end }}
+{{- if $n.tls.caSecret }}
+- --nats-tls-ca=/etc/switchboard/nats-ca/{{ $n.tls.caKey }}
+{{- end }}
+{{- if $n.tls.clientSecret }}
+- --nats-tls-cert=/etc/switchboard/nats-client-tls/{{ $n.tls.certKey }}
+- --nats-tls-key=/etc/switchboard/nats-client-tls/{{ $n.tls.keyKey }}
+{{- end }}
+{{- if $n.credentials.credsSecret }}
+- --nats-creds=/etc/switchboard/nats-creds/{{ $n.credentials.credsKey }}
+{{- end }}
+{{- if $n.credentials.nkeySecret }}
+- --nats-nkey-seed-file=/etc/switchboard/nats-nkey/{{ $n.credentials.nkeyKey }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes every server pod mounts: the configuration file, and the NATS CA when given. */}}
+{{/*
+Volumes every server pod mounts: the configuration file, and the NATS CA, client
+certificate, creds file and nkey seed when given.
+*/}}
+{{- define "switchboard.natsSecrets" -}}
+{{- $n := .Values.nats -}}
+{{- $list := list -}}
+{{- if $n.tls.caSecret }}{{ $list = append $list (list "nats-ca" $n.tls.caSecret) }}{{ end -}}
+{{- if $n.tls.clientSecret }}{{ $list = append $list (list "nats-client-tls" $n.tls.clientSecret) }}{{ end -}}
+{{- if $n.credentials.credsSecret }}{{ $list = append $list (list "nats-creds" $n.credentials.credsSecret) }}{{ end -}}
+{{- if $n.credentials.nkeySecret }}{{ $list = append $list (list "nats-nkey" $n.credentials.nkeySecret) }}{{ end -}}
+{{- toJson $list -}}
+{{- end -}}
+
 {{- define "switchboard.commonVolumes" -}}
 - name: config
   configMap:
     name: {{ include "switchboard.fullname" . }}
-{{- if .Values.nats.tls.caSecret }}
-- name: nats-ca
+{{- range (include "switchboard.natsSecrets" . | fromJsonArray) }}
+- name: {{ index . 0 }}
   secret:
-    secretName: {{ .Values.nats.tls.caSecret }}
+    secretName: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
@@ -170,9 +201,9 @@ inline. A null value is left out (the key takes its default).
 - name: config
   mountPath: /etc/switchboard/config
   readOnly: true
-{{- if .Values.nats.tls.caSecret }}
-- name: nats-ca
-  mountPath: /etc/switchboard/nats-ca
+{{- range (include "switchboard.natsSecrets" . | fromJsonArray) }}
+- name: {{ index . 0 }}
+  mountPath: /etc/switchboard/{{ index . 0 }}
   readOnly: true
 {{- end }}
 {{- end -}}
