@@ -77,6 +77,10 @@ pub struct GatewayConfig {
     /// Serve the RFC 6455 echo endpoint at `/echo`, for the Autobahn TestSuite; default
     /// false; never in production.
     pub echo: bool,
+    /// Serve `/metrics` on the client port too. Default true; the binary turns it off when
+    /// an admin port is set, so that a client port exposed to the internet does not show
+    /// the node's metrics.
+    pub metrics_on_listen: bool,
     /// Most WebSocket connections from one client IP (an IPv6 client counts by its /64) on
     /// this node; an upgrade beyond gets `429`. 0: no limit. Default 1000.
     pub max_connections_per_ip: usize,
@@ -152,6 +156,7 @@ impl Default for GatewayConfig {
             max_user_id_len: MAX_USER_ID_LEN,
             max_header_bytes: 16 * 1024,
             echo: false,
+            metrics_on_listen: true,
             max_connections_per_ip: 1000,
             max_connections_per_user: 100,
             connect_rate_per_ip: 50,

@@ -113,7 +113,8 @@ async fn route(
         (&Method::GET, "/ws") => upgrade(shared, peer, req, accepted),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(&shared),
-        (&Method::GET, "/metrics") => metrics(&shared),
+        (&Method::GET, "/metrics") if shared.config.metrics_on_listen => metrics(&shared),
+        (&Method::GET, "/metrics") => text(StatusCode::NOT_FOUND, "metrics are served on the admin port\n"),
         (&Method::GET, "/echo") if shared.config.echo => crate::echo::upgrade(req),
         (&Method::GET, "/") if shared.config.serve_page => {
             let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));

@@ -28,8 +28,10 @@ async fn connect_nats(config: NatsConfig, deliver: Arc<dyn Deliver>) -> anyhow::
 
 /// Runs a gateway until SIGINT/SIGTERM, then drains it.
 pub async fn gateway(args: GatewayCmdArgs, explicit: &Explicit) -> anyhow::Result<()> {
-    let (config, nats) = crate::config::gateway(&args, explicit)?;
+    let (mut config, nats) = crate::config::gateway(&args, explicit)?;
     let admin = crate::config::gateway_admin(&args, explicit)?;
+    // With an admin port, /metrics is served there only: the client port may face the internet.
+    config.metrics_on_listen = admin.is_none();
     let prometheus = crate::telemetry::install_metrics()?;
     switchboard_gateway::metrics::describe();
     switchboard_bus::metrics::describe();

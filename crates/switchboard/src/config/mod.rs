@@ -343,6 +343,7 @@ fn gateway_config(
             g.trusted_proxies.clone(),
         )),
         echo: false,
+        metrics_on_listen: true,
         tls: None,
     };
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
