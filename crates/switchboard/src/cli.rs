@@ -394,6 +394,10 @@ pub struct GatewayArgs {
     /// to start without this; `dev` allows anonymous sessions unless the config file says not.
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// CA certificates (PEM) an `https://` `auth.jwks_url` must chain to, instead of the
+    /// system's roots (a private identity provider).
+    #[arg(long, env = "SWITCHBOARD_JWKS_CA")]
+    pub jwks_ca: Option<PathBuf>,
 }
 
 /// The configuration file.

@@ -138,8 +138,12 @@ pub struct AuthSection {
     pub algorithms: Option<Vec<String>>,
     /// Keys that verify tokens; a token naming a `kid` is checked against that key only.
     pub keys: Option<Vec<KeySection>>,
-    /// A JWKS document to fetch keys from (http:// or https://). Default unset.
+    /// A JWKS document to fetch keys from (http:// or https://); a key with `alg` verifies
+    /// only tokens of that algorithm. Default unset.
     pub jwks_url: Option<String>,
+    /// CA certificates (PEM) an https:// `jwks_url` must chain to, instead of the system's
+    /// roots (a private identity provider). Default unset: the system's roots.
+    pub jwks_ca: Option<String>,
     /// A token with an unknown `kid` refetches the JWKS at most this often. Default "10s".
     pub jwks_min_refresh: Option<Dur>,
     /// The JWKS is refetched this often in any case. Default "5m".
