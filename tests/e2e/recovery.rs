@@ -68,6 +68,8 @@ async fn dev() -> Dev {
         gateway: gateway_config(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
+        api_tls: None,
+        reflection: true,
         namespaces: namespaces(),
     };
     Dev::start(config, None).await.expect("dev node starts")
@@ -367,6 +369,8 @@ async fn a_client_further_behind_than_max_recovery_is_not_recovered() {
         gateway,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
+        api_tls: None,
+        reflection: true,
         namespaces: namespaces(),
     };
     let node = Dev::start(config, None).await.unwrap();

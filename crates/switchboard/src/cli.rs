@@ -284,9 +284,10 @@ pub struct DevArgs {
     /// `wss`: TLS on the WebSocket listener.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Optional here: without keys the API is open (with a warning).
+    /// Optional here: without keys the API is open (with a warning), unless
+    /// `control.allow_unauthenticated_api = false` in the config file.
     #[command(flatten)]
-    pub api: ApiKeysArgs,
+    pub api: ControlAuthArgs,
 }
 
 /// Gateway limits and timers, shared by every command that runs a gateway.
