@@ -32,7 +32,8 @@ pub struct Grants {
 
 impl Grants {
     /// No grants at all (an anonymous session, or a token without `channels`).
-    pub const NONE: Grants = Grants { subscribe: Vec::new(), publish: Vec::new(), presence: Vec::new(), history: Vec::new() };
+    pub const NONE: Grants =
+        Grants { subscribe: Vec::new(), publish: Vec::new(), presence: Vec::new(), history: Vec::new() };
 
     /// Whether it grants nothing.
     pub fn is_empty(&self) -> bool {

@@ -37,7 +37,12 @@ pub(super) struct Jwks {
 
 impl Jwks {
     /// Starts fetching `url` now and every `max_age`, trusting `roots` for `https://`.
-    pub(super) fn start(url: String, roots: rustls::RootCertStore, min_refresh: Duration, max_age: Duration) -> Arc<Jwks> {
+    pub(super) fn start(
+        url: String,
+        roots: rustls::RootCertStore,
+        min_refresh: Duration,
+        max_age: Duration,
+    ) -> Arc<Jwks> {
         let jwks = Arc::new(Jwks {
             url,
             tls: tls_connector(roots),
@@ -82,7 +87,10 @@ impl Jwks {
     /// One fetch; keeps the old keys when it fails. Call with `fetching` held.
     async fn fetch(&self) -> bool {
         *self.attempted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        match tokio::time::timeout(FETCH_TIMEOUT, get(&self.url, &self.tls)).await.unwrap_or_else(|_| Err("timed out".into())) {
+        match tokio::time::timeout(FETCH_TIMEOUT, get(&self.url, &self.tls))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
+        {
             Ok(body) => match parse(&body) {
                 Ok(keys) => {
                     tracing::debug!(url = %self.url, keys = keys.len(), "jwks fetched");

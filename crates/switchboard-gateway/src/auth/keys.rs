@@ -44,7 +44,9 @@ impl Key {
     pub(super) fn verify_key(&self) -> Result<VerifyKey, String> {
         let name = self.kid.as_deref().unwrap_or("(no kid)");
         let (key, alg) = match &self.material {
-            KeyMaterial::Hmac(secret) if secret.is_empty() => return Err(format!("key {name}: the hmac secret is empty")),
+            KeyMaterial::Hmac(secret) if secret.is_empty() => {
+                return Err(format!("key {name}: the hmac secret is empty"));
+            }
             KeyMaterial::Hmac(secret) => (DecodingKey::from_secret(secret), None),
             KeyMaterial::Pem(pem) => (pem_key(pem).map_err(|e| format!("key {name}: {e}"))?, None),
             KeyMaterial::Jwk(json) => {
