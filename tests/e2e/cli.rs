@@ -392,3 +392,30 @@ fn config_check_dev_refuses_what_dev_refuses() {
     assert_eq!((&summary["gateway"]["tls"]["on"], &summary["grpc_tls"]["on"]), (&false.into(), &false.into()));
     assert_eq!(summary["api_keys"], true);
 }
+
+/// `switchboard token --config` signs with the file's key and takes its `auth.issuer` and
+/// `auth.audience`: the token connects to a node of the same file (it was refused with
+/// 4501 when the gateway checked an issuer the token lacked).
+#[test]
+fn a_token_minted_from_a_config_file_connects_to_a_node_of_that_file() {
+    let config = kit::config_file(
+        "[auth]\nallow_anonymous = false\nissuer = \"https://auth.example\"\naudience = \"switchboard\"\n\
+         [[auth.keys]]\nhmac_secret = \"a-secret-for-the-test\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let node = DevNode::start(&["--config", config]);
+    let mint = |extra: &[&str]| {
+        let args: Vec<&str> = ["token", "--config", config, "--user", "alice"].iter().chain(extra).copied().collect();
+        let out = run(&args);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout.trim().to_owned()
+    };
+    let connects = |token: &str| run(&["sub", "--url", &node.ws(), "--token", token, "--count", "0", "a:b"]);
+    let out = connects(&mint(&[]));
+    assert_eq!(out.code, Some(0), "the configured issuer and audience: {}", out.stderr);
+    for other in [&["--iss", "https://other.example"][..], &["--aud", "another-app"]] {
+        let out = connects(&mint(other));
+        assert_eq!(out.code, Some(1), "{other:?}: {}", out.stderr);
+        assert!(out.stderr.contains("4501"), "{other:?}: {}", out.stderr);
+    }
+}

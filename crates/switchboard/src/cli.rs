@@ -452,6 +452,18 @@ pub struct TokenArgs {
     /// A channel pattern the token grants publishing on (repeat).
     #[arg(long = "publish")]
     pub publish: Vec<String>,
+    /// A channel pattern whose presence the token grants without subscribing (repeat).
+    #[arg(long = "presence")]
+    pub presence: Vec<String>,
+    /// A channel pattern whose history the token grants without subscribing (repeat).
+    #[arg(long = "history")]
+    pub history: Vec<String>,
+    /// The `iss` claim; default `auth.issuer` of `--config`, else none.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// The `aud` claim; default `auth.audience` of `--config`, else none.
+    #[arg(long)]
+    pub aud: Option<String>,
     /// Client info (any JSON) for the `info` claim.
     #[arg(long)]
     pub info: Option<String>,
