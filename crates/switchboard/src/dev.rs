@@ -119,7 +119,7 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     }
     let (http, ws) = if config.gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let grpc_scheme = if config.api_tls.is_some() { "https" } else { "http" };
-    let open = config.api_keys.is_empty() && !config.api_tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let open = config.api_keys.is_empty() && config.api_tls.as_ref().is_none_or(|t| t.client_ca.is_none());
     let (page, demo_tokens) = (config.gateway.serve_page, config.gateway.demo_tokens.is_some());
     let node = Dev::start(config, Some(prometheus)).await?;
     if open {
