@@ -331,6 +331,11 @@ fn half_a_tls_pair_is_refused_rather_than_serving_plain() {
         (gateway.to_vec(), file(&format!("[gateway.tls]\n{key}")), "gateway.tls.cert: missing"),
         (gateway.to_vec(), file(&format!("[gateway.tls]\n{ca}")), "gateway.tls.client_ca: set without cert and key"),
         (control.to_vec(), file(&format!("[control.tls]\n{cert}")), "control.tls.key: missing"),
+        (
+            control.to_vec(),
+            file(&format!("[control.tls]\n{cert}{key}client_cert_optional = true\n")),
+            "control.tls.client_cert_optional: true without client_ca",
+        ),
         (control.to_vec(), file(&format!("[control.tls]\n{ca}")), "control.tls.client_ca"),
         (vec!["dev", "--config"], file(&format!("[control.tls]\n{key}")), "control.tls.cert: missing"),
         (gateway.to_vec(), file("[nats]\ntls_cert = \"/x/c.crt\"\n"), "nats.tls_key: missing"),

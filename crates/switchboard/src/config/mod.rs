@@ -458,8 +458,8 @@ fn tls(
             }
             _ => {}
         }
-        if f.client_cert_optional.is_some() && f.client_ca.is_none() {
-            return refuse("client_cert_optional", "set without client_ca");
+        if f.client_cert_optional == Some(true) && f.client_ca.is_none() {
+            return refuse("client_cert_optional", "true without client_ca (no client certificate is asked for)");
         }
         if !x.has("tls_cert")
             && let (Some(cert), Some(key)) = (&f.cert, &f.key)
