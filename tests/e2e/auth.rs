@@ -263,3 +263,150 @@ async fn keys_from_a_jwks_url_are_fetched_and_refreshed_for_an_unknown_kid() {
     let fetched = hits.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert!(fetched <= 2, "{fetched} fetches for 10 unknown kids in a burst");
 }
+
+/// A token's `channels.presence` / `channels.history` open a channel's presence / history
+/// to a session that may not subscribe to it (a moderator's dashboard); without the grant,
+/// or for another channel, it stays refused, and the grant never opens subscribing.
+#[tokio::test]
+async fn a_presence_or_history_grant_reads_a_channel_its_session_may_not_subscribe_to() {
+    let secret = EncodingKey::from_secret(b"s");
+    let mut c = config(vec![Key { kid: None, material: KeyMaterial::Hmac(b"s".to_vec()) }]);
+    // `staff`: presence on, no client may subscribe; `hroom`: history kept (see
+    // `switchboard_tests::namespaces`), subscribing granted only.
+    let staff = NamespaceRules { subscribe: Access::Nobody, presence: true, ..Default::default() };
+    let hroom = NamespaceRules { subscribe: Access::Granted, presence: true, ..Default::default() };
+    c.channels.namespaces.extend([("staff".to_owned(), staff), ("hroom".to_owned(), hroom)]);
+    let node = start_dev(c).await;
+    let mint = |sub: &str, channels: serde_json::Value| {
+        token(
+            Algorithm::HS256,
+            None,
+            &secret,
+            serde_json::json!({"sub": sub, "exp": now() + 600, "channels": channels}),
+        )
+    };
+    // A member of hroom:1 (granted) is what presence will show.
+    let (mut member, _) = connect(node.http, &mint("member", serde_json::json!({"subscribe": ["hroom:*"]}))).await;
+    assert!(command(&mut member, 2, serde_json::json!({"subscribe": {"channel": "hroom:1"}})).await["error"].is_null());
+    let grants = serde_json::json!({"presence": ["staff:*", "hroom:*"], "history": ["hroom:1"]});
+    let (moderator, reply) = connect(node.http, &mint("moderator", grants)).await;
+    assert_eq!(reply["connect"]["user"], "moderator", "{reply}");
+    let (nobody, _) = connect(node.http, &mint("nobody", serde_json::json!({}))).await;
+
+    let presence = |c: &str| serde_json::json!({"presence": {"channel": c}});
+    let stats = |c: &str| serde_json::json!({"presence_stats": {"channel": c}});
+    let history = |c: &str| serde_json::json!({"history": {"channel": c}});
+    let sub = |c: &str| serde_json::json!({"subscribe": {"channel": c}});
+    let (m, n) = (0, 1);
+    let cases: Vec<(&str, usize, serde_json::Value, Option<u32>)> = vec![
+        ("the presence grant reads staff:room", m, presence("staff:room"), None),
+        ("and its stats", m, stats("staff:room"), None),
+        ("but does not subscribe there", m, sub("staff:room"), Some(103)),
+        ("without the grant, presence stays refused", n, presence("staff:room"), Some(103)),
+        ("the history grant reads hroom:1", m, history("hroom:1"), None),
+        ("not hroom:2 (another channel)", m, history("hroom:2"), Some(103)),
+        ("the presence grant does not read history", m, history("staff:room"), Some(103)),
+        ("nor subscribes to hroom:1", m, sub("hroom:1"), Some(103)),
+        ("without the grant, history stays refused", n, history("hroom:1"), Some(103)),
+    ];
+    let mut sessions = [moderator, nobody];
+    for (i, (what, who, cmd, want)) in cases.into_iter().enumerate() {
+        let reply = command(&mut sessions[who], 10 + i as u32, cmd).await;
+        let got = reply["error"]["code"].as_u64().map(|c| c as u32);
+        assert_eq!(got, want, "{what}: {reply}");
+    }
+    let [mut moderator, _] = sessions;
+    // The presence the grant reads is the real one: the member is in it.
+    switchboard_tests::eventually("the member shows in hroom:1's presence", async || {
+        let reply = command(&mut moderator, 99, presence("hroom:1")).await;
+        reply["presence"]["clients"].as_array().is_some_and(|c| c.iter().any(|s| s["user"] == "member"))
+    })
+    .await;
+}
+
+/// Serves `body` at `/jwks` over TLS with `issued`'s certificate until dropped.
+async fn https_jwks_server(issued: &switchboard_tls::testing::Issued, body: String) -> SocketAddr {
+    let files = switchboard_tls::TlsFiles::new(&issued.cert, &issued.key);
+    let acceptor = switchboard_tls::ServerTls::load(&files, &[b"http/1.1"]).unwrap().acceptor();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An `https://` JWKS of a private identity provider is trusted with `auth.jwks_ca`;
+/// without it (the system's roots) its keys are never fetched.
+#[tokio::test]
+async fn a_jwks_url_of_a_private_ca_is_trusted_with_jwks_ca() {
+    let pki = switchboard_tls::testing::TestPki::new("e2e-jwks-ca");
+    let server = https_jwks_server(&pki.server("127.0.0.1", 1), format!(r#"{{"keys":[{}]}}"#, RSA_JWK.trim())).await;
+    let t = token(Algorithm::RS256, Some("rsa-1"), &rsa(), serde_json::json!({"sub": "grace", "exp": now() + 60}));
+    let node_with = |ca: Option<std::path::PathBuf>| {
+        let mut c = config(Vec::new());
+        c.auth.jwks_url = Some(format!("https://127.0.0.1:{}/jwks", server.port()));
+        c.auth.jwks_ca = ca;
+        c.auth.jwks_min_refresh = Duration::from_millis(100);
+        start_dev(c)
+    };
+    let trusted = node_with(Some(pki.ca_file())).await;
+    switchboard_tests::eventually("the key is fetched over https", async || {
+        connect(trusted.http, &t).await.1["connect"]["user"] == "grace"
+    })
+    .await;
+    // The system's roots do not know the test CA: several refetches later, still refused.
+    let untrusted = node_with(None).await;
+    for _ in 0..3 {
+        let (_, reply) = connect(untrusted.http, &t).await;
+        assert_eq!(reply["closed"], 4501, "{reply}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A backend's server-side `Subscribe` is not checked against the channel rules (the
+/// backend decided): it puts a session on a channel its client could not subscribe to,
+/// and the session receives the channel's publications there.
+#[tokio::test]
+async fn a_backend_subscribe_bypasses_the_channel_rules() {
+    use switchboard_wire::pb;
+    let node = start_dev(config(vec![Key { kid: None, material: KeyMaterial::Hmac(b"s".to_vec()) }])).await;
+    let t = token(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"s"),
+        serde_json::json!({"sub": "heidi", "exp": now() + 600}),
+    );
+    let (mut ws, reply) = connect(node.http, &t).await;
+    let session = reply["connect"]["session"].as_str().expect("a session id").to_owned();
+    // `vip` is granted-only and heidi's token grants nothing.
+    let refused = command(&mut ws, 2, serde_json::json!({"subscribe": {"channel": "vip:backstage"}})).await;
+    assert_eq!(refused["error"]["code"], 103, "{refused}");
+    let mut api = switchboard_tests::grpc(node.grpc).await;
+    let target = Some(pb::server_subscribe_request::Target::Session(session));
+    api.subscribe(pb::ServerSubscribeRequest { target, channel: "vip:backstage".into() }).await.unwrap();
+    let pushed = ws.json().await;
+    assert_eq!(pushed["subscribed"]["channel"], "vip:backstage", "{pushed}");
+    let publish = pb::PublishApiRequest {
+        channel: "vip:backstage".into(),
+        data: bytes::Bytes::from_static(b"{\"n\":1}"),
+        ..Default::default()
+    };
+    api.publish(publish).await.unwrap();
+    let delivered = ws.json().await;
+    assert_eq!(delivered["pub"]["channel"], "vip:backstage", "{delivered}");
+    assert_eq!(delivered["pub"]["data"], serde_json::json!({"n": 1}));
+}

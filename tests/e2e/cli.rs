@@ -316,3 +316,106 @@ fn sub_prints_joins_and_leaves_and_presence_shows_the_token_info() {
     let left = line(&watcher);
     assert_eq!(left["leave"]["client"]["session"], client["session"], "killing alice's sub ends her session: {left}");
 }
+
+/// `dev` reads the gRPC API's keys, key file and TLS from the config file as `control`
+/// does (a file with `control.api_keys` once left dev's API open); a flag wins over the file.
+#[test]
+fn dev_serves_its_api_with_the_keys_and_tls_of_the_config_file() {
+    let pki = switchboard_tls::testing::TestPki::new("e2e-dev-api");
+    let issued = pki.server("dev", 1);
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let (file_key, flag_key) = ("a-key-from-the-file-0123", "a-key-from-the-flag-0123");
+    let config = kit::config_file(&format!(
+        "[control]\napi_keys = [\"{file_key}\"]\n[control.tls]\ncert = {:?}\nkey = {:?}\n",
+        issued.cert.to_str().unwrap(),
+        issued.key.to_str().unwrap()
+    ));
+    let config = config.to_str().unwrap();
+    let publish = |grpc: &str, key: Option<&str>| {
+        let mut args = vec!["pub", "--grpc", grpc, "--ca", ca, "--timeout", "5s", "t:x", "1"];
+        if let Some(key) = key {
+            args.extend(["--api-key", key]);
+        }
+        run(&args)
+    };
+    let mut node = DevNode::start(&["--config", config]);
+    let grpc = node.banner_line("grpc:");
+    assert_eq!(grpc, format!("https://127.0.0.1:{}", node.grpc), "[control.tls] serves the API over TLS");
+    let out = publish(&grpc, None);
+    assert_eq!(out.code, Some(1), "no key: {}", out.stderr);
+    assert!(out.stderr.contains("UNAUTHENTICATED"), "{}", out.stderr);
+    let out = publish(&grpc, Some(file_key));
+    assert_eq!(out.code, Some(0), "the file's key: {}", out.stderr);
+    drop(node);
+
+    // --api-keys wins over control.api_keys; a key file works as for control.
+    let mut node = DevNode::start(&["--config", config, "--api-keys", flag_key]);
+    let grpc = node.banner_line("grpc:");
+    assert_eq!(publish(&grpc, Some(file_key)).code, Some(1), "the file's key is replaced by the flag's");
+    assert_eq!(publish(&grpc, Some(flag_key)).code, Some(0));
+    drop(node);
+    let keys = kit::config_file(&format!("# rotated in\n{flag_key}\n"));
+    let with_file = kit::config_file(&format!("[control]\napi_keys_file = {:?}\n", keys.to_str().unwrap()));
+    let node = DevNode::start(&["--config", with_file.to_str().unwrap()]);
+    assert_eq!(run(&["pub", "--grpc", &node.grpc_url(), "--timeout", "5s", "t:x", "1"]).code, Some(1));
+    let out = run(&["pub", "--grpc", &node.grpc_url(), "--api-key", flag_key, "--timeout", "5s", "t:x", "1"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+/// `config check dev` runs exactly what `dev` checks before it starts: what one refuses
+/// (exit 64, same reason), the other refuses too.
+#[test]
+fn config_check_dev_refuses_what_dev_refuses() {
+    let closed = kit::config_file("[control]\nallow_unauthenticated_api = false\n");
+    let half_tls = kit::config_file("[gateway.tls]\ncert = \"/etc/switchboard/tls.crt\"\n");
+    let cases: [(Vec<&str>, &str); 3] = [
+        (vec!["--api-keys", "short"], "shorter than 16"),
+        (vec!["--config", closed.to_str().unwrap()], "the gRPC API needs API keys"),
+        (vec!["--config", half_tls.to_str().unwrap()], "gateway.tls.key: missing"),
+    ];
+    for (args, why) in cases {
+        let port = format!("127.0.0.1:{}", closed_port());
+        let listen: Vec<&str> = vec!["--listen", &port, "--grpc-listen", "127.0.0.1:0"];
+        let dev: Vec<&str> = ["dev"].into_iter().chain(listen.iter().copied()).chain(args.iter().copied()).collect();
+        let check: Vec<&str> = ["config", "check"].into_iter().chain(dev.iter().copied()).collect();
+        for argv in [&dev, &check] {
+            let out = run(argv);
+            assert_eq!(out.code, Some(64), "{argv:?}: {}", out.stderr);
+            assert!(out.stderr.contains(why), "{argv:?} says {why:?}: {}", out.stderr);
+        }
+    }
+    // And what dev accepts, check accepts, saying whether each listener has TLS.
+    let out = run(&["config", "check", "dev", "--api-keys", "a-long-enough-key-0123"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((&summary["gateway"]["tls"]["on"], &summary["grpc_tls"]["on"]), (&false.into(), &false.into()));
+    assert_eq!(summary["api_keys"], true);
+}
+
+/// `switchboard token --config` signs with the file's key and takes its `auth.issuer` and
+/// `auth.audience`: the token connects to a node of the same file (it was refused with
+/// 4501 when the gateway checked an issuer the token lacked).
+#[test]
+fn a_token_minted_from_a_config_file_connects_to_a_node_of_that_file() {
+    let config = kit::config_file(
+        "[auth]\nallow_anonymous = false\nissuer = \"https://auth.example\"\naudience = \"switchboard\"\n\
+         [[auth.keys]]\nhmac_secret = \"a-secret-for-the-test\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let node = DevNode::start(&["--config", config]);
+    let mint = |extra: &[&str]| {
+        let args: Vec<&str> = ["token", "--config", config, "--user", "alice"].iter().chain(extra).copied().collect();
+        let out = run(&args);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout.trim().to_owned()
+    };
+    let connects = |token: &str| run(&["sub", "--url", &node.ws(), "--token", token, "--count", "0", "a:b"]);
+    let out = connects(&mint(&[]));
+    assert_eq!(out.code, Some(0), "the configured issuer and audience: {}", out.stderr);
+    for other in [&["--iss", "https://other.example"][..], &["--aud", "another-app"]] {
+        let out = connects(&mint(other));
+        assert_eq!(out.code, Some(1), "{other:?}: {}", out.stderr);
+        assert!(out.stderr.contains("4501"), "{other:?}: {}", out.stderr);
+    }
+}

@@ -388,7 +388,7 @@ fn the_flags_default_to_the_config_defaults() {
     let settings = |argv: &[&str]| {
         let matches = Cli::command().get_matches_from(argv);
         let Command::Dev(args) = Cli::from_arg_matches(&matches).unwrap().command else { unreachable!() };
-        switchboard::config::dev(&args, &Explicit::from_matches(&matches)).unwrap().0
+        switchboard::config::dev(&args, &Explicit::from_matches(&matches)).unwrap().gateway
     };
     let flags = settings(&["switchboard", "dev"]);
     let d = GatewayConfig::default();

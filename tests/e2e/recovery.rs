@@ -68,6 +68,8 @@ async fn dev() -> Dev {
         gateway: gateway_config(),
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
+        api_tls: None,
+        reflection: true,
         namespaces: namespaces(),
     };
     Dev::start(config, None).await.expect("dev node starts")

@@ -309,3 +309,91 @@ async fn idle_session_memory_with_and_without_tls() {
         let _ = child.wait();
     }
 }
+
+/// Half a TLS pair (a certificate without its key, a key without its certificate, a
+/// client CA alone) in a file, a flag or the environment is refused with the key and the
+/// reason, exit 64; it used to leave TLS silently off.
+#[test]
+fn half_a_tls_pair_is_refused_rather_than_serving_plain() {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let file = |text: &str| {
+        let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sb-e2e-half-tls-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca) = ("cert = \"/x/tls.crt\"\n", "key = \"/x/tls.key\"\n", "client_ca = \"/x/ca.crt\"\n");
+    let nats = "nats://127.0.0.1:1";
+    let gateway = ["gateway", "--nats", nats, "--allow-anonymous", "--config"];
+    let control = ["control", "--nats", nats, "--allow-unauthenticated-api", "--config"];
+    let cases: Vec<(Vec<&str>, String, &str)> = vec![
+        (gateway.to_vec(), file(&format!("[gateway.tls]\n{cert}")), "gateway.tls.key: missing"),
+        (gateway.to_vec(), file(&format!("[gateway.tls]\n{key}")), "gateway.tls.cert: missing"),
+        (gateway.to_vec(), file(&format!("[gateway.tls]\n{ca}")), "gateway.tls.client_ca: set without cert and key"),
+        (control.to_vec(), file(&format!("[control.tls]\n{cert}")), "control.tls.key: missing"),
+        (
+            control.to_vec(),
+            file(&format!("[control.tls]\n{cert}{key}client_cert_optional = true\n")),
+            "control.tls.client_cert_optional: true without client_ca",
+        ),
+        (control.to_vec(), file(&format!("[control.tls]\n{ca}")), "control.tls.client_ca"),
+        (vec!["dev", "--config"], file(&format!("[control.tls]\n{key}")), "control.tls.cert: missing"),
+        (gateway.to_vec(), file("[nats]\ntls_cert = \"/x/c.crt\"\n"), "nats.tls_key: missing"),
+        (gateway.to_vec(), file("[nats]\ntls_key = \"/x/c.key\"\n"), "nats.tls_cert: missing"),
+    ];
+    for (args, path, why) in &cases {
+        let argv: Vec<&str> = args.iter().copied().chain([path.as_str()]).collect();
+        let (code, err) = run_to_exit(&argv);
+        assert_eq!(code, Some(64), "{argv:?}: {err}");
+        assert!(err.contains(why), "{argv:?} says {why:?}: {err}");
+    }
+    // The flags: clap refuses half a pair (exit 64); so does the code, for the environment.
+    for (args, why) in [
+        (&["gateway", "--nats", nats, "--allow-anonymous", "--tls-cert", "/x/tls.crt"][..], "--tls-key"),
+        (&["control", "--nats", nats, "--allow-unauthenticated-api", "--tls-key", "/x/tls.key"], "--tls-cert"),
+        (&["gateway", "--nats", nats, "--allow-anonymous", "--nats-tls-cert", "/x/c.crt"], "--nats-tls-key"),
+    ] {
+        let (code, err) = run_to_exit(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let out = std::process::Command::new(switchboard_tests::binary())
+        .args(["config", "check", "gateway", "--nats", nats, "--allow-anonymous"])
+        .env("SWITCHBOARD_TLS_CERT", "/x/tls.crt")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "SWITCHBOARD_TLS_CERT alone: {err}");
+    assert!(err.contains("--tls-key"), "{err}");
+}
+
+/// `config check` says, per listener, whether it serves TLS.
+#[test]
+fn config_check_says_which_listeners_serve_tls() {
+    let pki = TestPki::new("e2e-check-tls");
+    let issued = pki.server("any", 1);
+    let (cert, key, ca) = (issued.cert.to_str().unwrap(), issued.key.to_str().unwrap(), pki.ca_file());
+    let config = std::env::temp_dir().join(format!("sb-e2e-check-tls-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("[control.tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = {:?}\n", ca.to_str().unwrap()),
+    )
+    .unwrap();
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(switchboard_tests::binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let config = config.to_str().unwrap();
+    let dev = check(&["config", "check", "dev", "--config", config, "--tls-cert", cert, "--tls-key", key]);
+    assert_eq!(dev["gateway"]["tls"]["on"], true, "{dev}");
+    assert_eq!(dev["grpc_tls"]["on"], true, "{dev}");
+    assert_eq!(dev["grpc_tls"]["client_cert_required"], true, "{dev}");
+    let control = check(&["config", "check", "control", "--nats", "nats://x:4222", "--config", config]);
+    assert_eq!(control["grpc_tls"]["on"], true, "mutual TLS stands in for an API key: {control}");
+    let gateway = check(&["config", "check", "gateway", "--nats", "nats://x:4222", "--allow-anonymous"]);
+    assert_eq!(
+        (&gateway["gateway"]["tls"]["on"], &gateway["nats"]["tls"]),
+        (&false.into(), &"when the server asks".into())
+    );
+}

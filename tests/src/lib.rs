@@ -73,6 +73,8 @@ pub async fn start_dev(gateway: GatewayConfig) -> Dev {
         gateway,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
+        api_tls: None,
+        reflection: true,
         namespaces: namespaces(),
     };
     Dev::start(config, None).await.expect("dev node starts")
@@ -128,6 +130,8 @@ pub async fn start_dev_metered(gateway: GatewayConfig) -> (Dev, Metered) {
         gateway,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
+        api_tls: None,
+        reflection: true,
         namespaces: namespaces(),
     };
     let mut starting = std::pin::pin!(Dev::start(config, Some(handle.clone())));

@@ -4,7 +4,9 @@
 //! a namespace follows the `default` rules, and so does a channel of a namespace that is
 //! not configured, unless `unknown_namespaces` is `refuse`. A personal channel (a name
 //! with a `#`, see `Channel::users`) may be subscribed to only by the users it lists,
-//! whatever the namespace's subscribe rule (unless that is `nobody`). Backends (gRPC
+//! whatever the namespace's subscribe rule (unless that is `nobody`). A channel's presence
+//! and history are open to whoever may subscribe to it, and to a token whose
+//! `channels.presence` / `channels.history` patterns match it. Backends (gRPC
 //! publish, server-side subscribe) are never checked: the backend decided.
 
 use std::collections::HashMap;
@@ -87,6 +89,10 @@ pub struct ChannelRules {
 pub enum Op {
     Subscribe,
     Publish,
+    /// Ask who is subscribed (`presence`, `presence_stats`).
+    Presence,
+    /// Read the channel's history (`history`).
+    History,
 }
 
 impl ChannelRules {
@@ -108,7 +114,19 @@ impl ChannelRules {
 
     /// Whether a session of `user` (`""` when anonymous) holding `grants` may do `op` on
     /// `channel`; the error says why not.
+    /// Presence and history: whoever may subscribe, or a token granting it.
     pub fn check(&self, op: Op, channel: &Channel, user: &str, grants: &Grants) -> Result<(), String> {
+        let read_grant = match op {
+            Op::Presence => Some(&grants.presence),
+            Op::History => Some(&grants.history),
+            Op::Subscribe | Op::Publish => None,
+        };
+        if let Some(patterns) = read_grant {
+            if self.rules(channel).is_some() && pattern_matches(patterns, channel) {
+                return Ok(());
+            }
+            return self.check(Op::Subscribe, channel, user, grants);
+        }
         let ns = channel.namespace();
         let rules = match self.namespaces.get(ns) {
             Some(rules) => rules,
@@ -118,6 +136,7 @@ impl ChannelRules {
         let (access, patterns, verb) = match op {
             Op::Subscribe => (rules.subscribe, &grants.subscribe, "subscribe to"),
             Op::Publish => (rules.publish, &grants.publish, "publish on"),
+            Op::Presence | Op::History => unreachable!("answered above"),
         };
         if access == Access::Nobody {
             return Err(format!("clients may not {verb} channels of this namespace"));
@@ -171,12 +190,18 @@ mod tests {
                     "notes".into(),
                     NamespaceRules { subscribe: Access::Granted, publish: Access::Nobody, ..Default::default() },
                 ),
+                ("staff".into(), NamespaceRules { subscribe: Access::Nobody, ..Default::default() }),
             ]),
             unknown_namespaces: UnknownNamespaces::Refuse,
         };
-        let grants = Grants { subscribe: vec!["paid:gold-*".into()], publish: vec!["paid:gold-1".into()] };
+        let grants = Grants {
+            subscribe: vec!["paid:gold-*".into()],
+            publish: vec!["paid:gold-1".into()],
+            presence: vec!["staff:*".into(), "nowhere:*".into()],
+            history: vec!["paid:silver-*".into()],
+        };
         let none = Grants::default();
-        use Op::{Publish as P, Subscribe as S};
+        use Op::{History as H, Presence as R, Publish as P, Subscribe as S};
         let cases: &[(Op, &str, &str, &Grants, bool)] = &[
             (S, "lobby", "", &none, true),
             (P, "lobby", "", &none, true),
@@ -198,6 +223,18 @@ mod tests {
             (P, "notes:#alice", "alice", &none, false),
             (S, "open:#alice", "alice", &none, true),
             (S, "open:#alice", "carol", &none, false),
+            // Presence and history: whoever may subscribe, or a token granting it.
+            (R, "paid:gold-1", "alice", &grants, true),
+            (H, "paid:gold-1", "alice", &grants, true),
+            (R, "paid:gold-1", "alice", &none, false),
+            (R, "staff:room", "alice", &grants, true),
+            (S, "staff:room", "alice", &grants, false),
+            (H, "staff:room", "alice", &grants, false),
+            (H, "paid:silver-1", "alice", &grants, true),
+            (R, "paid:silver-1", "alice", &grants, false),
+            (S, "paid:silver-1", "alice", &grants, false),
+            // A grant does not open a namespace that is not configured.
+            (R, "nowhere:x", "alice", &grants, false),
         ];
         for (op, channel, user, grants, want) in cases {
             let got = rules.check(*op, &Channel::parse(channel).unwrap(), user, grants);

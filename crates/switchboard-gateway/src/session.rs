@@ -111,8 +111,9 @@ struct Session {
     user: String,
     /// A token that came with the upgrade request (header or URL), for `connect`.
     upgrade_token: Option<Box<str>>,
-    /// What the session's token grants, and when it expires (Unix seconds, 0: never).
-    grants: Grants,
+    /// What the session's token grants (boxed, and only when it grants something: an idle
+    /// session stays small), and when it expires (Unix seconds, 0: never).
+    grants: Option<Box<Grants>>,
     expires_at: u64,
     /// `rpc` commands waiting for a backend.
     pending_rpcs: Arc<AtomicUsize>,
@@ -155,7 +156,7 @@ pub(crate) async fn run(
         session_id: None,
         user: String::new(),
         upgrade_token: upgrade_token.map(String::into_boxed_str),
-        grants: Grants::default(),
+        grants: None,
         expires_at: 0,
         pending_rpcs: Arc::new(AtomicUsize::new(0)),
         channels: Vec::new(),
@@ -727,7 +728,7 @@ impl Session {
         // Kept in the handle (on the heap): an idle session's task does not grow.
         let info = claims.info.clone().unwrap_or_default();
         let _ = self.handle.info.set(info.clone());
-        self.grants = claims.grants;
+        self.grants = (!claims.grants.is_empty()).then(|| Box::new(claims.grants));
         self.expires_at = claims.expires_at;
         self.shared.limits.hold_user(&mut self.client, &user).map_err(End::Close)?;
         // The boot tag keeps ids unique across restarts of a gateway with the same node id.
@@ -768,6 +769,12 @@ impl Session {
         Some(Instant::now() + Duration::from_secs(left) + self.shared.config.auth.leeway)
     }
 
+    /// What the session's token grants.
+    fn grants(&self) -> &Grants {
+        static NONE: Grants = Grants::NONE;
+        self.grants.as_deref().unwrap_or(&NONE)
+    }
+
     /// A new token for the same user: its grants and expiry replace the current ones.
     async fn refresh(&mut self, req: pb::RefreshRequest) -> CommandResult {
         if !self.shared.config.auth.checks_tokens() {
@@ -784,7 +791,7 @@ impl Session {
         if claims.user != self.user {
             return Err((ErrorCode::PERMISSION_DENIED, "the refresh token is for another user".into()));
         }
-        self.grants = claims.grants;
+        self.grants = (!claims.grants.is_empty()).then(|| Box::new(claims.grants));
         self.expires_at = claims.expires_at;
         Ok(R::Refresh(pb::RefreshResult { expires_at: self.expires_at }))
     }
@@ -798,7 +805,7 @@ impl Session {
         let channel = parse_channel(name)?;
         let span = tracing::debug_span!("subscribe", session = self.session_id.as_deref(), channel = name);
         if asker != Asker::Backend {
-            self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+            self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, self.grants()).map_err(denied)?;
         }
         if self.channels.contains(&channel) {
             return Err((ErrorCode::ALREADY_SUBSCRIBED, format!("already subscribed to {channel}")));
@@ -948,10 +955,11 @@ impl Session {
         }
     }
 
-    /// A `history` command, for a session that may subscribe to the channel.
+    /// A `history` command, for a session that may subscribe to the channel or whose token
+    /// grants its history.
     fn history(&self, id: u32, req: pb::HistoryRequest) -> Result<Wait, Refusal> {
         let channel = parse_channel(&req.channel)?;
-        self.shared.config.channels.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+        self.shared.config.channels.check(Op::History, &channel, &self.user, self.grants()).map_err(denied)?;
         let limit = match req.limit {
             0 => DEFAULT_HISTORY_LIMIT,
             n if n > MAX_HISTORY_LIMIT => {
@@ -988,12 +996,13 @@ impl Session {
     }
 
     /// A `presence` or `presence_stats` (`stats`) command, for a session that may
-    /// subscribe to a channel of a namespace with `presence`: one question to any control
-    /// replica over the bus, which gathers the answer from the whole registry.
+    /// subscribe to a channel of a namespace with `presence` (or whose token grants its
+    /// presence): one question to any control replica over the bus, which gathers the
+    /// answer from the whole registry.
     fn presence(&self, id: u32, name: &str, stats: bool) -> Result<Wait, Refusal> {
         let channel = parse_channel(name)?;
         let rules = &self.shared.config.channels;
-        rules.check(Op::Subscribe, &channel, &self.user, &self.grants).map_err(denied)?;
+        rules.check(Op::Presence, &channel, &self.user, self.grants()).map_err(denied)?;
         if !rules.rules(&channel).is_some_and(|r| r.presence) {
             return Err((ErrorCode::NO_PRESENCE, format!("the namespace of {channel} has no presence")));
         }
@@ -1048,7 +1057,7 @@ impl Session {
         if !self.shared.config.client_publish {
             return Err((ErrorCode::PERMISSION_DENIED, "clients may not publish on this gateway".into()));
         }
-        self.shared.config.channels.check(Op::Publish, &channel, &self.user, &self.grants).map_err(denied)?;
+        self.shared.config.channels.check(Op::Publish, &channel, &self.user, self.grants()).map_err(denied)?;
         let span = tracing::debug_span!("publish", session = self.session_id.as_deref(), channel = name);
         let published = self.shared.bus.publish(&channel, data, PublishOptions::default());
         Ok(async move {

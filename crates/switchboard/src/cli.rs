@@ -286,9 +286,10 @@ pub struct DevArgs {
     /// `wss`: TLS on the WebSocket listener.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Optional here: without keys the API is open (with a warning).
+    /// Optional here: without keys the API is open (with a warning), unless
+    /// `control.allow_unauthenticated_api = false` in the config file.
     #[command(flatten)]
-    pub api: ApiKeysArgs,
+    pub api: ControlAuthArgs,
 }
 
 /// Gateway limits and timers, shared by every command that runs a gateway.
@@ -396,6 +397,10 @@ pub struct GatewayArgs {
     /// to start without this; `dev` allows anonymous sessions unless the config file says not.
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// CA certificates (PEM) an `https://` `auth.jwks_url` must chain to, instead of the
+    /// system's roots (a private identity provider).
+    #[arg(long, env = "SWITCHBOARD_JWKS_CA")]
+    pub jwks_ca: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -449,6 +454,18 @@ pub struct TokenArgs {
     /// A channel pattern the token grants publishing on (repeat).
     #[arg(long = "publish")]
     pub publish: Vec<String>,
+    /// A channel pattern whose presence the token grants without subscribing (repeat).
+    #[arg(long = "presence")]
+    pub presence: Vec<String>,
+    /// A channel pattern whose history the token grants without subscribing (repeat).
+    #[arg(long = "history")]
+    pub history: Vec<String>,
+    /// The `iss` claim; default `auth.issuer` of `--config`, else none.
+    #[arg(long)]
+    pub iss: Option<String>,
+    /// The `aud` claim; default `auth.audience` of `--config`, else none.
+    #[arg(long)]
+    pub aud: Option<String>,
     /// Client info (any JSON) for the `info` claim.
     #[arg(long)]
     pub info: Option<String>,

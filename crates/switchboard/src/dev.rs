@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use switchboard_bus::{Bus, MemoryBroker, Namespaces, NoDelivery};
 use switchboard_control::{ApiKeys, Control, ControlConfig};
 use switchboard_gateway::{Gateway, GatewayConfig};
+use switchboard_tls::TlsFiles;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -17,8 +18,12 @@ use tokio::task::JoinHandle;
 pub struct DevConfig {
     pub gateway: GatewayConfig,
     pub grpc_listen: SocketAddr,
-    /// Keys the gRPC API asks for; none: open.
+    /// Keys the gRPC API asks for; none (and no client CA): open.
     pub api_keys: ApiKeys,
+    /// TLS on the gRPC listener (`[control.tls]`; with `client_ca`, mutual TLS).
+    pub api_tls: Option<TlsFiles>,
+    /// Serve gRPC server reflection.
+    pub reflection: bool,
     /// What is kept per channel namespace (history).
     pub namespaces: Namespaces,
 }
@@ -54,6 +59,8 @@ impl Dev {
             replica_id: "dev".into(),
             grpc_addr: grpc.to_string(),
             api_keys: config.api_keys.clone(),
+            tls: config.api_tls.clone(),
+            reflection: config.reflection,
             ..ControlConfig::default()
         };
         let control = Control::start(control_config, control_bus).await?;
@@ -98,25 +105,28 @@ impl Drop for Dev {
 
 /// `switchboard dev`: runs until SIGINT/SIGTERM, then drains.
 pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) -> anyhow::Result<()> {
-    let (gateway, grpc_listen, namespaces) = crate::config::dev(&args, explicit)?;
+    // Every check `config check dev` makes, API keys included, happens here.
+    let config = crate::config::dev(&args, explicit)?;
     let prometheus = crate::telemetry::install_metrics()?;
     switchboard_gateway::metrics::describe();
     switchboard_bus::metrics::describe();
     switchboard_control::metrics::describe();
-    if gateway.auth.allow_anonymous {
+    if config.gateway.auth.allow_anonymous {
         tracing::warn!(
             "anonymous sessions are allowed: anyone who reaches this port may connect \
              (fine for trying it; configure [auth] keys before exposing it)"
         );
     }
-    let api_keys = args.api.keys();
-    api_keys.validate().map_err(crate::UsageError)?;
-    let (http, ws) = if gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    let open = api_keys.is_empty();
-    let (page, demo_tokens) = (gateway.serve_page, gateway.demo_tokens.is_some());
-    let node = Dev::start(DevConfig { gateway, grpc_listen, api_keys, namespaces }, Some(prometheus)).await?;
+    let (http, ws) = if config.gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    let grpc_scheme = if config.api_tls.is_some() { "https" } else { "http" };
+    let open = config.api_keys.is_empty() && config.api_tls.as_ref().is_none_or(|t| t.client_ca.is_none());
+    let (page, demo_tokens) = (config.gateway.serve_page, config.gateway.demo_tokens.is_some());
+    let node = Dev::start(config, Some(prometheus)).await?;
     if open {
-        eprintln!("WARNING: the gRPC API takes calls without an API key (fine on a laptop; --api-keys to require one)");
+        eprintln!(
+            "WARNING: the gRPC API takes calls without an API key (fine on a laptop; --api-keys or control.api_keys \
+             to require one)"
+        );
     }
     println!("switchboard dev is running (in-process bus, no NATS)");
     println!("  browser:   {http}://{}/", node.http);
@@ -127,7 +137,7 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
         println!("  tokens:    {http}://{}/demo/token?user=NAME (--demo-tokens: anyone may be anyone)", node.http);
     }
     println!("  websocket: {ws}://{}/ws", node.http);
-    println!("  grpc:      http://{}", node.grpc);
+    println!("  grpc:      {grpc_scheme}://{}", node.grpc);
     // Commands that work as printed: this binary's path, and the addresses unless default.
     let me = command_name();
     let default = |port| SocketAddr::from(([127, 0, 0, 1], port));

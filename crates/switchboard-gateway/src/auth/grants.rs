@@ -1,8 +1,15 @@
 //! The channel capabilities a token grants: its `channels` claim.
 //!
 //! ```json
-//! "channels": {"subscribe": ["chat:*", "news"], "publish": ["chat:lobby"]}
+//! "channels": {"subscribe": ["chat:*", "news"], "publish": ["chat:lobby"],
+//!              "presence": ["room:*"], "history": ["room:*"]}
 //! ```
+//!
+//! `subscribe` and `publish` serve namespaces whose rule is `granted`. `presence` and
+//! `history` widen who may read a channel: its presence (or history) is open to whoever
+//! may subscribe to it, or to a token whose `presence` (`history`) patterns match it,
+//! whatever the namespace's subscribe rule (a moderator's dashboard that sees who is in a
+//! room without subscribing). The namespace must still have presence (history) on.
 //!
 //! A pattern is a channel name, or a prefix ending in `*` that matches every channel
 //! starting with it (`chat:*`, `chat:room-*`, `*`). Only a trailing `*` is special.
@@ -17,6 +24,21 @@ use switchboard_wire::Channel;
 pub struct Grants {
     pub subscribe: Vec<String>,
     pub publish: Vec<String>,
+    /// Channels whose presence the token may see without subscribing.
+    pub presence: Vec<String>,
+    /// Channels whose history the token may read without subscribing.
+    pub history: Vec<String>,
+}
+
+impl Grants {
+    /// No grants at all (an anonymous session, or a token without `channels`).
+    pub const NONE: Grants =
+        Grants { subscribe: Vec::new(), publish: Vec::new(), presence: Vec::new(), history: Vec::new() };
+
+    /// Whether it grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.publish.is_empty() && self.presence.is_empty() && self.history.is_empty()
+    }
 }
 
 /// Whether any of `patterns` matches `channel`.

@@ -1,4 +1,5 @@
-//! A JWKS document fetched over HTTP(S), cached, refreshed every `max_age` and, for a
+//! A JWKS document fetched over HTTP(S) (verified with the system's roots, or the CA
+//! certificates of `auth.jwks_ca`), cached, refreshed every `max_age` and, for a
 //! token whose `kid` is unknown, at most once per `min_refresh`. A failed fetch keeps the
 //! keys of the last good one.
 
@@ -9,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -19,10 +19,14 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest JWKS document accepted.
 const MAX_BODY: usize = 1 << 20;
 
-pub(super) type FetchedKeys = Arc<Vec<(Option<String>, DecodingKey)>>;
+use super::VerifyKey;
+
+pub(super) type FetchedKeys = Arc<Vec<VerifyKey>>;
 
 pub(super) struct Jwks {
     url: String,
+    /// How `https://` URLs are verified: the system's roots, or `auth.jwks_ca`.
+    tls: tokio_rustls::TlsConnector,
     min_refresh: Duration,
     keys: RwLock<FetchedKeys>,
     /// When the last fetch was attempted.
@@ -32,10 +36,16 @@ pub(super) struct Jwks {
 }
 
 impl Jwks {
-    /// Starts fetching `url` now and every `max_age`.
-    pub(super) fn start(url: String, min_refresh: Duration, max_age: Duration) -> Arc<Jwks> {
+    /// Starts fetching `url` now and every `max_age`, trusting `roots` for `https://`.
+    pub(super) fn start(
+        url: String,
+        roots: rustls::RootCertStore,
+        min_refresh: Duration,
+        max_age: Duration,
+    ) -> Arc<Jwks> {
         let jwks = Arc::new(Jwks {
             url,
+            tls: tls_connector(roots),
             min_refresh,
             keys: RwLock::new(Arc::new(Vec::new())),
             attempted: Mutex::new(None),
@@ -77,7 +87,10 @@ impl Jwks {
     /// One fetch; keeps the old keys when it fails. Call with `fetching` held.
     async fn fetch(&self) -> bool {
         *self.attempted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        match tokio::time::timeout(FETCH_TIMEOUT, get(&self.url)).await.unwrap_or_else(|_| Err("timed out".into())) {
+        match tokio::time::timeout(FETCH_TIMEOUT, get(&self.url, &self.tls))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
+        {
             Ok(body) => match parse(&body) {
                 Ok(keys) => {
                     tracing::debug!(url = %self.url, keys = keys.len(), "jwks fetched");
@@ -97,14 +110,15 @@ impl Jwks {
     }
 }
 
-/// The keys of a JWKS document; keys it cannot use are skipped.
-fn parse(body: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
+/// The keys of a JWKS document; keys it cannot use are skipped. A key with `alg`
+/// verifies only tokens of that algorithm.
+fn parse(body: &[u8]) -> Result<Vec<VerifyKey>, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a jwks document: {e}"))?;
     Ok(set
         .keys
         .iter()
-        .filter_map(|jwk| match DecodingKey::from_jwk(jwk) {
-            Ok(key) => Some((jwk.common.key_id.clone(), key)),
+        .filter_map(|jwk| match super::keys::jwk_key(jwk) {
+            Ok((key, alg)) => Some(VerifyKey { kid: jwk.common.key_id.clone(), key, alg }),
             Err(e) => {
                 tracing::debug!(kid = ?jwk.common.key_id, error = %e, "jwks key skipped");
                 None
@@ -114,7 +128,7 @@ fn parse(body: &[u8]) -> Result<Vec<(Option<String>, DecodingKey)>, String> {
 }
 
 /// `GET url`, over TLS for `https://`, returning the body of a 200.
-async fn get(url: &str) -> Result<Bytes, String> {
+async fn get(url: &str, tls: &tokio_rustls::TlsConnector) -> Result<Bytes, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let host = uri.host().ok_or("no host")?.to_owned();
     let https = match uri.scheme_str() {
@@ -126,7 +140,7 @@ async fn get(url: &str) -> Result<Bytes, String> {
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if https {
-        let tls = tls_connector().connect(rustls_host(&host)?, tcp).await.map_err(|e| e.to_string())?;
+        let tls = tls.connect(rustls_host(&host)?, tcp).await.map_err(|e| e.to_string())?;
         request(tls, &host, &path).await
     } else {
         request(tcp, &host, &path).await
@@ -154,11 +168,16 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     Ok(body.to_bytes())
 }
 
-fn tls_connector() -> tokio_rustls::TlsConnector {
+/// The system's CA roots.
+pub(super) fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
+    roots
+}
+
+fn tls_connector(roots: rustls::RootCertStore) -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,7 +1,9 @@
 //! Static verification keys, from the configuration.
 
-use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use super::VerifyKey;
 
 /// One configured key.
 #[derive(Clone)]
@@ -21,7 +23,8 @@ pub enum KeyMaterial {
     /// A public key in PEM (`BEGIN PUBLIC KEY` RSA, EC P-256/P-384 or Ed25519, or `BEGIN
     /// RSA PUBLIC KEY`).
     Pem(String),
-    /// A public key as one JWK (JSON).
+    /// A public key as one JWK (JSON). A JWK that carries `alg` verifies only tokens of
+    /// that algorithm.
     Jwk(String),
 }
 
@@ -38,18 +41,36 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    pub(super) fn decoding_key(&self) -> Result<DecodingKey, String> {
+    pub(super) fn verify_key(&self) -> Result<VerifyKey, String> {
         let name = self.kid.as_deref().unwrap_or("(no kid)");
-        match &self.material {
-            KeyMaterial::Hmac(secret) if secret.is_empty() => Err(format!("key {name}: the hmac secret is empty")),
-            KeyMaterial::Hmac(secret) => Ok(DecodingKey::from_secret(secret)),
-            KeyMaterial::Pem(pem) => pem_key(pem).map_err(|e| format!("key {name}: {e}")),
+        let (key, alg) = match &self.material {
+            KeyMaterial::Hmac(secret) if secret.is_empty() => {
+                return Err(format!("key {name}: the hmac secret is empty"));
+            }
+            KeyMaterial::Hmac(secret) => (DecodingKey::from_secret(secret), None),
+            KeyMaterial::Pem(pem) => (pem_key(pem).map_err(|e| format!("key {name}: {e}"))?, None),
             KeyMaterial::Jwk(json) => {
                 let jwk: Jwk = serde_json::from_str(json).map_err(|e| format!("key {name}: not a jwk: {e}"))?;
-                DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {name}: {e}"))
+                jwk_key(&jwk).map_err(|e| format!("key {name}: {e}"))?
             }
-        }
+        };
+        Ok(VerifyKey { kid: self.kid.clone(), key, alg })
     }
+}
+
+/// A JWK's key and the algorithm its `alg` member pins it to, if any.
+pub(super) fn jwk_key(jwk: &Jwk) -> Result<(DecodingKey, Option<Algorithm>), String> {
+    let alg = match &jwk.common.key_algorithm {
+        None => None,
+        Some(a) => Some(Algorithm::try_from(*a).map_err(|_| format!("its alg {a} is not a signature algorithm"))?),
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    if let Some(a) = alg
+        && a.family() != key.family()
+    {
+        return Err(format!("its alg {a:?} does not fit its key type"));
+    }
+    Ok((key, alg))
 }
 
 /// A public key from PEM, whichever family it is.

@@ -41,8 +41,12 @@ pub struct AuthConfig {
     pub algorithms: Vec<Algorithm>,
     /// Static keys; a token with a `kid` is checked only against the keys with that `kid`.
     pub keys: Vec<Key>,
-    /// A JWKS document (`{"keys":[…]}`) to fetch keys from, `http://` or `https://`.
+    /// A JWKS document (`{"keys":[…]}`) to fetch keys from, `http://` or `https://`. A
+    /// key with `alg` verifies only tokens of that algorithm.
     pub jwks_url: Option<String>,
+    /// CA certificates (PEM) an `https://` JWKS URL's server must chain to, instead of the
+    /// system's roots (a private identity provider). Default unset: the system's roots.
+    pub jwks_ca: Option<std::path::PathBuf>,
     /// A token with an unknown `kid` refetches the JWKS at most this often. Default 10 s.
     pub jwks_min_refresh: Duration,
     /// The JWKS is refetched this often in any case. Default 5 min.
@@ -65,6 +69,7 @@ impl Default for AuthConfig {
             algorithms: Vec::new(),
             keys: Vec::new(),
             jwks_url: None,
+            jwks_ca: None,
             jwks_min_refresh: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(300),
             issuer: None,
@@ -151,11 +156,19 @@ struct RawClaims {
     info: Option<Box<RawValue>>,
 }
 
+/// One key tokens are checked against: configured or from the JWKS.
+pub(crate) struct VerifyKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    /// A JWK's `alg`: the only algorithm this key verifies.
+    alg: Option<Algorithm>,
+}
+
 /// Checks tokens against the configured keys. Cheap to share.
 pub struct Verifier {
     config: AuthConfig,
     algorithms: Vec<Algorithm>,
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<VerifyKey>,
     jwks: Option<Arc<jwks::Jwks>>,
 }
 
@@ -165,10 +178,10 @@ impl Verifier {
     /// Loads the configured keys (a bad key is an error naming it) and, with a JWKS URL,
     /// starts fetching it in the background.
     pub fn new(config: AuthConfig) -> Result<Self, String> {
-        let keys =
-            config.keys.iter().map(|k| Ok((k.kid.clone(), k.decoding_key()?))).collect::<Result<Vec<_>, String>>()?;
+        let keys = config.keys.iter().map(Key::verify_key).collect::<Result<Vec<_>, String>>()?;
+        let roots = jwks_roots(&config)?;
         let algorithms = if config.algorithms.is_empty() {
-            let mut families: Vec<_> = keys.iter().map(|(_, k)| k.family()).collect();
+            let mut families: Vec<_> = keys.iter().map(|k| k.key.family()).collect();
             if config.jwks_url.is_some() {
                 families.extend([
                     jsonwebtoken::AlgorithmFamily::Rsa,
@@ -186,13 +199,14 @@ impl Verifier {
         let jwks = config
             .jwks_url
             .as_ref()
-            .map(|url| jwks::Jwks::start(url.clone(), config.jwks_min_refresh, config.jwks_max_age));
+            .map(|url| jwks::Jwks::start(url.clone(), roots, config.jwks_min_refresh, config.jwks_max_age));
         Ok(Verifier { config, algorithms, keys, jwks })
     }
 
     /// Checks that every configured key loads (without starting anything).
     pub fn check(config: &AuthConfig) -> Result<(), String> {
-        config.keys.iter().try_for_each(|k| k.decoding_key().map(drop))
+        config.keys.iter().try_for_each(|k| k.verify_key().map(drop))?;
+        jwks_roots(config).map(drop)
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -220,12 +234,21 @@ impl Verifier {
 
     fn try_keys(&self, token: &str, alg: Algorithm, kid: Option<&str>) -> Result<Claims, TokenError> {
         let fetched = self.jwks.as_ref().map(|j| j.keys()).unwrap_or_default();
+        // A key pinned to another algorithm (a JWK's `alg`) is no candidate: when it was
+        // the only one, the token's algorithm is what is wrong.
+        let mut pinned_elsewhere = false;
         let candidates = self
             .keys
             .iter()
-            .map(|(k, key)| (k.as_deref(), key))
-            .chain(fetched.iter().map(|(k, key)| (k.as_deref(), key)))
-            .filter(|(k, key)| key.family() == alg.family() && (kid.is_none() || *k == kid));
+            .chain(fetched.iter())
+            .filter(|k| k.key.family() == alg.family() && (kid.is_none() || k.kid.as_deref() == kid))
+            .filter(|k| {
+                let fits = k.alg.is_none_or(|a| a == alg);
+                pinned_elsewhere |= !fits;
+                fits
+            })
+            .map(|k| &k.key)
+            .collect::<Vec<_>>();
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
@@ -245,7 +268,10 @@ impl Verifier {
         }
         validation.set_required_spec_claims(&required);
         let mut last = None;
-        for (_, key) in candidates {
+        if candidates.is_empty() && pinned_elsewhere {
+            return Err(TokenError::Algorithm(alg));
+        }
+        for key in candidates {
             match jsonwebtoken::decode::<RawClaims>(token, key, &validation) {
                 Ok(data) => {
                     let c = data.claims;
@@ -264,6 +290,15 @@ impl Verifier {
             }
         }
         Err(last.unwrap_or_else(|| TokenError::UnknownKey(kid.map(str::to_owned))))
+    }
+}
+
+/// The roots an `https://` JWKS URL is verified with.
+fn jwks_roots(config: &AuthConfig) -> Result<rustls::RootCertStore, String> {
+    match &config.jwks_ca {
+        Some(path) => switchboard_tls::load_roots(path).map_err(|e| format!("auth.jwks_ca: {e}")),
+        None if config.jwks_url.as_deref().is_some_and(|u| u.starts_with("https://")) => Ok(jwks::system_roots()),
+        None => Ok(rustls::RootCertStore::empty()),
     }
 }
 

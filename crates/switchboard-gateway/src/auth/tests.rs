@@ -60,6 +60,94 @@ async fn every_configured_algorithm_verifies_and_yields_the_user() {
     }
 }
 
+/// An EC or Ed25519 key pair drawn now: the signing key and the public key in PEM.
+fn generated(alg: &'static rcgen::SignatureAlgorithm) -> (EncodingKey, String) {
+    let pair = rcgen::KeyPair::generate_for(alg).unwrap();
+    let private = pair.serialize_pem();
+    let signing = if alg == &rcgen::PKCS_ED25519 {
+        EncodingKey::from_ed_pem(private.as_bytes())
+    } else {
+        EncodingKey::from_ec_pem(private.as_bytes())
+    };
+    (signing.unwrap(), pair.public_key_pem())
+}
+
+#[tokio::test]
+async fn every_algorithm_is_accepted_with_its_key_and_refused_when_another_is_configured() {
+    use Algorithm::*;
+    let hmac = (EncodingKey::from_secret(b"s3cret"), KeyMaterial::Hmac(b"s3cret".to_vec()));
+    let rsa = || (EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(), KeyMaterial::Pem(RSA_PUBLIC.into()));
+    let pem = |(signing, public): (EncodingKey, String)| (signing, KeyMaterial::Pem(public));
+    let p256 = pem(generated(&rcgen::PKCS_ECDSA_P256_SHA256));
+    let p384 = pem(generated(&rcgen::PKCS_ECDSA_P384_SHA384));
+    let ed = pem(generated(&rcgen::PKCS_ED25519));
+    // (algorithm, its key, another algorithm the verifier accepts instead)
+    let cases = [
+        (HS256, hmac.clone(), HS384),
+        (HS384, hmac.clone(), HS512),
+        (HS512, hmac.clone(), HS256),
+        (RS256, rsa(), RS384),
+        (RS384, rsa(), RS512),
+        (RS512, rsa(), PS512),
+        (PS256, rsa(), RS256),
+        (PS384, rsa(), PS256),
+        (PS512, rsa(), PS384),
+        (ES256, p256, ES384),
+        (ES384, p384, ES256),
+        (EdDSA, ed, ES256),
+    ];
+    for (alg, (signing, public), other) in cases {
+        let token = sign(alg, None, &signing, claims("alice"));
+        let only = |algorithms| {
+            Verifier::new(AuthConfig { keys: vec![key(None, public.clone())], algorithms, ..AuthConfig::default() })
+                .unwrap()
+        };
+        let got = only(vec![alg]).verify(&token).await;
+        assert_eq!(got.map(|c| c.user).map_err(|e| e.to_string()), Ok("alice".to_owned()), "{alg:?}");
+        let got = only(vec![other]).verify(&token).await.map(|c| c.user);
+        assert_eq!(got.as_ref().map_err(TokenError::reason), Err("algorithm"), "{alg:?} under {other:?}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_jwk_with_alg_verifies_only_that_algorithm() {
+    let jwk: serde_json::Value = serde_json::from_str(include_str!("testdata/rsa.jwk.json")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    let with_alg = |alg: Option<&str>| {
+        let mut jwk = jwk.clone();
+        let o = jwk.as_object_mut().unwrap();
+        o.remove("alg");
+        if let Some(a) = alg {
+            o.insert("alg".into(), a.into());
+        }
+        verifier(vec![key(Some("rsa-1"), KeyMaterial::Jwk(jwk.to_string()))])
+    };
+    let pinned = with_alg(Some("RS256"));
+    let free = with_alg(None);
+    for alg in [Algorithm::RS256, Algorithm::RS384, Algorithm::PS256, Algorithm::PS512] {
+        let token = sign(alg, Some("rsa-1"), &rsa, claims("alice"));
+        assert!(free.verify(&token).await.is_ok(), "{alg:?} with a jwk without alg");
+        let got = pinned.verify(&token).await.map(|c| c.user);
+        if alg == Algorithm::RS256 {
+            assert_eq!(got.map_err(|e| e.to_string()), Ok("alice".to_owned()));
+        } else {
+            assert_eq!(got.map_err(|e| e.reason()), Err("algorithm"), "{alg:?} with a jwk pinned to RS256");
+        }
+    }
+    // An alg that is not a signature algorithm, or of another family, is refused at load.
+    for (alg, why) in [("RSA-OAEP", "not a signature algorithm"), ("ES256", "does not fit")] {
+        let mut jwk = jwk.clone();
+        jwk["alg"] = alg.into();
+        let err = Verifier::new(AuthConfig {
+            keys: vec![key(Some("k"), KeyMaterial::Jwk(jwk.to_string()))],
+            ..AuthConfig::default()
+        })
+        .err()
+        .expect(alg);
+        assert!(err.contains(why) && err.contains("k"), "{alg}: {err}");
+    }
+}
+
 #[tokio::test]
 async fn keys_are_chosen_by_kid_and_rotation_keeps_both_working() {
     let (old, new) = (EncodingKey::from_secret(b"old"), EncodingKey::from_secret(b"new"));
@@ -166,11 +254,13 @@ async fn grants_and_info_come_from_the_claims() {
         Algorithm::HS256,
         None,
         &hs,
-        serde_json::json!({"sub": "a", "exp": later(), "channels": {"subscribe": ["chat:*"], "publish": ["chat:lobby"]}, "info": {"name": "Alice"}}),
+        serde_json::json!({"sub": "a", "exp": later(), "channels": {"subscribe": ["chat:*"], "publish": ["chat:lobby"], "presence": ["room:*"], "history": ["room:1"]}, "info": {"name": "Alice"}}),
     );
     let c = v.verify(&token).await.unwrap();
     assert_eq!(c.grants.subscribe, ["chat:*"]);
     assert_eq!(c.grants.publish, ["chat:lobby"]);
+    assert_eq!(c.grants.presence, ["room:*"]);
+    assert_eq!(c.grants.history, ["room:1"]);
     assert_eq!(c.info.as_deref(), Some(&br#"{"name":"Alice"}"#[..]));
 }
 

@@ -34,14 +34,36 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The TLS settings, if TLS is on.
-    pub fn files(&self) -> Option<TlsFiles> {
-        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+    /// No TLS flags (a listener whose TLS only the config file sets).
+    pub fn none() -> Self {
+        TlsArgs {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_cert_optional: false,
+            tls_reload_interval: TlsFiles::new("", "").reload_interval,
+        }
+    }
+
+    /// The TLS settings, if TLS is on. Half a pair is refused rather than leaving TLS off
+    /// (clap checks the flags, this also the environment variables).
+    pub fn files(&self) -> Result<Option<TlsFiles>, UsageError> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(UsageError("--tls-cert needs --tls-key (SWITCHBOARD_TLS_KEY)".into())),
+            (None, Some(_)) => return Err(UsageError("--tls-key needs --tls-cert (SWITCHBOARD_TLS_CERT)".into())),
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err(UsageError(
+                    "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS needs TLS on".into(),
+                ));
+            }
+            (None, None) => return Ok(None),
+        };
         let mut files = TlsFiles { reload_interval: self.tls_reload_interval, ..TlsFiles::new(cert, key) };
         if let Some(ca) = &self.tls_client_ca {
             files = files.with_client_ca(ca, !self.tls_client_cert_optional);
         }
-        Some(files)
+        Ok(Some(files))
     }
 }
 

@@ -21,7 +21,9 @@ pub struct FileConfig {
     pub auth: Option<AuthSection>,
     /// Who may subscribe and publish, per channel namespace.
     pub channels: Option<ChannelsSection>,
-    /// A control replica (`switchboard control`, and the gRPC API of `switchboard dev`).
+    /// A control replica (`switchboard control`), and the gRPC API of `switchboard dev`
+    /// (its `grpc_listen`, `tls`, `api_keys`, `api_keys_file`, `reflection` and
+    /// `allow_unauthenticated_api`, which defaults to true in `dev`).
     pub control: Option<ControlSection>,
     /// How to reach NATS (`gateway` and `control`; `dev` has no NATS).
     pub nats: Option<NatsSection>,
@@ -116,11 +118,12 @@ pub struct GatewaySection {
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
-    /// The certificate chain (PEM). Required with `key`.
+    /// The certificate chain (PEM). Required with `key`: one without the other is refused.
     pub cert: Option<String>,
-    /// Its private key (PEM).
+    /// Its private key (PEM). Required with `cert`.
     pub key: Option<String>,
-    /// CA certificates (PEM) client certificates must chain to (mutual TLS). Default unset.
+    /// CA certificates (PEM) client certificates must chain to (mutual TLS); needs `cert`
+    /// and `key`. Default unset.
     pub client_ca: Option<String>,
     /// With `client_ca`: let clients without a certificate connect (they then need another
     /// credential). Default false.
@@ -140,8 +143,12 @@ pub struct AuthSection {
     pub algorithms: Option<Vec<String>>,
     /// Keys that verify tokens; a token naming a `kid` is checked against that key only.
     pub keys: Option<Vec<KeySection>>,
-    /// A JWKS document to fetch keys from (http:// or https://). Default unset.
+    /// A JWKS document to fetch keys from (http:// or https://); a key with `alg` verifies
+    /// only tokens of that algorithm. Default unset.
     pub jwks_url: Option<String>,
+    /// CA certificates (PEM) an https:// `jwks_url` must chain to, instead of the system's
+    /// roots (a private identity provider). Default unset: the system's roots.
+    pub jwks_ca: Option<String>,
     /// A token with an unknown `kid` refetches the JWKS at most this often. Default "10s".
     pub jwks_min_refresh: Option<Dur>,
     /// The JWKS is refetched this often in any case. Default "5m".
@@ -252,7 +259,8 @@ pub struct ControlSection {
     pub api_keys: Option<Vec<String>>,
     /// A file of API keys, one per line, re-read when it changes (a mounted secret).
     pub api_keys_file: Option<String>,
-    /// Serve the API with neither API keys nor mutual TLS. Default false: refused.
+    /// Serve the API with neither API keys nor mutual TLS. Default false: refused (true in
+    /// `dev`, which then warns).
     pub allow_unauthenticated_api: Option<bool>,
     /// Serve gRPC server reflection. Default true.
     pub reflection: Option<bool>,

@@ -19,7 +19,7 @@ use switchboard_gateway::demo::DemoTokens;
 use switchboard_gateway::permissions::{Access, ChannelRules, NamespaceRules, UnknownNamespaces};
 
 use crate::UsageError;
-use crate::cli::security::{ApiKeysArgs, NatsSecurityArgs, TlsArgs};
+use crate::cli::security::{ControlAuthArgs, NatsSecurityArgs, TlsArgs};
 use crate::cli::{BalanceArgs, ControlArgs, DevArgs, GatewayArgs, GatewayCmdArgs, NatsArgs};
 use crate::telemetry::LogFormat;
 use file::FileConfig;
@@ -117,7 +117,7 @@ pub fn gateway(args: &GatewayCmdArgs, x: &Explicit) -> Result<(GatewayConfig, Na
     };
     let mut config = gateway_config(&args.gateway, listen, &f, x, false)?;
     config.serve_page = x.pick("page", args.page, g.page);
-    config.tls = tls(&args.tls, g.tls.as_ref(), x);
+    config.tls = tls(&args.tls, g.tls.as_ref(), x, "gateway.tls")?;
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
     let nats = nats_config(&args.nats, &f, x, &config.node_id)?;
     check_anonymous(&config)?;
@@ -172,8 +172,10 @@ pub fn namespaces(f: &FileConfig) -> Result<Namespaces, UsageError> {
     Ok(Namespaces { default, namespaces })
 }
 
-/// `switchboard dev`: the gateway, the gRPC listen address and what is kept per namespace.
-pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, Namespaces), UsageError> {
+/// `switchboard dev`: the gateway, the gRPC API (its address, keys, TLS and reflection,
+/// as `control` reads them) and what is kept per namespace. Everything `dev` checks before
+/// it binds is checked here, so `config check dev` refuses what `dev` would.
+pub fn dev(args: &DevArgs, x: &Explicit) -> Result<crate::dev::DevConfig, UsageError> {
     let f = load(args.config.path.as_deref())?;
     let g = f.gateway.clone().unwrap_or_default();
     let listen = match (&g.listen, x.has("listen")) {
@@ -184,7 +186,7 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, N
     config.serve_page = if x.has("no_page") { !args.no_page } else { g.page.unwrap_or(!args.no_page) };
     // A test flag only, never in a file.
     config.echo = args.test_echo_endpoint;
-    config.tls = tls(&args.tls, g.tls.as_ref(), x);
+    config.tls = tls(&args.tls, g.tls.as_ref(), x, "gateway.tls")?;
     if args.demo_tokens {
         let secret = demo_secret()?;
         config.auth.keys.push(Key { kid: None, material: KeyMaterial::Hmac(secret.clone()) });
@@ -192,11 +194,65 @@ pub fn dev(args: &DevArgs, x: &Explicit) -> Result<(GatewayConfig, SocketAddr, N
     }
     config.validate().map_err(|e| UsageError(format!("gateway: {e}")))?;
     check_anonymous(&config)?;
-    let grpc = match (f.control.as_ref().and_then(|c| c.grpc_listen.as_ref()), x.has("grpc_listen")) {
+    let c = f.control.clone().unwrap_or_default();
+    let grpc_listen = match (&c.grpc_listen, x.has("grpc_listen")) {
         (Some(l), false) => addr("control.grpc_listen", l)?,
         _ => args.grpc_listen,
     };
-    Ok((config, grpc, namespaces(&f)?))
+    // The --tls-… flags of `dev` are the gateway's: the gRPC API's TLS is the file's only.
+    let api_tls = tls(&TlsArgs::none(), c.tls.as_ref(), &Explicit::default(), "control.tls")?;
+    let api = ControlConfig { replica_id: "dev".into(), ..ControlConfig::default() };
+    let api = api_security(api, &args.api, api_tls, &c, x, true)?;
+    Ok(crate::dev::DevConfig {
+        gateway: config,
+        grpc_listen,
+        api_keys: api.api_keys,
+        api_tls: api.tls,
+        reflection: api.reflection,
+        namespaces: namespaces(&f)?,
+    })
+}
+
+/// Who may call the gRPC API, for `control` and `dev` alike: API keys (flags, then
+/// `control.api_keys` / `control.api_keys_file`), TLS, reflection; then the same checks
+/// as at start-up, and the refusal to serve it open unless allowed (`dev_open`: `dev`
+/// allows it unless `control.allow_unauthenticated_api = false`).
+fn api_security(
+    base: ControlConfig,
+    auth: &ControlAuthArgs,
+    tls: Option<switchboard_tls::TlsFiles>,
+    c: &file::ControlSection,
+    x: &Explicit,
+    dev_open: bool,
+) -> Result<ControlConfig, UsageError> {
+    let mut keys = auth.keys.clone();
+    if !x.has("api_keys")
+        && let Some(k) = &c.api_keys
+    {
+        keys.api_keys = k.clone();
+    }
+    if !x.has("api_keys_file")
+        && let Some(p) = &c.api_keys_file
+    {
+        keys.api_keys_file = Some(p.into());
+    }
+    let config = ControlConfig {
+        tls,
+        api_keys: keys.keys(),
+        reflection: x.pick("no_reflection", !auth.no_reflection, c.reflection),
+        ..base
+    };
+    config.validate().map_err(|e| UsageError(e.to_string()))?;
+    let open =
+        x.pick("allow_unauthenticated_api", auth.allow_unauthenticated_api || dev_open, c.allow_unauthenticated_api);
+    if !config.is_authenticated() && !open {
+        return Err(UsageError(
+            "the gRPC API needs API keys (--api-keys, --api-keys-file, control.api_keys) or mutual TLS \
+             (--tls-client-ca, control.tls.client_ca); --allow-unauthenticated-api serves it open"
+                .into(),
+        ));
+    }
+    Ok(config)
 }
 
 /// 32 random bytes for the demo tokens' HMAC secret, drawn anew at every start.
@@ -242,34 +298,11 @@ pub fn control(args: &ControlArgs, x: &Explicit) -> Result<ControlSettings, Usag
         gateway_lease: x.pick("gateway_lease", args.gateway_lease, dur(c.gateway_lease)),
         replica_lease: x.pick("replica_lease", args.replica_lease, dur(c.replica_lease)),
         query_timeout: x.pick("query_timeout", args.query_timeout, dur(c.query_timeout)),
-        tls: tls(&args.tls, c.tls.as_ref(), x),
-        api_keys: {
-            let mut keys = ApiKeysArgs { api_keys: args.auth.keys.api_keys.clone(), ..args.auth.keys.clone() };
-            if !x.has("api_keys")
-                && let Some(k) = &c.api_keys
-            {
-                keys.api_keys = k.clone();
-            }
-            if !x.has("api_keys_file")
-                && let Some(p) = &c.api_keys_file
-            {
-                keys.api_keys_file = Some(p.into());
-            }
-            keys.keys()
-        },
-        reflection: x.pick("no_reflection", !args.auth.no_reflection, c.reflection),
         balance: balance_config(&args.balance, c.balance.clone().unwrap_or_default(), x),
         ..ControlConfig::default()
     };
-    config.validate().map_err(|e| UsageError(e.to_string()))?;
-    let open = x.pick("allow_unauthenticated_api", args.auth.allow_unauthenticated_api, c.allow_unauthenticated_api);
-    if !config.is_authenticated() && !open {
-        return Err(UsageError(
-            "the gRPC API needs API keys (--api-keys, --api-keys-file, control.api_keys) or mutual TLS \
-             (--tls-client-ca); --allow-unauthenticated-api serves it open"
-                .into(),
-        ));
-    }
+    let tls = tls(&args.tls, c.tls.as_ref(), x, "control.tls")?;
+    let config = api_security(config, &args.auth, tls, &c, x, false)?;
     let nats = nats_config(&args.nats, &f, x, &replica_id)?;
     Ok(ControlSettings { config, nats, grpc_listen, advertise_addr, metrics_listen })
 }
@@ -387,6 +420,7 @@ fn auth_config(a: &GatewayArgs, f: &FileConfig, x: &Explicit, dev: bool) -> Resu
         algorithms,
         keys,
         jwks_url: s.jwks_url.clone(),
+        jwks_ca: x.pick("jwks_ca", a.jwks_ca.clone(), s.jwks_ca.clone().map(|p| Some(p.into()))),
         jwks_min_refresh: dur(s.jwks_min_refresh).unwrap_or(defaults.jwks_min_refresh),
         jwks_max_age: dur(s.jwks_max_age).unwrap_or(defaults.jwks_max_age),
         issuer: s.issuer.clone(),
@@ -423,19 +457,37 @@ fn key(at: &str, k: &file::KeySection) -> Result<Key, UsageError> {
     }
 }
 
-/// TLS from the flags when one was given, else from the file's section.
-fn tls(flags: &TlsArgs, file: Option<&file::TlsSection>, x: &Explicit) -> Option<switchboard_tls::TlsFiles> {
+/// TLS from the flags when one was given, else from the file's section (`at`). Half a
+/// pair (a certificate without its key, a key without its certificate, a client CA
+/// without either) is refused: it would leave TLS silently off.
+fn tls(
+    flags: &TlsArgs,
+    file: Option<&file::TlsSection>,
+    x: &Explicit,
+    at: &str,
+) -> Result<Option<switchboard_tls::TlsFiles>, UsageError> {
     let mut t = flags.clone();
-    if let Some(f) = file
-        && !x.has("tls_cert")
-        && let (Some(cert), Some(key)) = (&f.cert, &f.key)
-    {
-        t.tls_cert = Some(cert.into());
-        t.tls_key = Some(key.into());
-        t.tls_client_ca = f.client_ca.as_ref().map(Into::into).or(t.tls_client_ca);
-        t.tls_client_cert_optional = f.client_cert_optional.unwrap_or(t.tls_client_cert_optional);
-    }
     if let Some(f) = file {
+        let refuse = |key: &str, why: &str| Err(UsageError(format!("{at}.{key}: {why}")));
+        match (&f.cert, &f.key) {
+            (Some(_), None) => return refuse("key", "missing: cert is set, and TLS needs both cert and key"),
+            (None, Some(_)) => return refuse("cert", "missing: key is set, and TLS needs both cert and key"),
+            (None, None) if f.client_ca.is_some() => {
+                return refuse("client_ca", "set without cert and key: mutual TLS needs TLS on (give cert and key)");
+            }
+            _ => {}
+        }
+        if f.client_cert_optional == Some(true) && f.client_ca.is_none() {
+            return refuse("client_cert_optional", "true without client_ca (no client certificate is asked for)");
+        }
+        if !x.has("tls_cert")
+            && let (Some(cert), Some(key)) = (&f.cert, &f.key)
+        {
+            t.tls_cert = Some(cert.into());
+            t.tls_key = Some(key.into());
+            t.tls_client_ca = f.client_ca.as_ref().map(Into::into).or(t.tls_client_ca);
+            t.tls_client_cert_optional = f.client_cert_optional.unwrap_or(t.tls_client_cert_optional);
+        }
         t.tls_reload_interval = x.pick("tls_reload_interval", t.tls_reload_interval, dur(f.reload_interval));
     }
     t.files()
@@ -485,8 +537,24 @@ fn nats_config(a: &NatsArgs, f: &FileConfig, x: &Explicit, name: &str) -> Result
     if !x.has("nats_tls_ca") && n.tls_ca.is_some() {
         s.nats_tls_ca = path(&n.tls_ca);
     }
+    match (&n.tls_cert, &n.tls_key) {
+        (Some(_), None) => {
+            return Err(UsageError(
+                "nats.tls_key: missing: tls_cert is set, and a client certificate needs its key".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(UsageError(
+                "nats.tls_cert: missing: tls_key is set, and a client key needs its certificate".into(),
+            ));
+        }
+        _ => {}
+    }
     if !x.has("nats_tls_cert") && n.tls_cert.is_some() {
         (s.nats_tls_cert, s.nats_tls_key) = (path(&n.tls_cert), path(&n.tls_key));
+    }
+    if s.nats_tls_cert.is_some() != s.nats_tls_key.is_some() {
+        return Err(UsageError("--nats-tls-cert and --nats-tls-key go together: give both, or neither".into()));
     }
     s.nats_require_tls = x.pick("nats_require_tls", s.nats_require_tls, n.require_tls);
     // A credential from the command line replaces the file's, whichever kind.
@@ -525,12 +593,15 @@ pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
         ConfigAction::Check { role } => {
             let summary = match *role {
                 Role::Dev(args) => {
-                    let (g, grpc, namespaces) = dev(&args, x)?;
+                    let d = dev(&args, x)?;
                     serde_json::json!({
                         "role": "dev",
-                        "gateway": gateway_summary(&g),
-                        "grpc_listen": grpc.to_string(),
-                        "history": history_summary(&namespaces),
+                        "gateway": gateway_summary(&d.gateway),
+                        "grpc_listen": d.grpc_listen.to_string(),
+                        "grpc_tls": tls_summary(d.api_tls.as_ref()),
+                        "api_keys": !d.api_keys.is_empty(),
+                        "reflection": d.reflection,
+                        "history": history_summary(&d.namespaces),
                     })
                 }
                 Role::Gateway(args) => {
@@ -549,6 +620,9 @@ pub fn command(cmd: crate::cli::ConfigCmd, x: &Explicit) -> anyhow::Result<()> {
                         "gateway_lease_ms": c.config.gateway_lease.as_millis() as u64,
                         "replica_lease_ms": c.config.replica_lease.as_millis() as u64,
                         "query_timeout_ms": c.config.query_timeout.as_millis() as u64,
+                        "grpc_tls": tls_summary(c.config.tls.as_ref()),
+                        "api_keys": !c.config.api_keys.is_empty(),
+                        "reflection": c.config.reflection,
                         "balance": balance_summary(&c.config.balance),
                         "nats": nats_summary(&c.nats),
                     })
@@ -583,6 +657,7 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
     namespaces.sort_by_key(|(name, _)| name.as_str());
     serde_json::json!({
         "listen": g.listen.to_string(),
+        "tls": tls_summary(g.tls.as_ref()),
         "node_id": g.node_id,
         "page": g.serve_page,
         "max_message_size": g.max_message_size,
@@ -616,6 +691,7 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
             "allow_anonymous": g.auth.allow_anonymous,
             "keys": g.auth.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
             "jwks_url": g.auth.jwks_url,
+            "jwks_ca": g.auth.jwks_ca.as_ref().map(|p| p.display().to_string()),
             "issuer": g.auth.issuer,
             "audience": g.auth.audience,
         },
@@ -625,6 +701,20 @@ fn gateway_summary(g: &GatewayConfig) -> serde_json::Value {
             "namespaces": namespaces.into_iter().map(|(n, r)| (n.clone(), rules(r))).collect::<serde_json::Map<_, _>>(),
         },
     })
+}
+
+/// Whether a listener serves TLS, and with mutual TLS whether a client certificate is
+/// required; file paths, not their contents.
+fn tls_summary(t: Option<&switchboard_tls::TlsFiles>) -> serde_json::Value {
+    match t {
+        None => serde_json::json!({"on": false}),
+        Some(t) => serde_json::json!({
+            "on": true,
+            "cert": t.cert.display().to_string(),
+            "client_ca": t.client_ca.as_ref().map(|ca| ca.display().to_string()),
+            "client_cert_required": t.client_ca.is_some() && t.client_cert_required,
+        }),
+    }
 }
 
 fn balance_summary(b: &BalanceConfig) -> serde_json::Value {
@@ -647,6 +737,13 @@ fn nats_summary(n: &NatsConfig) -> serde_json::Value {
         "ping_interval_ms": n.ping_interval.as_millis() as u64,
         "max_missed_pongs": n.max_missed_pongs,
         "history_replicas": n.history_replicas,
+        // ca or a client certificate imply TLS; otherwise it is used when the server asks.
+        "tls": if n.tls.require || n.tls.ca.is_some() || n.tls.cert.is_some() || n.urls.iter().any(|u| u.starts_with("tls://")) {
+            "on"
+        } else {
+            "when the server asks"
+        },
+        "tls_client_cert": n.tls.cert.is_some(),
         "history": history_summary(&n.namespaces),
     })
 }

@@ -158,7 +158,7 @@ fn a_gateway_without_keys_refuses_to_start_unless_anonymous_is_allowed() {
     assert!(err.contains("anonymous"), "{err}");
     assert!(gateway_summary_for(&["switchboard", "gateway", "--nats", "nats://x:4222", "--token-secret", "s"]).is_ok());
     let (Command::Dev(a), x) = cli(&["switchboard", "dev"]) else { panic!() };
-    assert!(dev(&a, &x).unwrap().0.auth.allow_anonymous, "dev allows anonymous sessions by default");
+    assert!(dev(&a, &x).unwrap().gateway.auth.allow_anonymous, "dev allows anonymous sessions by default");
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn history_is_kept_per_namespace_as_the_file_says() {
 #[test]
 fn demo_tokens_are_a_dev_flag_only_and_bring_their_own_key() {
     let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--demo-tokens"]) else { panic!() };
-    let (g, _, _) = dev(&a, &x).unwrap();
+    let g = dev(&a, &x).unwrap().gateway;
     let demo = g.demo_tokens.as_ref().expect("--demo-tokens turns the endpoint on");
     assert_eq!(demo.secret.len(), 32);
     assert!(
@@ -197,9 +197,9 @@ fn demo_tokens_are_a_dev_flag_only_and_bring_their_own_key() {
     );
     assert!(g.auth.allow_anonymous, "anonymous sessions stay allowed");
     let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--demo-tokens"]) else { panic!() };
-    assert_ne!(dev(&a, &x).unwrap().0.demo_tokens.unwrap().secret, demo.secret, "a secret drawn at every start");
+    assert_ne!(dev(&a, &x).unwrap().gateway.demo_tokens.unwrap().secret, demo.secret, "a secret drawn at every start");
     let (Command::Dev(a), x) = cli(&["switchboard", "dev"]) else { panic!() };
-    assert!(dev(&a, &x).unwrap().0.demo_tokens.is_none(), "off by default");
+    assert!(dev(&a, &x).unwrap().gateway.demo_tokens.is_none(), "off by default");
     // `gateway` has no such flag, and nothing else turns it on.
     assert!(Cli::command().try_get_matches_from(["switchboard", "gateway", "--demo-tokens"]).is_err());
     let (Command::Gateway(a), x) =
@@ -214,7 +214,8 @@ fn demo_tokens_are_a_dev_flag_only_and_bring_their_own_key() {
 fn the_chat_example_config_is_what_make_run_needs() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/chat/switchboard.toml");
     let (Command::Dev(a), x) = cli(&["switchboard", "dev", "--config", path, "--demo-tokens"]) else { panic!() };
-    let (g, _, n) = dev(&a, &x).unwrap();
+    let d = dev(&a, &x).unwrap();
+    let (g, n) = (d.gateway, d.namespaces);
     let history = n.namespaces["chat"].as_ref().expect("chat keeps history (on join, recovery)");
     assert_eq!((history.size, history.ttl), (1000, Duration::from_secs(3600)));
     let chat = &g.channels.namespaces["chat"];
@@ -275,4 +276,44 @@ fn a_log_level_that_does_not_parse_is_refused_with_its_key() {
     assert!(e.starts_with("log.level: "), "{e}");
     let e = parse("[log]\nformat = \"yaml\"\n").unwrap_err();
     assert!(e.contains("yaml") && e.contains("format"), "{e}");
+}
+
+#[test]
+fn dev_reads_the_api_settings_of_control_from_the_file_and_a_flag_wins() {
+    use switchboard_control::ApiKeys;
+    let keys_file = write("k-from-the-keys-file-0123\n");
+    let keys_path = keys_file.path().to_str().unwrap();
+    let file = write(&format!(
+        "[control]\napi_keys = [\"k-from-the-file-012345\"]\napi_keys_file = {keys_path:?}\nreflection = false\n"
+    ));
+    let path = file.path().to_str().unwrap();
+    let dev_for = |args: &[&str]| {
+        let all: Vec<&str> = ["switchboard", "dev"].iter().chain(args).copied().collect();
+        let (Command::Dev(a), x) = cli(&all) else { panic!("not dev") };
+        dev(&a, &x).map_err(|e| e.0)
+    };
+    let d = dev_for(&["--config", path]).unwrap();
+    assert_eq!(d.api_keys, ApiKeys::new(&["k-from-the-file-012345".to_owned()]).with_file(keys_path));
+    assert!(!d.reflection, "control.reflection");
+    let d = dev_for(&["--config", path, "--api-keys", "k-from-the-flag-012345", "--no-reflection"]).unwrap();
+    assert_eq!(d.api_keys, ApiKeys::new(&["k-from-the-flag-012345".to_owned()]).with_file(keys_path));
+    let d = dev_for(&[]).unwrap();
+    assert!(d.api_keys.is_empty() && d.reflection && d.api_tls.is_none(), "open, with reflection, by default");
+    // Open by default in dev, unless the file says not; then the flag allows it again.
+    let closed = write("[control]\nallow_unauthenticated_api = false\n");
+    let closed = closed.path().to_str().unwrap();
+    let err = dev_for(&["--config", closed]).unwrap_err();
+    assert!(err.contains("needs API keys"), "{err}");
+    assert!(dev_for(&["--config", closed, "--allow-unauthenticated-api"]).is_ok());
+    assert!(dev_for(&["--config", closed, "--api-keys", "k-from-the-flag-012345"]).is_ok());
+}
+
+#[test]
+fn the_check_summary_says_whether_each_listener_serves_tls() {
+    let got = gateway_summary_for(&["switchboard", "gateway", "--nats", "nats://x:4222", "--allow-anonymous"]).unwrap();
+    assert_eq!(got["gateway"]["tls"], serde_json::json!({"on": false}));
+    assert_eq!(got["nats"]["tls"], "when the server asks");
+    let got = gateway_summary_for(&["switchboard", "gateway", "--nats", "tls://x:4222", "--allow-anonymous"]).unwrap();
+    assert_eq!(got["nats"]["tls"], "on", "a tls:// url");
+    // With TLS on: tests/e2e/tls.rs (it needs real certificate files).
 }
