@@ -193,6 +193,8 @@ async fn a_session_refreshes_its_token_or_is_closed_with_4006_at_expiry() {
     lapses.expect_close(4006).await;
     assert!(started.elapsed() < Duration::from_secs(4), "closed at expiry, not later");
     metrics.expect_limit_hits("token_expired", 1).await;
+    // A window, not a wait for a condition: half a second past the old token's expiry
+    // (plus leeway, as erin's close shows), the refreshed session must still be open.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(command(&mut keeps, 4, serde_json::json!({"ping": {}})).await["ping"], serde_json::json!({}));
 }
@@ -369,6 +371,8 @@ async fn a_jwks_url_of_a_private_ca_is_trusted_with_jwks_ca() {
     })
     .await;
     // The system's roots do not know the test CA: several refetches later, still refused.
+    // Windows, not waits for a condition: each connect asks for a refetch of the unknown key,
+    // and 150 ms apart (over jwks_min_refresh) each of the three gets one, which fails.
     let untrusted = node_with(None).await;
     for _ in 0..3 {
         let (_, reply) = connect(untrusted.http, &t).await;
