@@ -120,6 +120,7 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     let (http, ws) = if config.gateway.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
     let grpc_scheme = if config.api_tls.is_some() { "https" } else { "http" };
     let open = config.api_keys.is_empty() && config.api_tls.as_ref().is_none_or(|t| t.client_ca.is_none());
+    let keyed = !config.api_keys.is_empty();
     let (page, demo_tokens) = (config.gateway.serve_page, config.gateway.demo_tokens.is_some());
     let node = Dev::start(config, Some(prometheus)).await?;
     if open {
@@ -146,9 +147,17 @@ pub async fn run(args: crate::cli::DevArgs, explicit: &crate::config::Explicit) 
     } else {
         format!(" --url {ws}://{}/ws", node.http)
     };
-    let grpc = if node.grpc == default(50051) { String::new() } else { format!(" --grpc {}", node.grpc) };
+    let grpc = match (node.grpc == default(50051), grpc_scheme) {
+        (true, "http") => String::new(),
+        (false, "http") => format!(" --grpc {}", node.grpc),
+        (_, scheme) => format!(" --grpc {scheme}://{}", node.grpc),
+    };
+    let key = if keyed { " --api-key KEY" } else { "" };
     println!("  subscribe: {me} sub{url} chat:lobby");
-    println!("  publish:   {me} pub{grpc} chat:lobby '{{\"text\":\"hi\"}}'");
+    println!("  publish:   {me} pub{grpc}{key} chat:lobby '{{\"text\":\"hi\"}}'");
+    if ws == "wss" || grpc_scheme == "https" {
+        println!("  (with --ca FILE when the certificate's CA is not among the system's roots)");
+    }
     crate::shutdown_signal().await;
     println!("draining…");
     node.shutdown().await;
