@@ -283,8 +283,12 @@ pub(super) async fn flood(ws: &mut RawTcp, n: u64, command: impl Fn(u64) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spare_its_neighbours() {
-    // The default outbound queue (1 MiB): the subscribed neighbour reads as fast as it can.
-    let node = start_dev(gateway_config()).await;
+    // An outbound queue of 8 MiB (the default is 1 MiB): the subscribed neighbour reads as
+    // fast as it can, but shares this process's two threads with the gateway and the
+    // flooders, so on a busy machine it may lag; 8 MiB (4,000 publications) is its room.
+    // The flooder that subscribes itself pushes back 32 MiB, far more than the queue and
+    // the kernel's socket buffers hold together.
+    let node = start_dev(GatewayConfig { max_queue_bytes: 8 << 20, ..gateway_config() }).await;
     // A bystander pings all along; its worst round trip is the measure of "unaffected".
     let bystander = client(node.http, Encoding::Json).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,10 +306,10 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
         }
     });
     // Its connection keeps reading the socket while the checks below catch up (room for all
-    // 10,000 publications of the floods), so on a busy machine it is the test's loop that
+    // 21,000 publications of the floods), so on a busy machine it is the test's loop that
     // lags, not the socket: the gateway must keep up with a reader, not with the test.
     let mut config = ClientConfig::new(ws_url(node.http)).reconnect(false);
-    config.event_buffer = 16_384;
+    config.event_buffer = 32_768;
     let mut neighbour = Client::connect(config).await.expect("the neighbour connects");
     neighbour.subscribe("chat:flood").await.unwrap();
     // It reads every publication the floods make, in order, without a gap, to the end.
@@ -334,15 +338,15 @@ async fn pipelined_floods_without_reading_end_the_flooder_or_are_served_and_spar
     let publish_from_subscriber = |id: u64| {
         if id == 3 { r#"{"id":3,"subscribe":{"channel":"chat:flood"}}"#.to_owned() } else { publish(id) }
     };
-    // (what, how many commands, the command, the outcomes allowed): 2 MiB of replies fit
-    // the kernel's socket buffers, 10 MiB of publications pushed back do not.
+    // (what, how many commands, the command, the outcomes allowed): 2 MiB of replies may fit
+    // the queue and the kernel's socket buffers, 32 MiB of publications pushed back do not.
     type Command<'a> = &'a dyn Fn(u64) -> String;
     let floods: Vec<(&str, u64, Command, &[Flooded])> = vec![
         ("100,000 pings", 100_000, &ping, &[Flooded::KeptUp, Flooded::SlowConsumer, Flooded::Cut]),
         ("5,000 publishes of 2 KiB", 5_000, &publish, &[Flooded::KeptUp, Flooded::SlowConsumer, Flooded::Cut]),
         (
-            "5,000 publishes of 2 KiB to a channel the flooder is subscribed to",
-            5_000,
+            "16,000 publishes of 2 KiB to a channel the flooder is subscribed to",
+            16_000,
             &publish_from_subscriber,
             &[Flooded::SlowConsumer, Flooded::Cut],
         ),
