@@ -177,6 +177,23 @@ async fn control_is_unready_and_its_api_unavailable_at_once_while_its_nats_node_
     eventually("control's /readyz answers 200", || readyz(admin)).await;
     let mut api = grpc(c1.addr()).await;
     let publish = pb::PublishApiRequest { channel: "f:x".into(), data: Bytes::from_static(b"1"), ..Default::default() };
+    // The standard gRPC health check, overall and for the API, as a gRPC probe asks it.
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", c1.addr())).unwrap().connect().await.unwrap();
+    let health = || {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = channel.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for service in ["", "switchboard.v1.SwitchboardApi"] {
+                let request = HealthCheckRequest { service: service.into() };
+                statuses.push(HealthClient::new(channel.clone()).check(request).await.unwrap().into_inner().status());
+            }
+            statuses
+        }
+    };
+    use tonic_health::pb::health_check_response::ServingStatus::{NotServing, Serving};
+    assert_eq!(health().await, [Serving, Serving]);
 
     nats.freeze();
     let frozen_at = Instant::now();
@@ -202,9 +219,11 @@ async fn control_is_unready_and_its_api_unavailable_at_once_while_its_nats_node_
     assert!(took < Duration::from_secs(1), "UNAVAILABLE after {took:?}");
     // `Info` is the one call that needs no bus: the server itself still serves.
     api.info(pb::InfoRequest {}).await.expect("Info answers without the bus");
+    eventually("the gRPC health check says NOT_SERVING", async || health().await == [NotServing, NotServing]).await;
 
     nats.thaw();
     eventually("control's /readyz answers 200 again", || readyz(admin)).await;
+    eventually("the gRPC health check says SERVING again", async || health().await == [Serving, Serving]).await;
     println!("control ready again {:?} after the freeze", frozen_at.elapsed());
     eventually("publishing works again", || {
         let (mut api, publish) = (api.clone(), publish.clone());

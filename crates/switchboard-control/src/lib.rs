@@ -52,6 +52,18 @@ pub use sync::SNAPSHOT_WAIT;
 
 use state::{Shared, Task};
 
+/// How often the gRPC health status is brought in line with the bus's state.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Aborts a task when dropped (the health watch ends with `serve`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One control replica: a cheap handle (clones share the replica). Its background tasks
 /// run until [`Control::stop`], or until the last handle (and any [`Api`] being served) is
 /// dropped, which aborts them without a leave notice, as a crash would.
@@ -123,7 +135,31 @@ impl Control {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<SwitchboardApiServer<Api>>().await;
+        // The standard gRPC health check says what the API can do: NOT_SERVING (overall and
+        // for `SwitchboardApi`) while every call but `Info` would answer UNAVAILABLE, that
+        // is while the bus is down or the replica stopped; checked every HEALTH_INTERVAL.
+        let serving = self.clone();
+        let api_serves =
+            move || !serving.inner.shared.stopped.load(Ordering::Relaxed) && serving.inner.shared.bus.is_ready();
+        let report = async move |serves: bool| {
+            use tonic_health::ServingStatus::{NotServing, Serving};
+            let status = if serves { Serving } else { NotServing };
+            health.set_service_status("", status).await;
+            health.set_service_status(<SwitchboardApiServer<Api> as tonic::server::NamedService>::NAME, status).await;
+        };
+        let mut serves = api_serves();
+        report(serves).await;
+        let health_watch = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if api_serves() != serves {
+                    serves = !serves;
+                    report(serves).await;
+                }
+            }
+        });
+        let _health_watch = AbortOnDrop(health_watch);
         // Both reflection versions: grpcurl before 1.8.8 and Python's grpcio-reflection speak
         // only v1alpha. Each lists both, so either version shows the whole server.
         let reflection = || {
