@@ -206,6 +206,13 @@ pub struct GrpcArgs {
     /// CA certificates (PEM) to trust for an https:// URL instead of the system's roots.
     #[arg(long, env = "SWITCHBOARD_CA")]
     pub ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for an https:// API that verifies clients (mutual TLS,
+    /// `--tls-client-ca` on control); with --key.
+    #[arg(long, env = "SWITCHBOARD_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM); with --cert.
+    #[arg(long, env = "SWITCHBOARD_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use super::{human, no_answer};
@@ -44,6 +44,8 @@ pub(super) struct Api {
     url: String,
     timeout: Duration,
     client: ApiClient,
+    /// No `--cert` was given: a TLS connection the server ends may want one.
+    without_cert: bool,
 }
 
 // === impl Api ===
@@ -65,7 +67,7 @@ impl Api {
             .timeout(timeout);
         if url.starts_with("https://") {
             endpoint = endpoint
-                .tls_config(tls_config(args.ca.as_deref())?)
+                .tls_config(tls_config(args)?)
                 .map_err(|e| UsageError(format!("tls for --grpc {:?}: {}", args.grpc, chain(&e))))?;
         }
         let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
@@ -73,7 +75,8 @@ impl Api {
             Ok(Err(e)) => return Err(transport_error(&url, timeout, &e).await),
             Err(_) => return Err(no_answer(&url, timeout, EXPECTED)),
         };
-        Ok(Api { url, timeout, client: SwitchboardApiClient::with_interceptor(channel, Bearer(bearer)) })
+        let client = SwitchboardApiClient::with_interceptor(channel, Bearer(bearer));
+        Ok(Api { url, timeout, client, without_cert: args.cert.is_none() })
     }
 
     /// Calls `f` until it answers, fails with anything but a server's UNAVAILABLE, or
@@ -93,7 +96,7 @@ impl Api {
             };
             // A status the server sent has no source; one with a source is the transport's.
             if let Some(source) = status.source() {
-                return Err(transport_error(&self.url, self.timeout, source).await);
+                return Err(self.transport_error(source).await);
             }
             if status.code() == Code::Unavailable && Instant::now() + delay < deadline {
                 tracing::debug!(message = status.message(), "{what}: UNAVAILABLE, retrying");
@@ -129,9 +132,22 @@ impl Api {
     /// A status that ended a stream, said as [`Api::call`] says a failed call.
     pub(super) async fn stream_error(&self, what: &str, status: Status) -> anyhow::Error {
         match status.source() {
-            Some(source) => transport_error(&self.url, self.timeout, source).await,
+            Some(source) => self.transport_error(source).await,
             None => failed(what, status.code(), status.message(), ""),
         }
+    }
+
+    /// [`transport_error`], with a hint when a server that verifies clients may have ended
+    /// the TLS connection of a tool that gave no certificate: with the alert, or by just
+    /// closing it (TLS 1.3 checks the client's certificate after the client's handshake).
+    async fn transport_error(&self, source: &(dyn StdError + 'static)) -> anyhow::Error {
+        let e = transport_error(&self.url, self.timeout, source).await;
+        let text = e.to_string();
+        let ended = text.contains("CertificateRequired") || text.contains("closed");
+        if self.url.starts_with("https://") && self.without_cert && ended {
+            return anyhow!("{e} (if the API verifies clients, give a certificate with --cert and --key)");
+        }
+        e
     }
 
     /// The expiry of `--timeout` while waiting for an answer.
@@ -151,16 +167,23 @@ pub(super) fn failed(what: &str, code: Code, message: &str, still: &str) -> anyh
     anyhow!("{what} failed: {}: {message}{still}{hint}", switchboard_control::metrics::code_name(code))
 }
 
-/// TLS for an `https://` API: the CAs of `--ca`, or the system's roots.
-fn tls_config(ca: Option<&std::path::Path>) -> Result<ClientTlsConfig, UsageError> {
-    Ok(match ca {
+/// TLS for an `https://` API: the CAs of `--ca`, or the system's roots; and the client
+/// certificate of `--cert` and `--key`, if given.
+fn tls_config(args: &GrpcArgs) -> Result<ClientTlsConfig, UsageError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| UsageError(format!("{flag}: {}: {e}", path.display())))
+    };
+    let tls = match &args.ca {
         Some(path) => {
             // Parsed here too, so a bad file is named as such rather than as a handshake error.
             switchboard_tls::load_roots(path).map_err(|e| UsageError(format!("--ca: {e}")))?;
-            let pem = std::fs::read(path).map_err(|e| UsageError(format!("--ca: {}: {e}", path.display())))?;
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca", path)?))
         }
         None => ClientTlsConfig::new().with_native_roots(),
+    };
+    Ok(match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?)),
+        _ => tls,
     })
 }
 
