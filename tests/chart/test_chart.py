@@ -49,6 +49,12 @@ CONTROL_CA = '-----BEGIN CERTIFICATE-----\nMIIBrzCCAVWgAwIBAgIUNtyKPOmEh7UCc56Ec
 CONTROL_CRT = '-----BEGIN CERTIFICATE-----\nMIICBDCCAamgAwIBAgIUGZAOBM+O+YUEct/BiqYTtotCEkMwCgYIKoZIzj0EAwIw\nJDEiMCAGA1UEAwwZc3dpdGNoYm9hcmQgY2hhcnQtdGVzdCBDQTAgFw0yNjEyMDEx\nNzIyMTBaGA8yMTI2MTEwNzE3MjIxMFowITEfMB0GA1UEAwwWc2Itc3dpdGNoYm9h\ncmQtY29udHJvbDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABFMg7A4MtEgEyd/f\n0dQY7I0WjRnv+qtAHbIGx3b+G3aiBGGl9K33JsY4cq6gk5K3hSzC2W6conh4RCVo\nxRIPUxGjgbkwgbYwUQYDVR0RBEowSIIWc2Itc3dpdGNoYm9hcmQtY29udHJvbIId\nc2Itc3dpdGNoYm9hcmQtY29udHJvbC5ydC5zdmOCCWxvY2FsaG9zdIcEfwAAATAM\nBgNVHRMBAf8EAjAAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB0GA1UdDgQWBBTHURMH\nnH+1A6DahuBZirkUsgvPxzAfBgNVHSMEGDAWgBQCOBOUjWmB5nx+qMrV4meyGjYe\n3jAKBggqhkjOPQQDAgNJADBGAiEAsc50Id0vOKjruL+moWwcCGZWEl48kniShoNQ\nyo21LDECIQDxYQQbrIi5yoYbd+P5ngZxCaGyFz/XkJL8Qgkc2hcgyw==\n-----END CERTIFICATE-----\n'
 CONTROL_KEY = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgACMxILjviAWldqzv\n2pfE0XARISS7ncl1m+QpdTWl6/2hRANCAARTIOwODLRIBMnf39HUGOyNFo0Z7/qr\nQB2yBsd2/ht2ogRhpfSt9ybGOHKuoJOSt4UswtlunKJ4eEQlaMUSD1MR\n-----END PRIVATE KEY-----\n'
 CONTROL_TLS = {"tls.crt": CONTROL_CRT, "tls.key": CONTROL_KEY, "ca.crt": CONTROL_CA}
+# A client certificate for the helm test pod (CN helm-test, clientAuth), from a CA of its own
+# made once with openssl (valid to 2126; its key was not kept): control's client CA is the
+# Secret's ca.crt, so the mutual-TLS-only case bundles both CAs there.
+CLIENT_CA = '-----BEGIN CERTIFICATE-----\nMIIBrTCCAVOgAwIBAgIUW1QEtmEYs/A0TdqbDrL5LMAm0VIwCgYIKoZIzj0EAwIw\nKzEpMCcGA1UEAwwgc3dpdGNoYm9hcmQgY2hhcnQgdGVzdCBjbGllbnQgQ0EwIBcN\nMjYxMjAxMTc1MDM0WhgPMjEyNjExMDcxNzUwMzRaMCsxKTAnBgNVBAMMIHN3aXRj\naGJvYXJkIGNoYXJ0IHRlc3QgY2xpZW50IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0D\nAQcDQgAEsEZXBpKmwIGySzcPaMQ76+CexTiWSm2FKqUXG8dPIWUpup6ta8d/O6ZA\nwVHNpvm2UxrM4PPneluxd5rjIAXCHqNTMFEwHQYDVR0OBBYEFBbdjX/0froGan7x\nvtRyxQUJlryJMB8GA1UdIwQYMBaAFBbdjX/0froGan7xvtRyxQUJlryJMA8GA1Ud\nEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAKrtryIllgDpeXIeOsEc9Sin\nuGv5Ljoi6VKgdGZ3+sgEAiAM3XAqHqFLIdHQIsY/fYK1sgK10z6hv4T59IsVzE4o\nDg==\n-----END CERTIFICATE-----\n'
+CLIENT_CRT = '-----BEGIN CERTIFICATE-----\nMIIBuDCCAV6gAwIBAgIUFNjnSNB1tmfp0td9O/wjNR/nJWYwCgYIKoZIzj0EAwIw\nKzEpMCcGA1UEAwwgc3dpdGNoYm9hcmQgY2hhcnQgdGVzdCBjbGllbnQgQ0EwIBcN\nMjYxMjAxMTc1MDM0WhgPMjEyNjExMDcxNzUwMzRaMBQxEjAQBgNVBAMMCWhlbG0t\ndGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABBzj9i92fOtPaMC/NVJPqG5u\n1WBwwsR0qPsfqam61ELizZjUnYpzGaMz8iV0OaWSNYQaiMe1oqhAmQ2KrPcFP22j\ndTBzMAwGA1UdEwEB/wQCMAAwEwYDVR0lBAwwCgYIKwYBBQUHAwIwDgYDVR0PAQH/\nBAQDAgeAMB0GA1UdDgQWBBQWUhrtoTeMEE5OHm6yoXAkfrAvFjAfBgNVHSMEGDAW\ngBQW3Y1/9H66Bmp+8b7UcsUFCZa8iTAKBggqhkjOPQQDAgNIADBFAiEAiGpepgq3\nChkPsQCWq53Dmz3u73cW3Tb+sWQPqadrOzoCICaUfM40a7ao/dT43qQYnyD26P/l\nsTd1A0xG00pamNKi\n-----END CERTIFICATE-----\n'
+CLIENT_KEY = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg1jV2C8GFNr0eFo0l\nd8360+Df1S32TpXr3cR3uaCtBKmhRANCAAQc4/YvdnzrT2jAvzVST6hubtVgcMLE\ndKj7H6mputRC4s2Y1J2KcxmjM/IldDmlkjWEGojHtaKoQJkNiqz3BT9t\n-----END PRIVATE KEY-----\n'
 # A valid NATS user nkey seed (fixed bytes 1..32; nkeys' base32 with its CRC-16).
 NKEY_SEED = "SUAACAQDAQCQMBYIBEFAWDANBYHRAEISCMKBKFQXDAMRUGY4DUPB6IC5CQ"
 TOKEN_SECRET = {"switchboard-token": {"secret": "chart-test-secret"},
@@ -683,12 +689,26 @@ def wait_ready(url, procs, deadline_s=30):
         time.sleep(0.1)
 
 
-def test_the_helm_test_pod_passes_against_the_rendered_pods_with_a_tls_api(tmp_path):
-    """The release's own control and gateway command lines (a TLS gRPC API, mutual TLS
-    optional, API keys from the Secret) run against a real nats-server, and the helm test
-    pod's script subscribes and publishes through them over https."""
-    values = {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True, "clientCertOptional": True}}}
-    secrets = {**TOKEN_SECRET, "switchboard-grpc-tls": CONTROL_TLS}
+TLS_API_CASES = {
+    # Mutual TLS optional, API keys from their Secret: the pod sends a key.
+    "keys": ({"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True, "clientCertOptional": True}}},
+             {**TOKEN_SECRET, "switchboard-grpc-tls": CONTROL_TLS}),
+    # Only client certificates (no API keys at all): the pod presents tests.clientCertSecret.
+    "client-certificate": (
+        {"control": {"tls": {"existingSecret": "switchboard-grpc-tls", "clientCA": True}},
+         "apiKeys": {"existingSecret": ""}, "tests": {"clientCertSecret": "switchboard-test-client"}},
+        {**TOKEN_SECRET, "switchboard-grpc-tls": {**CONTROL_TLS, "ca.crt": CONTROL_CA + CLIENT_CA},
+         "switchboard-test-client": {"tls.crt": CLIENT_CRT, "tls.key": CLIENT_KEY}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TLS_API_CASES))
+def test_the_helm_test_pod_passes_against_the_rendered_pods_with_a_tls_api(tmp_path, case):
+    """The release's own control and gateway command lines (a TLS gRPC API, with API keys
+    from the Secret and mutual TLS optional, or with client certificates only) run against a
+    real nats-server, and the helm test pod's script subscribes and publishes through them
+    over https."""
+    values, secrets = TLS_API_CASES[case]
     _, docs = render(values)
     ports = {name: free_port() for name in ("nats", "http", "gw-admin", "grpc", "ctl-admin")}
     local = {"--listen=0.0.0.0:8080": f"--listen=127.0.0.1:{ports['http']}",
@@ -727,6 +747,14 @@ def test_the_helm_test_pod_passes_against_the_rendered_pods_with_a_tls_api(tmp_p
         r = subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=90)
         assert r.returncode == 0, r.stdout + r.stderr
         assert '"helm":"test"' in r.stdout, r.stdout
+        if case == "client-certificate":
+            # Without the certificate the same call is refused: the script passed because
+            # it presented one.
+            ca = tmp_path / "ca.crt"
+            ca.write_text(CONTROL_CA)
+            bare = subprocess.run([str(BINARY), "pub", "--grpc", f"https://localhost:{ports['grpc']}", "--ca", str(ca),
+                                   "--timeout", "2s", "helm-test:x", "{}"], capture_output=True, text=True, timeout=30)
+            assert bare.returncode != 0 and "--cert and --key" in bare.stderr, bare.stdout + bare.stderr
         # Plain gRPC to the TLS port fails, and so does https without the Secret's CA: the
         # script passed because it used both.
         plain = subprocess.run([str(BINARY), "pub", "--grpc", f"http://127.0.0.1:{ports['grpc']}", "--timeout", "2s",

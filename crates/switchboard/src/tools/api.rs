@@ -143,7 +143,7 @@ impl Api {
     async fn transport_error(&self, source: &(dyn StdError + 'static)) -> anyhow::Error {
         let e = transport_error(&self.url, self.timeout, source).await;
         let text = e.to_string();
-        let ended = text.contains("CertificateRequired") || text.contains("closed");
+        let ended = ["CertificateRequired", "closed", "broken pipe", "not ready"].iter().any(|t| text.contains(t));
         if self.url.starts_with("https://") && self.without_cert && ended {
             return anyhow!("{e} (if the API verifies clients, give a certificate with --cert and --key)");
         }
