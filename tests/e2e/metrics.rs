@@ -111,6 +111,7 @@ async fn live_metrics_pass_promtool_and_cover_every_name_the_dashboard_and_rules
         ..Default::default()
     };
     api.publish(publish.clone()).await.unwrap();
+    client.publish("chat:lobby", data.clone()).await.expect("a client publish");
     let mut bad = switchboard_client::ClientConfig::new(ws_url(gateway.addr())).reconnect(false);
     bad.token = "not-a-jwt".into();
     assert!(switchboard_client::Client::connect(bad).await.is_err(), "a bad token is refused");
@@ -170,5 +171,7 @@ async fn live_metrics_pass_promtool_and_cover_every_name_the_dashboard_and_rules
             .any(|v| v["span"]["name"] == span && v["fields"]["message"] == event)
     };
     eventually("the gateway logs its connect span as JSON", async || has_span(&gateway, "connect", "connected")).await;
+    eventually("the gateway logs its subscribe span", async || has_span(&gateway, "subscribe", "subscribed")).await;
+    eventually("the gateway logs its publish span", async || has_span(&gateway, "publish", "published")).await;
     eventually("control logs its grpc spans as JSON", async || has_span(&control, "grpc", "answered")).await;
 }

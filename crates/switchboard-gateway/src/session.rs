@@ -836,6 +836,7 @@ impl Session {
                     }
                     Err(e) => Err(e),
                 };
+                tracing::debug!(read = page.is_ok(), "subscribed, history read");
                 Done::Recover { id, channel, since, page }
             }
             .instrument(span)
@@ -846,6 +847,7 @@ impl Session {
                 Ok(()) => bus.position(&channel).await,
                 Err(e) => Err(e),
             };
+            tracing::debug!(confirmed = position.is_ok(), "subscribed");
             Done::Subscribe { asker, channel, position }
         }
         .instrument(span)
@@ -1068,6 +1070,7 @@ impl Session {
                 }
                 Err(e) => Err((ErrorCode::UNAVAILABLE, e.to_string())),
             };
+            tracing::debug!(stored = result.is_ok(), "published");
             Done::Reply(id, result)
         }
         .instrument(span)
