@@ -419,3 +419,29 @@ fn a_token_minted_from_a_config_file_connects_to_a_node_of_that_file() {
         assert!(out.stderr.contains("4501"), "{other:?}: {}", out.stderr);
     }
 }
+
+#[test]
+fn token_keys_come_from_environment_variables_as_pem_or_jwk() {
+    let testdata = root().join("crates/switchboard-gateway/src/auth/testdata");
+    let read = |name: &str| std::fs::read_to_string(testdata.join(name)).unwrap();
+    let (ec_pub, rsa_jwk) = (read("ec.pub"), read("rsa.jwk.json"));
+    let config = kit::config_file(
+        "[auth]\nallow_anonymous = false\n\
+         [[auth.keys]]\nkid = \"ec\"\npublic_key_env = \"SB_TEST_EC_PUB\"\n\
+         [[auth.keys]]\nkid = \"rsa\"\njwk_env = \"SB_TEST_RSA_JWK\"\n",
+    );
+    let config = config.to_str().unwrap();
+    // An unset variable is named, before anything starts.
+    let out = run(&["config", "check", "dev", "--config", config]);
+    assert_eq!(out.code, Some(64), "{}", out.stderr);
+    assert!(out.stderr.contains("environment variable SB_TEST_EC_PUB is not set"), "{}", out.stderr);
+    let node =
+        DevNode::start_with_env(&["--config", config], &[("SB_TEST_EC_PUB", &ec_pub), ("SB_TEST_RSA_JWK", &rsa_jwk)]);
+    for (key, kid) in [("ec.pem", "ec"), ("rsa.pem", "rsa")] {
+        let key = testdata.join(key);
+        let out = run(&["token", "--user", "erin", "--private-key", key.to_str().unwrap(), "--kid", kid]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let out = run(&["sub", "--url", &node.ws(), "--token", out.stdout.trim(), "--count", "0", "a:b"]);
+        assert_eq!(out.code, Some(0), "a token checked by the {kid} key from the environment: {}", out.stderr);
+    }
+}

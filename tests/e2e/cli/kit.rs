@@ -127,10 +127,16 @@ pub struct DevNode {
 
 impl DevNode {
     pub fn start(extra: &[&str]) -> DevNode {
+        DevNode::start_with_env(extra, &[])
+    }
+
+    /// [`DevNode::start`] with these environment variables set for the process.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> DevNode {
         let (http, grpc) = (free_port(), free_port());
         let child = Command::new(binary())
             .args(["dev", "--listen", &format!("127.0.0.1:{http}"), "--grpc-listen", &format!("127.0.0.1:{grpc}")])
             .args(extra)
+            .envs(env.iter().copied())
             .current_dir(root())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -178,10 +178,14 @@ pub struct KeySection {
     pub hmac_secret_file: Option<String>,
     /// A PEM public key (RSA, EC P-256/P-384 or Ed25519), inline.
     pub public_key_pem: Option<String>,
+    /// The environment variable holding a PEM public key.
+    pub public_key_env: Option<String>,
     /// A file holding a PEM public key.
     pub public_key_file: Option<String>,
     /// A public key as one JWK, inline JSON.
     pub jwk: Option<String>,
+    /// The environment variable holding one JWK.
+    pub jwk_env: Option<String>,
     /// A file holding one JWK.
     pub jwk_file: Option<String>,
 }

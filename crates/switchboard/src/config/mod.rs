@@ -434,19 +434,20 @@ fn auth_config(a: &GatewayArgs, f: &FileConfig, x: &Explicit, dev: bool) -> Resu
 fn key(at: &str, k: &file::KeySection) -> Result<Key, UsageError> {
     let read =
         |path: &str| std::fs::read_to_string(path).map_err(|e| UsageError(format!("{at}: cannot read {path}: {e}")));
+    let env = |name: &String| {
+        std::env::var(name).map_err(|_| UsageError(format!("{at}: environment variable {name} is not set")))
+    };
     let sources = [
         k.hmac_secret.as_ref().map(|s| Ok(KeyMaterial::Hmac(s.as_bytes().to_vec()))),
-        k.hmac_secret_env.as_ref().map(|name| {
-            std::env::var(name)
-                .map(|s| KeyMaterial::Hmac(s.into_bytes()))
-                .map_err(|_| UsageError(format!("{at}: environment variable {name} is not set")))
-        }),
+        k.hmac_secret_env.as_ref().map(|name| env(name).map(|s| KeyMaterial::Hmac(s.into_bytes()))),
         k.hmac_secret_file
             .as_ref()
             .map(|p| read(p).map(|s| KeyMaterial::Hmac(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))),
         k.public_key_pem.as_ref().map(|s| Ok(KeyMaterial::Pem(s.clone()))),
+        k.public_key_env.as_ref().map(|name| env(name).map(KeyMaterial::Pem)),
         k.public_key_file.as_ref().map(|p| read(p).map(KeyMaterial::Pem)),
         k.jwk.as_ref().map(|s| Ok(KeyMaterial::Jwk(s.clone()))),
+        k.jwk_env.as_ref().map(|name| env(name).map(KeyMaterial::Jwk)),
         k.jwk_file.as_ref().map(|p| read(p).map(KeyMaterial::Jwk)),
     ];
     let mut given = sources.into_iter().flatten();
