@@ -69,15 +69,19 @@ pub fn presence_rules() -> switchboard_gateway::permissions::ChannelRules {
 /// Starts a dev node (gateway + gRPC API + in-process bus) on free ports, keeping
 /// [`namespaces`]; its API is open.
 pub async fn start_dev(gateway: GatewayConfig) -> Dev {
-    let config = DevConfig {
+    Dev::start(dev_config(gateway), None).await.expect("dev node starts")
+}
+
+/// What [`start_dev`] starts: `gateway`, an open API on a free port, [`namespaces`].
+fn dev_config(gateway: GatewayConfig) -> DevConfig {
+    DevConfig {
         gateway,
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         api_keys: Default::default(),
         api_tls: None,
         reflection: true,
         namespaces: namespaces(),
-    };
-    Dev::start(config, None).await.expect("dev node starts")
+    }
 }
 
 /// The metrics of one dev node ([`start_dev_metered`]), apart from every other node in
@@ -126,15 +130,7 @@ impl Metered {
 pub async fn start_dev_metered(gateway: GatewayConfig) -> (Dev, Metered) {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let config = DevConfig {
-        gateway,
-        grpc_listen: "127.0.0.1:0".parse().unwrap(),
-        api_keys: Default::default(),
-        api_tls: None,
-        reflection: true,
-        namespaces: namespaces(),
-    };
-    let mut starting = std::pin::pin!(Dev::start(config, Some(handle.clone())));
+    let mut starting = std::pin::pin!(Dev::start(dev_config(gateway), Some(handle.clone())));
     // Every poll of the start-up runs with the node's recorder as the thread's own.
     let dev = std::future::poll_fn(|cx| metrics::with_local_recorder(&recorder, || starting.as_mut().poll(cx))).await;
     (dev.expect("dev node starts"), Metered(handle))
