@@ -55,15 +55,6 @@ use state::{Shared, Task};
 /// How often the gRPC health status is brought in line with the bus's state.
 const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Aborts a task when dropped (the health watch ends with `serve`).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// One control replica: a cheap handle (clones share the replica). Its background tasks
 /// run until [`Control::stop`], or until the last handle (and any [`Api`] being served) is
 /// dropped, which aborts them without a leave notice, as a crash would.
@@ -139,8 +130,7 @@ impl Control {
         // for `SwitchboardApi`) while every call but `Info` would answer UNAVAILABLE, that
         // is while the bus is down or the replica stopped; checked every HEALTH_INTERVAL.
         let serving = self.clone();
-        let api_serves =
-            move || !serving.inner.shared.stopped.load(Ordering::Relaxed) && serving.inner.shared.bus.is_ready();
+        let api_serves = move || serving.api_serves().is_ok();
         let report = async move |serves: bool| {
             use tonic_health::ServingStatus::{NotServing, Serving};
             let status = if serves { Serving } else { NotServing };
@@ -149,7 +139,9 @@ impl Control {
         };
         let mut serves = api_serves();
         report(serves).await;
-        let health_watch = tokio::spawn(async move {
+        // A task set aborts its tasks when dropped: the watch ends with `serve`.
+        let mut health_watch = tokio::task::JoinSet::new();
+        health_watch.spawn(async move {
             let mut tick = tokio::time::interval(HEALTH_INTERVAL);
             loop {
                 tick.tick().await;
@@ -159,7 +151,6 @@ impl Control {
                 }
             }
         });
-        let _health_watch = AbortOnDrop(health_watch);
         // Both reflection versions: grpcurl before 1.8.8 and Python's grpcio-reflection speak
         // only v1alpha. Each lists both, so either version shows the whole server.
         let reflection = || {
@@ -225,14 +216,22 @@ impl Control {
     /// [`Control::is_ready`], with what the replica waits for when it is not: the text its
     /// `/readyz` answers.
     pub fn readiness(&self) -> Result<(), &'static str> {
+        self.api_serves()?;
+        if *self.inner.shared.settled.borrow() == 0 {
+            return Err("joining the ring (no shards settled yet)");
+        }
+        Ok(())
+    }
+
+    /// Whether the API can do its work: not while the replica is stopped, nor while its bus
+    /// is down, when every call but `Info` answers UNAVAILABLE (`Api::gated`). The gRPC
+    /// health check says this; `/readyz` says it and whether the replica joined the ring.
+    fn api_serves(&self) -> Result<(), &'static str> {
         let shared = &self.inner.shared;
         if shared.stopped.load(Ordering::Relaxed) {
             Err("stopped")
         } else if !shared.bus.is_ready() {
-            // While the bus is down every API call but `Info` answers UNAVAILABLE (`Api::gated`).
             Err("bus unavailable")
-        } else if *shared.settled.borrow() == 0 {
-            Err("joining the ring (no shards settled yet)")
         } else {
             Ok(())
         }
